@@ -1,0 +1,53 @@
+"""``giftbox spec validate``."""
+
+from __future__ import annotations
+
+import click
+
+from giftbox.cli import App, cli, emit_json, json_option, pass_app
+from giftbox.errors import SpecError
+from giftbox.spec import list_projects, spec_path, load_spec
+from giftbox.distros import load_distros
+
+
+@cli.group()
+def spec() -> None:
+    """Check spec files (specs/<project>.yaml)."""
+
+
+@spec.command("validate")
+@click.argument("projects", nargs=-1)
+@click.option("--all", "all_", is_flag=True, help="Validate every spec under specs/.")
+@json_option
+@pass_app
+def validate(app: App, projects: tuple[str, ...], all_: bool, as_json: bool) -> None:
+    """Validate specs and report every problem as file:line, field, and a hint.
+
+    \b
+      giftbox spec validate nova
+      giftbox spec validate --all --json
+    """
+    root = app.settings.root
+    names = list_projects(root) if all_ or not projects else list(projects)
+    if not names:
+        raise click.UsageError(f"no specs found under {root}/specs")
+    known = frozenset(load_distros(app.settings.builders_dir))
+    results = []
+    problems = []
+    for name in names:
+        try:
+            load_spec(spec_path(root, name), root, known)
+            results.append({"project": name, "ok": True, "problems": []})
+        except SpecError as exc:
+            problems.extend(exc.problems)
+            results.append({"project": name, "ok": False,
+                            "problems": [p.as_dict() for p in exc.problems]})
+    if as_json:
+        emit_json({"ok": not problems, "specs": results})
+    else:
+        for r in results:
+            if r["ok"]:
+                click.echo(f"ok    specs/{r['project']}.yaml")
+    if problems:
+        raise SpecError(problems, hint=f"{len(problems)} problem(s) in "
+                        f"{sum(1 for r in results if not r['ok'])} spec(s)")

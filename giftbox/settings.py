@@ -1,0 +1,109 @@
+"""Settings resolved once from the command line and the environment into a frozen object.
+
+The rest of the code reads a ``Settings``, never ``os.environ``: that keeps what a build saw
+explicit, and keeps secrets (index credentials) in one place we know never to serialise.
+"""
+
+from __future__ import annotations
+
+import configparser
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+DEFAULT_INDEX_URL = "https://pypi.org/simple"
+
+# Where hosts keep their trusted CA bundle; the first that exists is propagated into builders.
+_CA_CANDIDATES = (
+    "/etc/ssl/certs/ca-certificates.crt",  # Debian, Ubuntu
+    "/etc/pki/tls/certs/ca-bundle.crt",  # RHEL family
+    "/etc/ssl/ca-bundle.pem",  # SUSE
+)
+
+
+def _find_root(start: Path) -> Path:
+    """The giftbox project root: the nearest directory upwards holding ``specs/``."""
+    for candidate in (start, *start.parents):
+        if (candidate / "specs").is_dir():
+            return candidate
+    return start
+
+
+def _pip_config() -> configparser.ConfigParser:
+    """pip's own configuration files, in pip's order of precedence (later wins)."""
+    parser = configparser.ConfigParser()
+    files = ["/etc/pip.conf", "/etc/xdg/pip/pip.conf",
+             str(Path.home() / ".pip" / "pip.conf"),
+             str(Path.home() / ".config" / "pip" / "pip.conf")]
+    if os.environ.get("PIP_CONFIG_FILE"):
+        files.append(os.environ["PIP_CONFIG_FILE"])
+    parser.read([f for f in files if os.path.isfile(f)])
+    return parser
+
+
+def _pip_setting(env: dict[str, str], parser: configparser.ConfigParser, name: str) -> str | None:
+    value = env.get("PIP_" + name.upper().replace("-", "_"))
+    if value:
+        return value
+    for section in ("install", "global"):
+        if parser.has_option(section, name):
+            return parser.get(section, name)
+    return None
+
+
+@dataclass(frozen=True)
+class Settings:
+    root: Path
+    cache_dir: Path
+    state_dir: Path
+    index_url: str = DEFAULT_INDEX_URL
+    extra_index_urls: tuple[str, ...] = ()
+    ca_bundle: Path | None = None
+    verbose: bool = False
+    json_output: bool = False
+    # Environment handed to git so that the host's git config cannot redirect or widen fetches.
+    extra: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def specs_dir(self) -> Path:
+        return self.root / "specs"
+
+    @property
+    def patches_dir(self) -> Path:
+        return self.root / "patches"
+
+    @property
+    def builders_dir(self) -> Path:
+        return self.root / "builders"
+
+    @property
+    def repos_dir(self) -> Path:
+        return self.root / "repos"
+
+    @property
+    def locks_dir(self) -> Path:
+        return self.root / "locks"
+
+    @classmethod
+    def resolve(cls, *, root: Path | None = None, verbose: bool = False,
+                json_output: bool = False, env: dict[str, str] | None = None) -> Settings:
+        env = dict(os.environ if env is None else env)
+        root = (root or Path(env.get("GIFTBOX_ROOT") or _find_root(Path.cwd()))).resolve()
+        cache_home = Path(env.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+        cache_dir = Path(env.get("GIFTBOX_CACHE") or cache_home / "giftbox")
+        state_dir = Path(env.get("GIFTBOX_STATE") or root / ".giftbox")
+        parser = _pip_config()
+        index_url = _pip_setting(env, parser, "index-url") or DEFAULT_INDEX_URL
+        extra = _pip_setting(env, parser, "extra-index-url") or ""
+        ca = None
+        for candidate in (env.get("GIFTBOX_CA_BUNDLE"), env.get("PIP_CERT"),
+                          env.get("SSL_CERT_FILE"), env.get("REQUESTS_CA_BUNDLE"),
+                          _pip_setting(env, parser, "cert"), *_CA_CANDIDATES):
+            if candidate and os.path.isfile(candidate):
+                ca = Path(candidate)
+                break
+        return cls(root=root, cache_dir=cache_dir, state_dir=state_dir,
+                   index_url=index_url.rstrip("/"),
+                   extra_index_urls=tuple(u.rstrip("/") for u in extra.split()
+                                          if u.startswith(("http://", "https://"))),
+                   ca_bundle=ca, verbose=verbose, json_output=json_output)
