@@ -181,11 +181,11 @@ def check_git_url(value: str) -> str | None:
     """Refuse transports that run commands and URLs git could read as options."""
     if value.startswith("-"):
         return "must not start with '-' (git would read it as an option)"
-    if any(c.isspace() or ord(c) < 32 for c in value):
-        return "must not contain whitespace or control characters"
     if "::" in value:
         return ("uses a git remote-helper transport ('<transport>::<address>', such as ext:: "
                 "or fd::), which can run commands; use an https://, ssh:// or git:// URL")
+    if any(c.isspace() or ord(c) < 32 for c in value):
+        return "must not contain whitespace or control characters"
     parts = urlsplit(value)
     if parts.scheme not in GIT_SCHEMES:
         return (f"scheme '{parts.scheme or '(none)'}' is not allowed; use one of "
@@ -574,15 +574,16 @@ def _cross_checks(data: dict[str, Any], w: _Walker, node: yaml.Node) -> None:
                                       "lists the same patch twice"))
 
 
-def _series_file(root: Path, project: str) -> list[str] | None:
+def _series_file(root: Path, project: str) -> list[tuple[int, str]] | None:
+    """(line number, patch name) for each entry of a quilt-style ``series`` file."""
     series = root / "patches" / project / "series"
     if not series.is_file():
         return None
     names = []
-    for raw in series.read_text().splitlines():
+    for number, raw in enumerate(series.read_text().splitlines(), 1):
         line = raw.split("#", 1)[0].strip()
         if line:
-            names.append(line.split()[0])  # quilt allows "name -p1"
+            names.append((number, line.split()[0]))  # quilt allows "name -p1"
     return names
 
 
@@ -607,12 +608,12 @@ def load_spec(path: Path, root: Path, known_distros: frozenset[str] | None = Non
     if patch_names is None:
         series = _series_file(root, project)
         if series is not None:
-            for i, name in enumerate(series):
+            for number, name in series:
                 message = _check_patch(name, walker.ctx)
                 if message:
                     walker.problems.append(SpecProblem(
-                        f"patches/{project}/series", i + 1, "", f"'{name}' {message}"))
-            patch_names = series
+                        f"patches/{project}/series", number, "", f"'{name}' {message}"))
+            patch_names = [name for _, name in series]
     if walker.problems:
         raise SpecError(walker.problems)
     return _to_spec(data, path, root, project, patch_names or [], walker.lines)

@@ -100,3 +100,4 @@ def main(argv: list[str] | None = None) -> None:
 
 # Command modules register themselves on import.
 from giftbox.cli import spec as _spec  # noqa: E402,F401
+from giftbox.cli import source as _source  # noqa: E402,F401

@@ -1,0 +1,3 @@
+from giftbox.cli import main
+
+main()
