@@ -110,6 +110,14 @@ class PackageMeta:
 
 
 @dataclass(frozen=True)
+class Audit:
+    """Checks of the audit gate a spec opts out of, each with its reason in the spec."""
+
+    skip_imports: tuple[str, ...] = ()
+    skip_scripts: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
 class Spec:
     name: str
     path: Path
@@ -123,6 +131,7 @@ class Spec:
     package: PackageMeta
     distros: tuple[str, ...]
     arches: tuple[str, ...]
+    audit: Audit = field(default_factory=Audit)
     lines: dict[str, int] = field(default_factory=dict, compare=False, repr=False)
 
     def line_of(self, field_path: str) -> int | None:
@@ -424,6 +433,10 @@ SCHEMA = F("map", fields={
             "filters_path": F(STR, required=True, check=_check_etc_path),
         }),
     }),
+    "audit": F("map", fields={
+        "skip_imports": F("list", item=F(STR, check=_check_module)),
+        "skip_scripts": F("list", item=F(STR, check=_check_entry)),
+    }),
     "matrix": F("map", required=True, fields={
         "distros": F("list", required=True, item=F(STR, check=_check_distro)),
         "arches": F("list", required=True, item=F(STR, check=_check_arch)),
@@ -658,6 +671,8 @@ def _to_spec(d: dict[str, Any], path: Path, root: Path, project: str,
         patches=tuple(root / "patches" / project / n for n in patch_names),
         package=package,
         distros=tuple(d["matrix"]["distros"]), arches=tuple(d["matrix"]["arches"]),
+        audit=Audit(skip_imports=tuple((d.get("audit") or {}).get("skip_imports") or ()),
+                    skip_scripts=tuple((d.get("audit") or {}).get("skip_scripts") or ())),
         lines=lines,
     )
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import click
 
 from giftbox.cli import App, cli, emit_json, json_option, pass_app
-from giftbox.errors import SpecError
-from giftbox.spec import list_projects, spec_path, load_spec
 from giftbox.distros import load_distros
+from giftbox.errors import SpecError
+from giftbox.spec import list_projects, load_spec, spec_path
 
 
 @cli.group()

@@ -1,0 +1,103 @@
+"""The audit gate after every build: a venv that fails any check is not a build.
+
+* no build path anywhere in the tree (the builder's own directories, the host's tree and cache);
+* ``pip check`` clean;
+* every top-level module and every extension module imports;
+* every console script of the project runs ``--help`` (or ``--version``);
+* every ELF file is for the target architecture.
+
+Checks that read files run on the host over the bind-mounted venv; checks that run code run in
+the builder with the venv's own interpreter (giftbox/data/audit_venv.py).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import struct
+from importlib import resources
+from pathlib import Path
+
+from giftbox.container import CommandFailed, Container
+from giftbox.distros import Arch
+from giftbox.errors import BuildError
+from giftbox.lock import BUILD_DIR
+from giftbox.spec import Spec
+
+ELF_MAGIC = b"\x7fELF"
+
+
+def elf_machine(path: Path) -> int | None:
+    """e_machine of an ELF file, or None when ``path`` is not ELF."""
+    with open(path, "rb") as handle:
+        head = handle.read(20)
+    if len(head) < 20 or not head.startswith(ELF_MAGIC):
+        return None
+    endian = "<" if head[5] == 1 else ">"
+    return int(struct.unpack(endian + "H", head[18:20])[0])
+
+
+def wrong_arch_files(tree: Path, arch: Arch) -> list[str]:
+    wrong = []
+    for dirpath, _dirs, files in os.walk(tree):
+        for name in files:
+            path = Path(dirpath) / name
+            if path.is_symlink() or not path.is_file():
+                continue
+            machine = elf_machine(path)
+            if machine is not None and machine != arch.elf_machine:
+                wrong.append(f"{path.relative_to(tree)} (e_machine {machine})")
+    return sorted(wrong)
+
+
+def files_naming(tree: Path, needles: list[str]) -> dict[str, list[str]]:
+    """Files under ``tree`` whose bytes contain any of ``needles``: leaked build paths."""
+    encoded = [n.encode() for n in needles if n and n != "/"]
+    hits: dict[str, list[str]] = {}
+    for dirpath, _dirs, files in os.walk(tree):
+        for name in files:
+            path = Path(dirpath) / name
+            if path.is_symlink() or not path.is_file():
+                continue
+            data = path.read_bytes()
+            found = [n.decode() for n in encoded if n in data]
+            if found:
+                hits[str(path.relative_to(tree))] = found
+    return hits
+
+
+def run(c: Container, venv_dir: Path, prefix: str, spec: Spec, dist_name: str, arch: Arch,
+        *, forbidden: list[str], work: Path, log_path: Path) -> dict[str, object]:
+    problems: list[str] = []
+    script = work / "audit_venv.py"
+    with resources.as_file(resources.files("giftbox") / "data" / "audit_venv.py") as src:
+        shutil.copyfile(src, script)
+    python = f"{prefix}/bin/python"
+    try:
+        c.call([python, "-m", "pip", "check"], log_path=log_path, stream=False)
+    except CommandFailed as exc:
+        problems.append("pip check found broken requirements:\n" + exc.output.strip())
+    c.call([python, f"{BUILD_DIR}/audit_venv.py", dist_name, f"{BUILD_DIR}/audit.json", ",".join(spec.audit.skip_imports),
+            ",".join(spec.audit.skip_scripts)], log_path=log_path, stream=False)
+    report: dict[str, object] = json.loads((work / "audit.json").read_text())
+    for kind in ("imports", "extensions", "scripts"):
+        failed = {k: v for k, v in report[kind].items() if v}  # type: ignore[attr-defined]
+        if failed:
+            listing = "\n".join(f"  {name}: {error}" for name, error in sorted(failed.items()))
+            problems.append(f"{len(failed)} of {len(report[kind])} {kind} failed:\n{listing}")  # type: ignore[arg-type]
+    wrong = wrong_arch_files(venv_dir, arch)
+    if wrong:
+        problems.append(f"ELF files not built for {arch.value}:\n  " + "\n  ".join(wrong[:20]))
+    leaked = files_naming(venv_dir, forbidden)
+    if leaked:
+        listing = "\n".join(f"  {path}: {', '.join(needles)}"
+                            for path, needles in sorted(leaked.items())[:20])
+        problems.append(f"{len(leaked)} file(s) name a build path:\n{listing}")
+    report["elf_wrong_arch"] = wrong
+    report["build_paths"] = leaked
+    if problems:
+        raise BuildError(f"the audit of {spec.name}'s venv failed:\n" + "\n".join(problems),
+                         hint="skip a check only with a reason: audit.skip_imports or "
+                              f"audit.skip_scripts in specs/{spec.name}.yaml; log: {log_path}")
+    return report

@@ -1,0 +1,518 @@
+"""The build stage: a locked, audited, relocatable virtualenv inside the target's builder.
+
+Flow for one (project, distro, arch):
+
+1. resolve the upstream (no checkout) and ensure the builder image;
+2. read the project's requirements from git, check Python compatibility and that the
+   committed lock is fresh;
+3. key the build by the digest of every input; an existing complete build with that key is a
+   cache hit and costs well under a second;
+4. otherwise, in the builder: fill the wheelhouse (per release+distro+arch+Python) with what
+   it lacks, hashes required; create the venv at its final prefix (paths right by
+   construction); install the lock offline (uv where the builder has it, pip otherwise); build
+   the patched project's wheel with ``build``, offline, from the same wheelhouse; install it;
+5. on the host: make the venv relocatable (script shebangs and ``activate`` find the
+   interpreter relative to themselves), drop install-time build paths, add the shim through
+   which the venv sees the distro-only bindings;
+6. back in the builder: compile hash-based bytecode, then the audit gate (giftbox.audit).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import re
+import shutil
+import socket
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from packaging.specifiers import InvalidSpecifier, SpecifierSet
+from packaging.utils import canonicalize_name
+from packaging.version import InvalidVersion, Version
+
+from giftbox import __version__, audit, lock, source
+from giftbox.builders import BuilderImage, ensure
+from giftbox.container import CommandFailed, Container, Mount
+from giftbox.distros import Arch, Distro
+from giftbox.errors import BuildError
+from giftbox.manifest import BuildRecord, Manifest, PatchInfo
+from giftbox.patches import spec_series_digest
+from giftbox.settings import Settings
+from giftbox.spec import Spec
+from giftbox.ui import NULL_REPORTER, Reporter
+from giftbox.versions import PackageVersion, for_target
+
+TOOLS = lock.TOOLS
+BUILD_DIR = lock.BUILD_DIR
+SRC_DIR = lock.SRC_DIR
+WHEELHOUSE_DIR = lock.WHEELHOUSE_DIR
+CACHE_DIR = lock.CACHE_DIR
+# Bumped when the way a venv is assembled changes, so old cache entries are not reused.
+RECIPE = "1"
+
+_WHEEL_RE = re.compile(r"^(?P<name>[^-]+)-(?P<version>[^-]+)(-\d[^-]*)?-[^-]+-[^-]+-[^-]+\.whl$")
+
+
+@dataclass(frozen=True)
+class BuildResult:
+    project: str
+    distro: str
+    arch: str
+    key: str
+    directory: Path
+    venv_dir: Path  # its contents are the venv as installed at manifest.prefix
+    manifest: Manifest
+    manifest_path: Path
+    log_path: Path
+    cached: bool
+    timings: dict[str, float] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, object]:
+        return {"project": self.project, "distro": self.distro, "arch": self.arch,
+                "key": self.key, "directory": str(self.directory),
+                "venv": str(self.venv_dir), "prefix": self.manifest.prefix,
+                "version": self.manifest.version, "manifest": str(self.manifest_path),
+                "log": str(self.log_path), "cached": self.cached, "timings": self.timings}
+
+
+def install_prefix(spec: Spec, version: PackageVersion) -> str:
+    """Where the venv lives on the target: the spec's prefix, or a versioned directory
+    under it when ``versioned_paths`` lets two versions sit side by side."""
+    if spec.package.versioned_paths:
+        return f"{spec.package.prefix}/{version.upstream}-{version.revision}"
+    return spec.package.prefix
+
+
+def check_python(spec: Spec, meta: lock.ProjectMeta, upstream_version: str,
+                 distro: Distro) -> None:
+    if not meta.requires_python:
+        return
+    try:
+        allowed = SpecifierSet(meta.requires_python)
+        ok = Version(distro.python) in allowed
+    except (InvalidSpecifier, InvalidVersion):
+        return
+    if not ok:
+        raise BuildError(
+            f"{spec.name} {upstream_version} requires Python {meta.requires_python}, but "
+            f"{distro.name} ships Python {distro.python}",
+            hint=f"pin a {spec.name} release that supports Python {distro.python} for "
+                 f"{distro.name} (a spec of its own), or build for a newer distro")
+
+
+def _key(parts: dict[str, object]) -> str:
+    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
+
+
+def _wheelhouse(settings: Settings, spec: Spec, distro: Distro, arch: Arch) -> Path:
+    abi = "cp" + distro.python.replace(".", "")
+    return settings.cache_dir / "wheelhouse" / f"{spec.release}-{distro.name}-{arch.value}-{abi}"
+
+
+def _tool_cache(settings: Settings, distro: Distro, arch: Arch) -> Path:
+    return settings.cache_dir / "builder-cache" / f"{distro.name}-{arch.value}-py{distro.python}"
+
+
+def _present_wheels(wheelhouse: Path) -> set[tuple[str, str]]:
+    found = set()
+    for wheel in wheelhouse.glob("*.whl"):
+        match = _WHEEL_RE.match(wheel.name)
+        if match:
+            try:
+                version = str(Version(match.group("version")))
+            except InvalidVersion:
+                continue
+            found.add((canonicalize_name(match.group("name")), version))
+    return found
+
+
+def _lock_blocks(lock_text: str) -> dict[str, str]:
+    """Each pinned requirement's block (the pin line and its --hash lines), by name."""
+    blocks: dict[str, str] = {}
+    current: str | None = None
+    for line in lock_text.splitlines():
+        if line.startswith((" ", "\t")):
+            if current:
+                blocks[current] += line + "\n"
+            continue
+        match = lock._PIN_RE.match(line)
+        current = canonicalize_name(match.group("name")) if match else None
+        if current:
+            blocks[current] = line.split(" #", 1)[0] + "\n"
+    return blocks
+
+
+def _failed_package(output: str) -> str | None:
+    for pattern in (r"Failed building wheel for (\S+)", r"Failed to build (\S+)",
+                    r"No matching distribution found for (\S+)",
+                    r"Could not find a version that satisfies the requirement (\S+)",
+                    r"THESE PACKAGES DO NOT MATCH THE HASHES[\s\S]*?\n\s+(\S+)"):
+        match = re.search(pattern, output)
+        if match:
+            return match.group(1)
+    return None
+
+
+class Builder:
+    """One build of one project for one distro and arch."""
+
+    def __init__(self, spec: Spec, distro: Distro, arch: Arch, settings: Settings,
+                 reporter: Reporter = NULL_REPORTER, ref: str | None = None) -> None:
+        if not distro.supports(arch):
+            raise BuildError(f"{distro.name} has no {arch.value} builder",
+                             hint="its arches: " + ", ".join(a.value for a in distro.arches))
+        self.spec = spec
+        self.distro = distro
+        self.arch = arch
+        self.settings = settings
+        self.reporter = reporter
+        self.ref = ref
+        self.timings: dict[str, float] = {}
+
+    @contextlib.contextmanager
+    def _timed(self, label: str) -> Iterator[None]:
+        """A reported stage whose duration lands in ``timings`` under its short name."""
+        start = time.monotonic()
+        with self.reporter.stage(label):
+            yield
+        self.timings[label.split(":")[0]] = round(
+            self.timings.get(label.split(":")[0], 0) + time.monotonic() - start, 2)
+
+    # -- inputs ----------------------------------------------------------------------------
+
+    def inputs(self) -> tuple[source.Upstream, BuilderImage, lock.ProjectMeta, lock.LockInputs]:
+        spec = self.spec
+        with self._timed("resolve: upstream and builder"):
+            upstream = source.resolve(spec, self.settings, self.reporter, self.ref)
+            self.reporter.detail(f"{upstream.ref} -> {upstream.commit[:12]} "
+                                 f"(upstream version {upstream.version})")
+            image = ensure(self.distro, self.arch, self.settings, self.reporter)
+            meta = lock.project_meta(upstream.repo, upstream.commit,
+                                     spec.pypi.name if spec.pypi else spec.name)
+            check_python(spec, meta, upstream.version, self.distro)
+            constraints = lock.read_constraints(spec, self.settings)
+            inputs = lock.lock_inputs(spec, meta, constraints, self.distro, self.arch)
+        return upstream, image, meta, inputs
+
+    def mounts(self, work: Path, image_cache: Path, wheelhouse: Path,
+               src: Path | None = None, prefix_dir: Path | None = None,
+               prefix: str | None = None) -> list[Mount]:
+        mounts = [Mount(work, BUILD_DIR, read_only=False),
+                  Mount(image_cache, CACHE_DIR, read_only=False),
+                  Mount(wheelhouse, WHEELHOUSE_DIR, read_only=False)]
+        if src is not None:
+            mounts.append(Mount(src, SRC_DIR, read_only=True))
+        if prefix_dir is not None and prefix is not None:
+            mounts.append(Mount(prefix_dir, prefix, read_only=False))
+        return mounts
+
+    # -- the lock command ------------------------------------------------------------------
+
+    def make_lock(self) -> Path:
+        upstream, image, meta, inputs = self.inputs()
+        path = lock.lock_path(self.settings, self.spec, self.distro, self.arch)
+        work = self.settings.cache_dir / "lock-work" / f"{self.spec.name}-{self.distro.name}-" \
+            f"{self.arch.value}"
+        shutil.rmtree(work, ignore_errors=True)
+        work.mkdir(parents=True)
+        cache = _tool_cache(self.settings, self.distro, self.arch)
+        wheelhouse = _wheelhouse(self.settings, self.spec, self.distro, self.arch)
+        cache.mkdir(parents=True, exist_ok=True)
+        wheelhouse.mkdir(parents=True, exist_ok=True)
+        log_path = work / "lock.log"
+        with self._timed(f"lock: pip-compile {self.spec.name} for {self.distro.name}/"
+                         f"{self.arch.value}"):
+            with Container(image, self.arch, self.settings, self.reporter,
+                           mounts=self.mounts(work, cache, wheelhouse),
+                           workdir=BUILD_DIR) as c:
+                body = lock.compile_lock(c, inputs, work, log_path)
+        lock.write_lock(path, lock.lock_header(self.spec, self.distro, self.arch, inputs), body)
+        self.reporter.detail(f"{len(lock.pins(body))} pinned requirements -> {path}")
+        return path
+
+    # -- the build -------------------------------------------------------------------------
+
+    def run(self) -> BuildResult:
+        spec, distro, arch, settings = self.spec, self.distro, self.arch, self.settings
+        started = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        upstream, image, meta, inputs = self.inputs()
+        lock_file = lock.lock_path(settings, spec, distro, arch)
+        lock_text = lock.check_fresh(lock_file, spec, distro, arch, inputs)
+        lock_digest = hashlib.sha256(lock_text.encode()).hexdigest()
+        patch_digest = spec_series_digest(spec)
+        version = for_target(upstream.version, spec.package.release, len(spec.patches),
+                             patch_digest, distro.family, distro.version_tag)
+        prefix = install_prefix(spec, version)
+        key = _key({
+            "recipe": RECIPE, "giftbox": __version__, "commit": upstream.commit,
+            "patches": patch_digest, "lock": lock_digest, "image": image.image_id,
+            "distro": distro.name, "arch": arch.value, "prefix": prefix,
+            "bindings": [b.module for b in spec.package.system_bindings],
+            "version": version.as_dict(),
+        })
+        directory = settings.root / "build" / spec.name / f"{distro.name}-{arch.value}" / key[:16]
+        result_path = directory / "result.json"
+        if result_path.is_file():
+            self.reporter.info(f"==> cache hit: {spec.name} for {distro.name}/{arch.value} "
+                               f"(inputs {key[:16]} unchanged)")
+            return self._load(result_path, cached=True)
+        if directory.exists():
+            shutil.rmtree(directory)  # an interrupted earlier attempt
+        directory.mkdir(parents=True)
+        log_path = directory / "build.log"
+        work = directory / "work"
+        venv_dir = directory / "venv"
+        work.mkdir()
+        venv_dir.mkdir()
+        tree_dir = directory / "src"
+        with self._timed("source: checkout and patch"):
+            tree = source.checkout(spec, upstream, tree_dir, settings, self.reporter)
+        pinned = lock.pins(lock_text)
+        (work / "pins.txt").write_text(lock.pins_text(pinned))
+        wheelhouse = _wheelhouse(settings, spec, distro, arch)
+        cache = _tool_cache(settings, distro, arch)
+        wheelhouse.mkdir(parents=True, exist_ok=True)
+        cache.mkdir(parents=True, exist_ok=True)
+        epoch = str(upstream.source_date_epoch)
+        env = {"SOURCE_DATE_EPOCH": epoch, "PYTHONHASHSEED": "0",
+               "PIP_CACHE_DIR": f"{CACHE_DIR}/pip", "UV_CACHE_DIR": f"{CACHE_DIR}/uv",
+               "UV_LINK_MODE": "copy", "PIP_NO_INPUT": "1"}
+        mounts = self.mounts(work, cache, wheelhouse, tree.path, venv_dir, prefix)
+        with Container(image, arch, settings, self.reporter, mounts=mounts, env=env,
+                       workdir=BUILD_DIR) as c:
+            with self._timed("wheelhouse: fill from the lock"):
+                self._fill_wheelhouse(c, lock_text, pinned, wheelhouse, work, log_path)
+            with self._timed("venv: create and install the lock offline"):
+                self._create_venv(c, prefix, log_path)
+            with self._timed(f"wheel: build {spec.name} with build"):
+                wheel = self._build_wheel(c, upstream.version, log_path)
+            with self._timed(f"venv: install {spec.name}"):
+                self._install(c, prefix, [f"{BUILD_DIR}/dist/{wheel}"], log_path)
+            with self._timed("relocate: scripts, activate, bindings"):
+                site = _site_packages(venv_dir)
+                relocate(venv_dir, prefix)
+                write_bindings_shim(site, spec, distro)
+            with self._timed("bytecode: hash-based .pyc"):
+                c.call([f"{prefix}/bin/python", "-m", "compileall", "-q", "-j", "0",
+                        "--invalidation-mode", "checked-hash", f"{prefix}/lib"],
+                       log_path=log_path, stream=False)
+            with self._timed("audit"):
+                report = audit.run(c, venv_dir, prefix, spec, meta.name, arch,
+                                   forbidden=[BUILD_DIR, SRC_DIR, WHEELHOUSE_DIR, CACHE_DIR,
+                                              str(settings.root), str(settings.cache_dir)],
+                                   work=work, log_path=log_path)
+                (directory / "audit.json").write_text(json.dumps(report, indent=2) + "\n")
+        manifest = Manifest(
+            project=spec.name, package_name=spec.package.name,
+            upstream_kind=upstream.kind, upstream_url=upstream.url, upstream_ref=upstream.ref,
+            upstream_commit=upstream.commit, upstream_version=upstream.version,
+            upstream_sha256=upstream.sha256,
+            patches=tuple(PatchInfo(p.name, p.sha256, p.subject) for p in tree.patches),
+            patch_digest=tree.patch_digest, source_commit=tree.head, lock_digest=lock_digest,
+            builder_image=image.image_id, distro=distro.name, family=distro.family,
+            arch=arch.value, python=distro.python, prefix=prefix, version=version.as_dict(),
+            source_date_epoch=upstream.source_date_epoch,
+            system_bindings=tuple(b.module for b in spec.package.system_bindings),
+            depends=spec.package.depends.get(distro.family, ()))
+        manifest_path = directory / "manifest.json"
+        manifest_path.write_text(manifest.to_json())
+        shutil.rmtree(work, ignore_errors=True)
+        shutil.rmtree(tree_dir, ignore_errors=True)
+        record = BuildRecord(manifest=manifest, started_at=started, timings=self.timings,
+                             host=socket.gethostname(), log_path=str(log_path))
+        (directory / "build.json").write_text(record.to_json())
+        result = BuildResult(project=spec.name, distro=distro.name, arch=arch.value, key=key,
+                             directory=directory, venv_dir=venv_dir, manifest=manifest,
+                             manifest_path=manifest_path, log_path=log_path, cached=False,
+                             timings=self.timings)
+        tmp = result_path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(result.as_dict(), indent=2, default=str) + "\n")
+        tmp.replace(result_path)  # the build is complete only once this exists
+        return result
+
+    def _load(self, path: Path, cached: bool) -> BuildResult:
+        data = json.loads(path.read_text())
+        directory = Path(data["directory"])
+        manifest_path = directory / "manifest.json"
+        return BuildResult(project=data["project"], distro=data["distro"], arch=data["arch"],
+                           key=data["key"], directory=directory, venv_dir=Path(data["venv"]),
+                           manifest=Manifest.read(manifest_path), manifest_path=manifest_path,
+                           log_path=Path(data["log"]), cached=cached, timings=self.timings)
+
+    # -- steps inside the builder ------------------------------------------------------------
+
+    def _fill_wheelhouse(self, c: Container, lock_text: str, pinned: list[lock.Pin],
+                         wheelhouse: Path, work: Path, log_path: Path) -> None:
+        present = _present_wheels(wheelhouse)
+        missing = [p for p in pinned if (p.name, str(Version(p.version))) not in present]
+        self.reporter.detail(f"{len(pinned) - len(missing)} of {len(pinned)} wheels cached, "
+                             f"{len(missing)} to fetch or build")
+        if not missing:
+            return
+        blocks = _lock_blocks(lock_text)
+        (work / "fill.txt").write_text("".join(blocks[p.name] for p in missing))
+        argv = [f"{TOOLS}/pip", "wheel", "--require-hashes", "--no-deps", "--progress-bar",
+                "off", "-r", f"{BUILD_DIR}/fill.txt", "--wheel-dir", WHEELHOUSE_DIR]
+        try:
+            c.call(argv, log_path=log_path)
+        except CommandFailed as exc:
+            failed = _failed_package(exc.output)
+            what = f" ({failed})" if failed else ""
+            raise BuildError(f"filling the wheelhouse failed{what}:\n"
+                             + "\n".join(exc.output.splitlines()[-15:]),
+                             hint=f"full log: {log_path}") from None
+
+    def _create_venv(self, c: Container, prefix: str, log_path: Path) -> None:
+        python = f"/usr/bin/python{self.distro.python}"
+        c.call([f"{TOOLS}/virtualenv", "--no-setuptools", "--no-wheel", "--no-periodic-update",
+                "--activators", "bash,python", "--python", python, prefix],
+               log_path=log_path, stream=False)
+        self._install(c, prefix, ["-r", f"{BUILD_DIR}/pins.txt"], log_path)
+
+    def _install(self, c: Container, prefix: str, what: list[str], log_path: Path) -> None:
+        has_uv = c.call(["test", "-x", f"{TOOLS}/uv"], check=False, stream=False).returncode == 0
+        if has_uv:
+            argv = [f"{TOOLS}/uv", "pip", "install", "--python", f"{prefix}/bin/python",
+                    "--offline", "--no-index", "--find-links", WHEELHOUSE_DIR, "--no-deps",
+                    "--no-progress", *what]
+        else:
+            argv = [f"{prefix}/bin/python", "-m", "pip", "install", "--no-index",
+                    "--find-links", WHEELHOUSE_DIR, "--no-deps", "--progress-bar", "off",
+                    "--no-compile", *what]
+        c.call(argv, log_path=log_path, stream=False)
+
+    def _build_wheel(self, c: Container, upstream_version: str, log_path: Path) -> str:
+        # A private, writable copy: pbr and setuptools write into the tree they build.
+        c.call(["rm", "-rf", f"{BUILD_DIR}/src", f"{BUILD_DIR}/dist"], stream=False)
+        c.call(["cp", "-a", SRC_DIR, f"{BUILD_DIR}/src"], stream=False)
+        env = {"PIP_NO_INDEX": "1", "PIP_FIND_LINKS": WHEELHOUSE_DIR,
+               "PIP_CONSTRAINT": f"{BUILD_DIR}/pins.txt",
+               # Patches add commits on top of the release: keep the upstream version.
+               "PBR_VERSION": upstream_version,
+               "SETUPTOOLS_SCM_PRETEND_VERSION": upstream_version}
+        try:
+            c.call([f"{TOOLS}/python", "-m", "build", "--wheel", "--outdir", f"{BUILD_DIR}/dist",
+                    f"{BUILD_DIR}/src"], env=env, log_path=log_path, stream=self.settings.verbose)
+        except CommandFailed as exc:
+            raise BuildError(f"building {self.spec.name}'s wheel failed:\n"
+                             + "\n".join(exc.output.splitlines()[-20:]),
+                             hint=f"full log: {log_path}") from None
+        wheels = c.call(["ls", f"{BUILD_DIR}/dist"], stream=False).output.split()
+        built = [w for w in wheels if w.endswith(".whl")]
+        if len(built) != 1:
+            raise BuildError(f"expected one wheel from {self.spec.name}, got {built}")
+        return built[0]
+
+
+# --- relocation (host side) ---------------------------------------------------------------
+
+# A shebang that finds the interpreter beside the script, wherever the venv was moved. The
+# first line is read by the kernel as "run /bin/sh"; the second by sh as an exec of bin/python
+# next to the script's real location, and by Python as a harmless string.
+_TRAMPOLINE = (
+    "#!/bin/sh\n"
+    "'''exec' \"$(dirname -- \"$(readlink -f -- \"$0\")\")/python\" \"$0\" \"$@\"\n"
+    "' '''\n"
+)
+
+_ACTIVATE_FIND = """\
+# giftbox: the venv is relocatable; find it from this file's location.
+if [ -n "${BASH_SOURCE-}" ]; then
+    _giftbox_here="${BASH_SOURCE[0]}"
+elif [ -n "${ZSH_VERSION-}" ]; then
+    _giftbox_here="${(%):-%x}"
+else
+    _giftbox_here="$0"
+fi
+VIRTUAL_ENV="$(cd "$(dirname -- "$_giftbox_here")/.." && pwd -P)"
+unset _giftbox_here
+"""
+
+
+def _site_packages(venv: Path) -> Path:
+    found = sorted(venv.glob("lib/python*/site-packages"))
+    if not found:
+        raise BuildError(f"no site-packages under {venv}")
+    return found[0]
+
+
+def relocate(venv: Path, prefix: str) -> None:
+    """Make scripts and activate find the venv relative to themselves; drop build paths."""
+    bin_dir = venv / "bin"
+    shebangs = (f"#!{prefix}/bin/python".encode(), b"#!/bin/sh\n'''exec' " +
+                f"{prefix}/bin/python".encode())
+    for script in sorted(bin_dir.iterdir()):
+        if script.is_symlink() or not script.is_file():
+            continue
+        data = script.read_bytes()
+        if data.startswith(shebangs[0]):
+            body = data.split(b"\n", 1)[1] if b"\n" in data else b""
+        elif data.startswith(b"#!/bin/sh\n'''exec' "):
+            body = data.split(b"\n", 3)[3]  # pip's and uv's long-shebang form
+        else:
+            continue
+        script.write_bytes(_TRAMPOLINE.encode() + body)
+    activate = bin_dir / "activate"
+    if activate.is_file():
+        text = activate.read_text()
+        # Whatever the virtualenv version computed (old ones: the build path; newer ones:
+        # the build path if it exists, which is wrong beside another version), override it
+        # just before it is exported. The newer "does not exist!" warning goes too.
+        text = re.sub(r"^\s*echo \"Virtual environment directory\".*\n", "", text, flags=re.M)
+        text, count = re.subn(r"^(\s*)export VIRTUAL_ENV$",
+                              lambda m: _ACTIVATE_FIND + m.group(0), text, count=1, flags=re.M)
+        if count != 1:
+            raise BuildError("cannot make bin/activate relocatable: no 'export VIRTUAL_ENV' "
+                             "line (virtualenv changed its activate script?)")
+        activate.write_text(text)
+    site = _site_packages(venv)
+    for direct_url in site.glob("*.dist-info/direct_url.json"):
+        if '"file://' in direct_url.read_text():
+            # Names the builder's dist/ directory: a build path, and useless on the target.
+            record = direct_url.parent / "RECORD"
+            if record.is_file():
+                lines = [line for line in record.read_text().splitlines()
+                         if not line.startswith(f"{direct_url.parent.name}/direct_url.json")]
+                record.write_text("\n".join(lines) + "\n")
+            direct_url.unlink()
+
+
+def write_bindings_shim(site: Path, spec: Spec, distro: Distro) -> None:
+    """Let the venv import exactly the named distro-only bindings, and nothing else of the
+    distro's site-packages (``include-system-site-packages`` would expose all of it)."""
+    modules = [b.module for b in spec.package.system_bindings if distro.family in b.packages]
+    if not modules:
+        return
+    if distro.family == "deb":
+        dirs = ["/usr/lib/python3/dist-packages"]
+    else:
+        dirs = [f"/usr/lib64/python{distro.python}/site-packages",
+                f"/usr/lib/python{distro.python}/site-packages"]
+    (site / "_giftbox_system_bindings.py").write_text(
+        '"""Generated by giftbox: import the distro-only bindings '
+        f'{", ".join(modules)} from the distro."""\n\n'
+        "import importlib.machinery\nimport sys\n\n"
+        f"MODULES = {tuple(modules)!r}\nDIRS = {dirs!r}\n\n\n"
+        "class _Finder:\n"
+        "    @classmethod\n"
+        "    def find_spec(cls, name, path=None, target=None):\n"
+        "        if path is None and name.startswith(MODULES):\n"
+        "            return importlib.machinery.PathFinder.find_spec(name, DIRS)\n"
+        "        return None\n\n\n"
+        "sys.meta_path.append(_Finder)\n")
+    (site / "_giftbox_system_bindings.pth").write_text("import _giftbox_system_bindings\n")
+
+
+def build(spec: Spec, distro: Distro, arch: Arch, settings: Settings,
+          reporter: Reporter = NULL_REPORTER, ref: str | None = None) -> BuildResult:
+    return Builder(spec, distro, arch, settings, reporter, ref).run()
+
+
+def make_lock(spec: Spec, distro: Distro, arch: Arch, settings: Settings,
+              reporter: Reporter = NULL_REPORTER) -> Path:
+    return Builder(spec, distro, arch, settings, reporter).make_lock()
+

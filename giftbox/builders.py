@@ -1,0 +1,623 @@
+"""Builder images: one per distro and arch, named by the digest of what defines them.
+
+A builder is ``builders/<distro>/Dockerfile`` built ``FROM`` a base image. Debian bases are
+bootstrapped here with mmdebstrap from the archive (no registry needed); the others are pulled.
+Tags carry the digest of the definition, so a tag that exists is up to date by construction:
+
+    giftbox-base/debian12:ppc64le-3f2a9c0d1b7e      the bootstrapped (or pulled) distro
+    giftbox-builder/debian12:ppc64le-8e41d07c55aa   + build packages + the builder's own tools
+
+What feeds a digest: builder.yaml and every file in the builder's folder, the base's recipe
+(``RECIPE_VERSION`` below, sources, apt options), the tools pins, the install script and the host
+CA bundle that gets copied in. The package index (which may carry credentials) is not part of the
+definition and never reaches a layer: the build fetches it once from a one-shot local server.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import fcntl
+import hashlib
+import http.server
+import json
+import re
+import secrets
+import subprocess
+import tempfile
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import docker
+import docker.errors
+from plumbum import CommandNotFound, local
+
+from giftbox.container import (
+    LABEL,
+    OWNER_LABEL,
+    check_platform,
+    connect,
+    mask,
+    mask_url,
+    url_secrets,
+)
+from giftbox.distros import Arch, Distro, get_distro, load_distros
+from giftbox.errors import BuilderError
+from giftbox.settings import Settings
+from giftbox.ui import NULL_REPORTER, Reporter
+
+# Bump when the bootstrap or build recipe in this file changes in a way images should see.
+RECIPE_VERSION = "1"
+BASE_REPO = "giftbox-base"
+BUILDER_REPO = "giftbox-builder"
+TOOLS_PREFIX = "/opt/giftbox-tools"
+LABEL_PREFIX = "org.giftbox."
+DEFAULT_PULL_TIMEOUT = 120.0
+
+# Only options that change what apt accepts from a mirror are propagated from the host: a
+# caching mirror may serve Release files past their Valid-Until. Proxy settings are not copied
+# (they may carry credentials and they are not part of what an image is).
+_APT_KEYS = ("Acquire::Check-Valid-Until", "Acquire::Check-Date")
+
+_PACKAGE = re.compile(r"^[a-z0-9][a-z0-9+.-]*$")
+_PIN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*==[A-Za-z0-9][A-Za-z0-9.+!-]*$")
+_WORD = re.compile(r"^[a-z0-9][a-z0-9._-]*$")
+
+# Runs in the Dockerfile (one RUN, so the fetched pip config never lands in a layer). POSIX sh
+# and Python 3.5 syntax: it has to work on the oldest builder.
+INSTALL_TOOLS = r"""#!/bin/sh
+# Install the builder's own pinned tooling into a venv made with the distro's python.
+set -eu
+tools=/opt/giftbox-tools
+share=/usr/local/share/giftbox
+conf=/tmp/giftbox-pip.conf
+trap 'rm -f "$conf"' EXIT
+if [ -n "${GIFTBOX_SECRETS_URL:-}" ]; then
+    python3 -c 'import sys, urllib.request
+data = urllib.request.urlopen(sys.argv[1], timeout=60).read()
+open(sys.argv[2], "wb").write(data)' "$GIFTBOX_SECRETS_URL" "$conf"
+    export PIP_CONFIG_FILE="$conf"
+else
+    export PIP_CONFIG_FILE=/dev/null
+fi
+if [ -s "$share/ca-bundle.crt" ]; then
+    export PIP_CERT="$share/ca-bundle.crt" SSL_CERT_FILE="$share/ca-bundle.crt"
+fi
+export PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_CACHE_DIR=1 PIP_NO_INPUT=1
+python3 -m venv "$tools"
+# The pinned pip first: the distro's bundled pip may be too old to read the other pins' wheels.
+"$tools/bin/python" -m pip install -c "$share/tools-constraints.txt" \
+    "$(grep '^pip==' "$share/tools.txt")"
+"$tools/bin/python" -m pip install -c "$share/tools-constraints.txt" -r "$share/tools.txt"
+"$tools/bin/python" -m pip check
+"$tools/bin/python" -m pip freeze --all > "$share/tools.lock"
+"$tools/bin/pip-compile" --version
+if [ -x "$tools/bin/uv" ]; then "$tools/bin/uv" --version; fi
+"""
+
+_BASE_DOCKERFILE = 'FROM scratch\nADD rootfs.tar /\nCMD ["/bin/bash"]\n'
+
+
+@dataclass(frozen=True)
+class BuilderImage:
+    """A builder image known to exist, with what a build manifest records about it."""
+
+    tag: str
+    image_id: str  # the engine's content id (sha256:...): the builder image digest
+    distro: str
+    arch: Arch
+    python: str
+    digest: str  # of the definition; also the tag's suffix
+    tools: str = TOOLS_PREFIX  # venv with pip, pip-tools, build, virtualenv, (uv)
+    built: bool = False  # whether this ensure() had to build it
+
+    @property
+    def tools_bin(self) -> str:
+        return f"{self.tools}/bin"
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"tag": self.tag, "image_id": self.image_id, "distro": self.distro,
+                "arch": self.arch.value, "python": self.python, "digest": self.digest,
+                "tools": self.tools, "built": self.built}
+
+
+@dataclass(frozen=True)
+class BuilderRow:
+    distro: str
+    arch: Arch
+    tag: str
+    present: bool  # some image of this distro/arch exists, current or not
+    up_to_date: bool  # the image for the current definition exists
+    runnable_here: bool
+    image_id: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"distro": self.distro, "arch": self.arch.value, "tag": self.tag,
+                "present": self.present, "up_to_date": self.up_to_date,
+                "runnable_here": self.runnable_here, "image_id": self.image_id}
+
+
+@dataclass(frozen=True)
+class PruneResult:
+    removed: list[str] = field(default_factory=list)
+    kept: list[dict[str, str]] = field(default_factory=list)  # tag and why it stayed
+    removed_containers: list[str] = field(default_factory=list)
+    dry_run: bool = False
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"removed": self.removed, "kept": self.kept,
+                "removed_containers": self.removed_containers, "dry_run": self.dry_run}
+
+
+@dataclass(frozen=True)
+class Definition:
+    """Everything an image is built from, and the tags that digest names."""
+
+    distro: Distro
+    arch: Arch
+    base_tag: str
+    base_digest: str
+    tag: str
+    digest: str
+    sources: tuple[str, ...]  # apt source lines of a bootstrapped base
+    apt_options: tuple[str, ...]
+    files: dict[str, bytes]  # the builder's build context, by relative path
+    build_args: dict[str, str]
+
+
+# -- definitions and digests ----------------------------------------------------------------
+
+
+@lru_cache(maxsize=1)
+def host_apt_options() -> tuple[str, ...]:
+    """The host's apt options from ``_APT_KEYS`` (e.g. ``Acquire::Check-Valid-Until "false"``)."""
+    try:
+        apt_config = local["apt-config"]
+    except CommandNotFound:
+        return ()  # not a Debian-family host: nothing to propagate
+    code, out, _err = apt_config.run(["dump"], retcode=None)
+    if code != 0:
+        return ()
+    found = []
+    for line in out.splitlines():
+        key, _, value = line.partition(" ")
+        if key in _APT_KEYS and re.fullmatch(r'"[A-Za-z0-9]+";', value):
+            found.append(f"{key} {value.rstrip(';')}")
+    return tuple(sorted(found))
+
+
+def _where(distro: Distro) -> str:
+    return f"builders/{distro.directory.name}/builder.yaml"
+
+
+def _apt_sources(distro: Distro, arch: Arch) -> tuple[str, ...]:
+    boot = distro.bootstrap
+    raw = distro.raw.get("bootstrap", {})
+    if boot.method != "mmdebstrap":
+        return ()
+    problems = []
+    if not boot.mirror or not re.fullmatch(r"https?://[A-Za-z0-9.:/_~-]+", boot.mirror):
+        problems.append(f"bootstrap.mirror {boot.mirror!r} is not an http(s) URL")
+    if not boot.suite or not _WORD.match(boot.suite):
+        problems.append(f"bootstrap.suite {boot.suite!r} is not a suite name")
+    if not all(_WORD.match(c) for c in boot.components):
+        problems.append(f"bootstrap.components {list(boot.components)!r} are not component names")
+    security = raw.get("security")
+    if security and not re.fullmatch(r"https?://[A-Za-z0-9.:/_~-]+", str(security)):
+        problems.append(f"bootstrap.security {security!r} is not an http(s) URL")
+    if problems:
+        raise BuilderError(f"{_where(distro)}: " + "; ".join(problems))
+    comps = " ".join(boot.components)
+    lines = [f"deb {boot.mirror} {boot.suite} {comps}"]
+    if raw.get("updates", True):
+        lines.append(f"deb {boot.mirror} {boot.suite}-updates {comps}")
+    security_arches = raw.get("security_arches")
+    if security and (security_arches is None
+                     or arch in {Arch.parse(a) for a in security_arches}):
+        lines.append(f"deb {security} {boot.suite}-security {comps}")
+    return tuple(lines)
+
+
+def _pins(distro: Distro, key: str, *, required: bool) -> list[str]:
+    pins = distro.raw.get(key)
+    if pins is None and not required:
+        return []
+    if not isinstance(pins, list) or (required and not pins):
+        raise BuilderError(f"{_where(distro)}: '{key}' must be a list of name==version pins",
+                           hint="the builder's tooling is pinned per builder; see debian12")
+    bad = [p for p in pins if not isinstance(p, str) or not _PIN.match(p)]
+    if bad:
+        raise BuilderError(f"{_where(distro)}: {key}: not an exact pin: {', '.join(map(str, bad))}",
+                           hint="write name==version")
+    if key == "tools" and not any(p.startswith("pip==") for p in pins):
+        raise BuilderError(f"{_where(distro)}: tools must pin pip (pip==...)")
+    return list(pins)
+
+
+def _sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def docker_arch(arch: Arch) -> str:
+    """How the engine spells an arch in ``docker image inspect`` (Architecture)."""
+    return arch.platform.split("/", 1)[1]
+
+
+def definition(distro: Distro, arch: Arch, settings: Settings) -> Definition:
+    """Compute the tags of the base and builder images for distro/arch from their inputs."""
+    if not distro.supports(arch):
+        raise BuilderError(f"{distro.name} has no {arch.value} builder",
+                           hint=f"{_where(distro)} lists arches: "
+                                + ", ".join(a.value for a in distro.arches))
+    bad = [p for p in distro.build_packages if not _PACKAGE.match(p)]
+    if bad:
+        raise BuilderError(f"{_where(distro)}: build_packages: not a package name: "
+                           + ", ".join(bad))
+    apt_options = host_apt_options() if distro.family == "deb" else ()
+    sources = _apt_sources(distro, arch)
+    boot = distro.bootstrap
+    if boot.method == "registry":
+        if not boot.image or not re.fullmatch(r"[a-z0-9][a-z0-9._/:@-]*", boot.image):
+            raise BuilderError(f"{_where(distro)}: bootstrap.image {boot.image!r} "
+                               "is not an image reference")
+    elif boot.method != "mmdebstrap":
+        raise BuilderError(f"{_where(distro)}: bootstrap.method '{boot.method}' is unknown",
+                           hint="use mmdebstrap or registry")
+    base_inputs = {"recipe": RECIPE_VERSION, "method": boot.method, "arch": arch.value,
+                   "image": boot.image, "sources": sources, "apt_options": apt_options,
+                   "variant": "minbase"}
+    base_digest = _sha(json.dumps(base_inputs, sort_keys=True).encode())[:12]
+    base_tag = f"{BASE_REPO}/{distro.name}:{arch.value}-{base_digest}"
+
+    files: dict[str, bytes] = {}
+    for path in sorted(distro.directory.rglob("*")):
+        if path.is_file() and "__pycache__" not in path.parts:
+            files[path.relative_to(distro.directory).as_posix()] = path.read_bytes()
+    if "Dockerfile" not in files:
+        raise BuilderError(f"builders/{distro.directory.name}/Dockerfile is missing")
+    tools = _pins(distro, "tools", required=True)
+    constraints = _pins(distro, "tools_constraints", required=False)
+    files["giftbox/tools.txt"] = "".join(f"{p}\n" for p in tools).encode()
+    files["giftbox/tools-constraints.txt"] = "".join(f"{p}\n" for p in constraints).encode()
+    files["giftbox/install-tools.sh"] = INSTALL_TOOLS.encode()
+    files["giftbox/apt.conf"] = "".join(f"{o};\n" for o in apt_options).encode()
+    # Public certificates: fine in an image, and pip needs them while the image is built.
+    files["giftbox/ca-bundle.crt"] = settings.ca_bundle.read_bytes() if settings.ca_bundle \
+        else b""
+    build_args = {"BASE": base_tag, "PYTHON": distro.python,
+                  "BUILD_PACKAGES": " ".join(distro.build_packages)}
+    inputs = {"recipe": RECIPE_VERSION, "base": base_tag, "args": build_args,
+              "files": {name: _sha(data) for name, data in files.items()}}
+    digest = _sha(json.dumps(inputs, sort_keys=True).encode())[:12]
+    return Definition(distro=distro, arch=arch, base_tag=base_tag, base_digest=base_digest,
+                      tag=f"{BUILDER_REPO}/{distro.name}:{arch.value}-{digest}", digest=digest,
+                      sources=sources, apt_options=apt_options, files=files,
+                      build_args=build_args)
+
+
+# -- ensure ---------------------------------------------------------------------------------
+
+
+def _image(client: docker.DockerClient, ref: str) -> Any:
+    try:
+        return client.images.get(ref)
+    except docker.errors.ImageNotFound:
+        return None
+
+
+def _builder_image(d: Definition, image: Any, built: bool) -> BuilderImage:
+    return BuilderImage(tag=d.tag, image_id=image.id, distro=d.distro.name, arch=d.arch,
+                        python=d.distro.python, digest=d.digest, built=built)
+
+
+@contextlib.contextmanager
+def _lock(settings: Settings, name: str) -> Iterator[None]:
+    # Two giftbox runs ensuring the same builder would both bootstrap it: let one wait.
+    locks = settings.cache_dir / "locks"
+    locks.mkdir(parents=True, exist_ok=True)
+    with (locks / f"{name}.lock").open("w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def ensure(distro: str | Distro, arch: str | Arch, settings: Settings,
+           reporter: Reporter = NULL_REPORTER, *,
+           pull_timeout: float = DEFAULT_PULL_TIMEOUT) -> BuilderImage:
+    """The builder image for distro/arch, bootstrapping and building what is missing."""
+    dist = distro if isinstance(distro, Distro) else get_distro(settings.builders_dir, distro)
+    arch = arch if isinstance(arch, Arch) else Arch.parse(arch)
+    d = definition(dist, arch, settings)
+    check_platform(arch)
+    client = connect()
+    try:
+        image = _image(client, d.tag)
+        if image is not None:
+            reporter.detail(f"{d.tag}: up to date")
+            return _builder_image(d, image, built=False)
+        with _lock(settings, f"{dist.name}-{arch.value}"):
+            image = _image(client, d.tag)  # another run may have built it while we waited
+            if image is not None:
+                return _builder_image(d, image, built=False)
+            if _image(client, d.base_tag) is None:
+                with reporter.stage(f"base image {dist.name}/{arch.value}"):
+                    if dist.bootstrap.method == "mmdebstrap":
+                        _bootstrap_debian(client, d, settings, reporter)
+                    else:
+                        _pull_base(d, reporter, pull_timeout)
+            with reporter.stage(f"builder image {dist.name}/{arch.value}"):
+                image = _build_builder(client, d, settings, reporter)
+            reporter.detail(f"{d.tag}: built ({image.id[:19]})")
+            return _builder_image(d, image, built=True)
+    finally:
+        client.close()
+
+
+def _scratch_dir(settings: Settings, prefix: str) -> tempfile.TemporaryDirectory[str]:
+    tmp = settings.cache_dir / "tmp"
+    tmp.mkdir(parents=True, exist_ok=True)
+    return tempfile.TemporaryDirectory(dir=tmp, prefix=prefix)
+
+
+def _bootstrap_debian(client: docker.DockerClient, d: Definition, settings: Settings,
+                      reporter: Reporter) -> None:
+    try:
+        mmdebstrap = local["mmdebstrap"]
+    except CommandNotFound:
+        raise BuilderError(f"cannot bootstrap the {d.distro.name} base image: mmdebstrap is not "
+                           "installed", hint="apt-get install mmdebstrap") from None
+    with _scratch_dir(settings, f"base-{d.distro.name}-{d.arch.value}-") as tmp:
+        rootfs = Path(tmp) / "rootfs.tar"
+        args = ["--variant=minbase", f"--architectures={d.arch.deb}", "--format=tar",
+                *(f"--aptopt={o}" for o in d.apt_options),
+                str(d.distro.bootstrap.suite), str(rootfs), *d.sources]
+        reporter.detail(f"mmdebstrap {d.distro.bootstrap.suite} {d.arch.deb} from "
+                        + ", ".join(mask_url(s.split()[1]) + " " + s.split()[2]
+                                    for s in d.sources))
+        _run_streaming(mmdebstrap[args], reporter,
+                       step=f"mmdebstrap of {d.distro.name} ({d.arch.deb})")
+        (Path(tmp) / "Dockerfile").write_text(_BASE_DOCKERFILE)
+        labels = _labels(d, "base", d.base_digest)
+        _docker_build(client, Path(tmp), d.base_tag, d.arch, {}, labels, reporter,
+                      what=f"the {d.distro.name} {d.arch.value} base image", secrets_=())
+
+
+def _run_streaming(command: Any, reporter: Reporter, *, step: str) -> None:
+    tail: collections.deque[str] = collections.deque(maxlen=25)
+    proc = command.popen(stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        assert proc.stdout is not None
+        for raw in proc.stdout:
+            line = raw.decode("utf-8", errors="replace").rstrip()
+            if line:
+                tail.append(line)
+                reporter.detail(line)
+        code = proc.wait()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    if code != 0:
+        failing = [line for line in tail if line.startswith("E:")]
+        raise BuilderError(f"{step} failed (exit {code})"
+                           + (f": {failing[0]}" if failing else ""),
+                           hint="last output:\n" + "\n".join(tail))
+
+
+def _pull_base(d: Definition, reporter: Reporter, timeout: float) -> None:
+    ref = str(d.distro.bootstrap.image)
+    client = connect(timeout)
+    try:
+        local_image = _image(client, ref)
+        if local_image is not None and local_image.attrs.get("Architecture") == docker_arch(d.arch):
+            # An image the operator `docker load`ed under the upstream name counts.
+            reporter.detail(f"using the local {ref} ({d.arch.platform})")
+            image = local_image
+        else:
+            reporter.detail(f"pulling {ref} for {d.arch.platform}")
+            try:
+                image = client.images.pull(ref, platform=d.arch.platform)
+            except Exception as exc:  # APIError, timeouts, connection errors alike
+                reason = str(exc).strip().splitlines()[0][:400] if str(exc).strip() \
+                    else type(exc).__name__
+                raise BuilderError(
+                    f"cannot get the {d.distro.name} base image for {d.arch.value}: pulling "
+                    f"{ref} ({d.arch.platform}) failed, no registry was reachable: {reason}",
+                    hint=f"Either point the engine at a registry mirror you can reach "
+                         f"(\"registry-mirrors\" in /etc/docker/daemon.json, restart dockerd), "
+                         f"or load the image by hand: `docker load -i image.tar`, then tag it "
+                         f"{ref} (it must be {d.arch.platform}) or {d.base_tag}; then run "
+                         f"`giftbox builder ensure {d.distro.name} --arch {d.arch.value}` "
+                         "again.") from None
+        if image.attrs.get("Architecture") != docker_arch(d.arch):
+            raise BuilderError(f"{ref} is {image.attrs.get('Architecture')}, not "
+                               f"{docker_arch(d.arch)}",
+                               hint=f"load or pull the {d.arch.platform} variant of {ref}")
+        repo, tag = d.base_tag.split(":")
+        image.tag(repo, tag)
+    finally:
+        client.close()
+
+
+def _labels(d: Definition, kind: str, digest: str) -> dict[str, str]:
+    return {LABEL_PREFIX + "kind": kind, LABEL_PREFIX + "distro": d.distro.name,
+            LABEL_PREFIX + "arch": d.arch.value, LABEL_PREFIX + "digest": digest,
+            LABEL_PREFIX + "python": d.distro.python, LABEL_PREFIX + "recipe": RECIPE_VERSION}
+
+
+def _pip_conf(settings: Settings) -> str:
+    lines = ["[global]", f"index-url = {settings.index_url}"]
+    if settings.extra_index_urls:
+        lines.append("extra-index-url = " + " ".join(settings.extra_index_urls))
+    return "\n".join(lines) + "\n"
+
+
+@contextlib.contextmanager
+def _one_shot_config(body: str) -> Iterator[str]:
+    """Serve ``body`` on 127.0.0.1 under a random path for the duration of a build.
+
+    The classic builder has no build secrets: a build-arg or a COPY would keep index credentials
+    in the image forever. The URL handed to the build is dead once the build is over.
+    """
+    token = secrets.token_urlsafe(24)
+    payload = body.encode()
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
+            if self.path != f"/{token}":
+                self.send_error(404)
+                return
+            self.send_response(200)
+            self.send_header("Content-Type", "text/plain")
+            self.send_header("Content-Length", str(len(payload)))
+            self.end_headers()
+            self.wfile.write(payload)
+
+        def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/{token}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def _build_builder(client: docker.DockerClient, d: Definition, settings: Settings,
+                   reporter: Reporter) -> Any:
+    with _scratch_dir(settings, f"builder-{d.distro.name}-{d.arch.value}-") as tmp:
+        for name, data in d.files.items():
+            path = Path(tmp) / name
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(data)
+        with _one_shot_config(_pip_conf(settings)) as url:
+            args = {**d.build_args, "GIFTBOX_SECRETS_URL": url}
+            hidden = url_secrets([settings.index_url, *settings.extra_index_urls])
+            return _docker_build(client, Path(tmp), d.tag, d.arch, args,
+                                 {**_labels(d, "builder", d.digest),
+                                  LABEL_PREFIX + "tools": TOOLS_PREFIX},
+                                 reporter, what=f"the {d.distro.name} {d.arch.value} builder",
+                                 secrets_=hidden)
+
+
+def _docker_build(client: docker.DockerClient, context: Path, tag: str, arch: Arch,
+                  build_args: dict[str, str], labels: dict[str, str], reporter: Reporter, *,
+                  what: str, secrets_: tuple[str, ...]) -> Any:
+    tail: collections.deque[str] = collections.deque(maxlen=25)
+    step = "preparing the build"
+    error: str | None = None
+    try:
+        events = client.api.build(path=str(context), tag=tag, platform=arch.platform,
+                                  network_mode="host", rm=True, forcerm=True, pull=False,
+                                  buildargs=build_args, labels=labels, decode=True)
+        for event in events:
+            if "error" in event:
+                error = mask(str(event.get("error", "")).strip(), secrets_)
+                break
+            for line in str(event.get("stream", "")).splitlines():
+                line = mask(line.rstrip(), secrets_)
+                if not line.strip():
+                    continue
+                if line.startswith("Step "):
+                    step = line
+                tail.append(line)
+                reporter.detail(line)
+    except docker.errors.APIError as exc:
+        error = str(exc.explanation or exc)
+    if error is None:
+        image = _image(client, tag)
+        if image is not None:
+            return image
+        error = "the engine reported no error but the image is missing"
+    raise BuilderError(f"building {what} failed at {step}: {error.splitlines()[0]}",
+                       hint="last output:\n" + "\n".join(tail))
+
+
+# -- list and prune -------------------------------------------------------------------------
+
+
+def _all_tags(client: docker.DockerClient) -> dict[str, str]:
+    """Every giftbox base/builder tag present, with its image id."""
+    found: dict[str, str] = {}
+    for image in client.images.list():
+        for tag in image.tags:
+            if tag.startswith((f"{BASE_REPO}/", f"{BUILDER_REPO}/")):
+                found[tag] = image.id
+    return found
+
+
+def _definitions(settings: Settings) -> list[Definition]:
+    return [definition(dist, arch, settings)
+            for dist in load_distros(settings.builders_dir).values() for arch in dist.arches]
+
+
+def list_builders(settings: Settings) -> list[BuilderRow]:
+    """One row per distro and arch the builders/ folder defines."""
+    client = connect()
+    try:
+        tags = _all_tags(client)
+    finally:
+        client.close()
+    rows = []
+    for d in _definitions(settings):
+        prefix = f"{BUILDER_REPO}/{d.distro.name}:{d.arch.value}-"
+        rows.append(BuilderRow(distro=d.distro.name, arch=d.arch, tag=d.tag,
+                               present=any(t.startswith(prefix) for t in tags),
+                               up_to_date=d.tag in tags, runnable_here=d.distro.runnable_here,
+                               image_id=tags.get(d.tag)))
+    return rows
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        Path(f"/proc/{pid}").stat()
+    except FileNotFoundError:
+        return False
+    return True
+
+
+def prune(settings: Settings, dry_run: bool = False,
+          reporter: Reporter = NULL_REPORTER) -> PruneResult:
+    """Remove giftbox images whose tag digest is no longer current, and containers whose
+    giftbox process is gone (killed with SIGKILL, so it could not clean up)."""
+    current = set()
+    for d in _definitions(settings):
+        current.update({d.tag, d.base_tag})
+    result = PruneResult(dry_run=dry_run)
+    client = connect()
+    try:
+        for container in client.containers.list(all=True, filters={"label": LABEL}):
+            owner = container.labels.get(OWNER_LABEL, "")
+            if owner.isdigit() and not _pid_alive(int(owner)):
+                result.removed_containers.append(container.name)
+                if not dry_run:
+                    with contextlib.suppress(docker.errors.NotFound):
+                        container.remove(force=True)
+        # Builders before bases: a base is still referenced by the builders made from it.
+        stale = sorted((t for t in _all_tags(client) if t not in current),
+                       key=lambda t: (not t.startswith(BUILDER_REPO), t))
+        for tag in stale:
+            if dry_run:
+                result.removed.append(tag)
+                reporter.detail(f"would remove {tag}")
+                continue
+            try:
+                client.images.remove(tag)
+            except docker.errors.APIError as exc:
+                result.kept.append({"tag": tag, "reason": str(exc.explanation or exc)})
+                reporter.detail(f"kept {tag}: {exc.explanation or exc}")
+                continue
+            result.removed.append(tag)
+            reporter.detail(f"removed {tag}")
+    finally:
+        client.close()
+    return result

@@ -1,0 +1,99 @@
+"""``giftbox lock`` and ``giftbox build``."""
+
+from __future__ import annotations
+
+import click
+
+from giftbox.cli import App, cli, emit_json, json_option, pass_app
+from giftbox.distros import Arch, Distro, get_distro, load_distros
+from giftbox.errors import BuildError
+from giftbox.spec import Spec, find_spec
+
+
+def _targets(app: App, spec: Spec, distros: tuple[str, ...],
+             arches: tuple[str, ...]) -> list[tuple[Distro, Arch]]:
+    """The requested (distro, arch) pairs; by default the spec's matrix runnable here."""
+    builders = app.settings.builders_dir
+    if distros:
+        chosen = [get_distro(builders, d) for d in distros]
+    else:
+        known = load_distros(builders)
+        chosen = [known[d] for d in spec.distros if known[d].runnable_here]
+    arch_list = [Arch.parse(a) for a in arches] if arches else [Arch.parse(a)
+                                                               for a in spec.arches]
+    pairs = [(d, a) for d in chosen for a in arch_list if d.supports(a)]
+    if not pairs:
+        raise BuildError(f"nothing to do for {spec.name}: no requested distro supports "
+                         + ", ".join(a.value for a in arch_list))
+    return pairs
+
+
+@cli.command("lock")
+@click.argument("project")
+@click.option("--distro", "distros", multiple=True, help="Target distro (repeatable). "
+              "Default: every distro of the spec's matrix that can be built here.")
+@click.option("--arch", "arches", multiple=True, help="Target arch (repeatable): x86_64, "
+              "ppc64le. Default: the spec's matrix.")
+@json_option
+@pass_app
+def lock_cmd(app: App, project: str, distros: tuple[str, ...], arches: tuple[str, ...],
+             as_json: bool) -> None:
+    """Pin PROJECT's requirements with hashes, per distro and arch, into locks/PROJECT/.
+
+    pip-compile runs inside the target's builder so markers resolve for that Python and
+    arch. Inputs: the project's requirements and build requirements, the spec's extra
+    requirements, constrained by the release's upper-constraints (the project's own line
+    dropped). Commit the result: builds use the committed lock and refuse a stale one.
+
+    \b
+      giftbox lock nova --distro debian12 --arch x86_64
+    """
+    from giftbox.build import make_lock
+
+    spec = find_spec(app.settings.root, project, frozenset(load_distros(app.settings.builders_dir)))
+    written = [str(make_lock(spec, d, a, app.settings, app.reporter))
+               for d, a in _targets(app, spec, distros, arches)]
+    if as_json:
+        emit_json({"project": project, "locks": written})
+    else:
+        for path in written:
+            click.echo(path)
+
+
+@cli.command("build")
+@click.argument("project")
+@click.option("--distro", "distros", multiple=True, help="Target distro (repeatable), e.g. "
+              "debian12. Default: the spec's matrix, where runnable here.")
+@click.option("--arch", "arches", multiple=True, help="Target arch (repeatable): x86_64, "
+              "ppc64le. Default: the spec's matrix.")
+@click.option("--ref", help="Build this git ref instead of the pinned one (git upstreams).")
+@json_option
+@pass_app
+def build_cmd(app: App, project: str, distros: tuple[str, ...], arches: tuple[str, ...],
+              ref: str | None, as_json: bool) -> None:
+    """Build PROJECT into an audited, relocatable virtualenv inside the target's builder.
+
+    Stages: resolve the upstream and the builder image; check the committed lock; fill the
+    wheelhouse (hashes required); create the venv at its final prefix and install offline;
+    build the patched project's wheel with `build`; make the venv relocatable; compile
+    hash-based bytecode; audit (no build paths, pip check, imports, console scripts, ELF
+    arch). A build whose inputs are unchanged is a cache hit.
+
+    \b
+      giftbox build nova --distro debian12 --arch x86_64
+      giftbox build python-openstackclient --distro debian12 --arch ppc64le --json
+    """
+    from giftbox.build import build
+
+    spec = find_spec(app.settings.root, project, frozenset(load_distros(app.settings.builders_dir)))
+    results = []
+    for distro, arch in _targets(app, spec, distros, arches):
+        result = build(spec, distro, arch, app.settings, app.reporter, ref=ref)
+        results.append(result)
+        if not as_json:
+            state = "cached" if result.cached else "built"
+            click.echo(f"{state}: {project} {result.manifest.version['upstream']} for "
+                       f"{distro.name}/{arch.value} -> {result.venv_dir} "
+                       f"(installs at {result.manifest.prefix})")
+    if as_json:
+        emit_json({"builds": [r.as_dict() for r in results]})

@@ -1,0 +1,481 @@
+"""What a package installs, where, and the staged tree every packager builds from.
+
+The layout is a function of the spec (and, for versioned paths, the version), so it can be
+computed before anything is built: the build stage asks ``install_prefix`` where to build the
+venv, and ``check_conflicts`` compares what two specs would install without building either.
+
+Where things go (for project P, prefix X, install prefix I, stable prefix S):
+
+* the venv at I: X itself, or ``X/<upstream>-<revision>`` with ``versioned_paths``; S is X, or
+  ``X/current`` (a symlink shipped in the package, so dpkg/rpm flip it atomically on upgrade
+  while the previous version's files are still on disk);
+* the manifest at ``I/giftbox-manifest.json`` (beside the venv rather than in /usr/share/doc,
+  which minimal images and containers drop via dpkg path-exclude);
+* ``/usr/bin/<entry point>`` symlinks to ``S/bin/<entry point>``;
+* units in /lib/systemd/system (deb) or /usr/lib/systemd/system (rpm);
+* config files at their spec path (conffiles / ``%config(noreplace)``);
+* rootwrap: ``rootwrap.conf`` at the spec's ``config`` (a conffile), ``filters_path`` a symlink
+  to ``S/share/P/rootwrap.d`` (the filters are code, tied to the venv's version: the build stage
+  copies ``<source>/etc/P/rootwrap.d`` there) and ``/etc/sudoers.d/<P>`` (0440).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import shutil
+import stat
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from itertools import combinations
+from pathlib import Path, PurePosixPath
+
+from giftbox.distros import Arch, Distro
+from giftbox.errors import PackageError
+from giftbox.manifest import Manifest
+from giftbox.spec import ALLOWED_PREFIX_ROOTS, FAMILIES, Spec
+from giftbox.versions import PackageVersion
+
+MANIFEST_NAME = "giftbox-manifest.json"
+SYSTEMD_DIRS = {"deb": "/lib/systemd/system", "rpm": "/usr/lib/systemd/system"}
+SUDOERS_DIR = "/etc/sudoers.d"
+_VERSION_DIR_RE = re.compile(r"[^A-Za-z0-9.+_-]")
+_ELF_MAGIC = b"\x7fELF"
+
+
+# --- paths known from the spec alone ------------------------------------------------------
+
+
+def version_dir(version: PackageVersion | str) -> str:
+    """The directory name of one version under a versioned prefix: ``<upstream>-<revision>``.
+
+    The distro tag is left out (one host runs one distro) and the revision is kept, so two
+    builds of one upstream version with different patches never share a directory."""
+    text = f"{version.upstream}-{version.revision}" if isinstance(version, PackageVersion) \
+        else version
+    name = _VERSION_DIR_RE.sub("_", text)
+    if not name or name in {".", ".."} or name.startswith("-"):
+        raise PackageError(f"'{text}' cannot name a version directory")
+    return name
+
+
+def install_prefix(spec: Spec, version: PackageVersion | str) -> str:
+    """Where the venv must be built and installed: the spec's prefix, or with
+    ``versioned_paths`` the prefix plus ``version_dir(version)``. The build stage builds the
+    venv at exactly this path (a venv does not survive being moved to another one)."""
+    prefix = spec.package.prefix
+    if spec.package.versioned_paths:
+        return f"{prefix}/{version_dir(version)}"
+    return prefix
+
+
+def stable_prefix(spec: Spec) -> str:
+    """The path that always names the installed version: what links and units point at."""
+    prefix = spec.package.prefix
+    return f"{prefix}/current" if spec.package.versioned_paths else prefix
+
+
+def sudoers_path(spec: Spec) -> str:
+    # sudo skips files in sudoers.d whose name contains '.' or ends in '~'
+    return f"{SUDOERS_DIR}/{spec.name.replace('.', '_')}"
+
+
+def rootwrap_share(project: str) -> str:
+    """Where, relative to the venv, the build stage puts the project's rootwrap filters."""
+    return f"share/{project}/rootwrap.d"
+
+
+def entry_points(spec: Spec) -> tuple[str, ...]:
+    names = list(spec.package.entry_points)
+    rootwrap = spec.package.rootwrap
+    if rootwrap and rootwrap.command not in names:
+        names.append(rootwrap.command)  # sudoers names /usr/bin/<command>: it must exist
+    return tuple(names)
+
+
+def planned_paths(spec: Spec, family: str) -> dict[str, str]:
+    """Every file and symlink the package of ``spec`` installs outside its prefix, plus the
+    prefix itself (a tree), each with what it is: for conflict checks."""
+    name = spec.package.name
+    paths = {spec.package.prefix: "the venv prefix"}
+    for entry in entry_points(spec):
+        paths[f"/usr/bin/{entry}"] = f"entry point {entry}"
+    for unit in spec.package.units:
+        paths[f"{SYSTEMD_DIRS[family]}/{unit.name}"] = f"unit {unit.name}"
+    for conf in spec.package.config_files:
+        paths[conf.path] = "config file"
+    rootwrap = spec.package.rootwrap
+    if rootwrap:
+        paths[rootwrap.config] = "rootwrap config"
+        paths[rootwrap.filters_path] = "rootwrap filters"
+        paths[sudoers_path(spec)] = "sudoers rule"
+    if family == "deb":
+        paths[f"/usr/share/doc/{name}"] = "documentation"
+        paths[f"/usr/share/lintian/overrides/{name}"] = "lintian overrides"
+    return paths
+
+
+def _spec_file(spec: Spec) -> str:
+    return f"specs/{spec.path.name}"
+
+
+def _nested(a: str, b: str) -> bool:
+    return a == b or a.startswith(b + "/") or b.startswith(a + "/")
+
+
+def check_conflicts(specs: Sequence[Spec], family: str | None = None) -> None:
+    """Refuse specs whose packages would install the same path (or share a package name, or
+    nest one venv prefix in another); every clash names both spec files and the path."""
+    problems: list[str] = []
+    for a, b in combinations(specs, 2):
+        if a.package.name == b.package.name:
+            problems.append(f"{_spec_file(a)} and {_spec_file(b)} both build package "
+                            f"'{a.package.name}'")
+    for fam in (family,) if family else FAMILIES:
+        owners: dict[str, tuple[Spec, str]] = {}
+        for spec in specs:
+            for path, what in planned_paths(spec, fam).items():
+                if path == spec.package.prefix:
+                    continue
+                if path in owners and owners[path][0] is not spec:
+                    other, other_what = owners[path]
+                    problems.append(f"{_spec_file(other)} ({other_what}) and {_spec_file(spec)} "
+                                    f"({what}) would both install {path} [{fam}]")
+                else:
+                    owners[path] = (spec, what)
+            for path, (other, _what) in owners.items():
+                if other is not spec and _nested(path, spec.package.prefix):
+                    problems.append(f"{_spec_file(spec)} puts its venv at "
+                                    f"{spec.package.prefix}, where {_spec_file(other)} installs "
+                                    f"{path} [{fam}]")
+        for a, b in combinations(specs, 2):
+            if _nested(a.package.prefix, b.package.prefix):
+                problems.append(f"{_spec_file(a)} and {_spec_file(b)} would both install "
+                                f"{a.package.prefix if len(a.package.prefix) >= len(b.package.prefix) else b.package.prefix} "
+                                f"(prefixes {a.package.prefix} and {b.package.prefix} overlap) "
+                                f"[{fam}]")
+    if problems:
+        unique = list(dict.fromkeys(problems))
+        raise PackageError("packages would conflict:\n  " + "\n  ".join(unique),
+                           hint="give each spec its own package.name, prefix, entry points, "
+                                "units and config paths")
+
+
+# --- the staged tree ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Conffile:
+    path: str  # absolute on the target
+    mode: int
+    group: str | None  # the service group that must read it, else root
+
+
+@dataclass
+class Staged:
+    """The package's file tree under ``root`` and the facts the packagers need about it."""
+
+    root: Path
+    spec: Spec
+    manifest: Manifest
+    distro: Distro
+    arch: Arch
+    family: str
+    version: PackageVersion
+    prefix: str  # where the venv is installed
+    stable: str  # what links point at
+    conffiles: list[Conffile] = field(default_factory=list)
+    units: list[str] = field(default_factory=list)  # unit file names
+    elf_files: list[str] = field(default_factory=list)  # absolute target paths, not bundled
+    bundled_libs: list[str] = field(default_factory=list)  # file names in *.libs/ dirs
+    interpreter_links: list[str] = field(default_factory=list)  # absolute targets outside
+    owned_dirs: list[str] = field(default_factory=list)  # parents between root dir and prefix
+    summary: str = ""
+    license: str = ""
+
+    @property
+    def name(self) -> str:
+        return self.spec.package.name
+
+    def path(self, target: str) -> Path:
+        """The staged location of an absolute target path."""
+        return self.root / target.lstrip("/")
+
+
+def _normalise_modes(top: Path) -> None:
+    """rw-r--r-- or rwxr-xr-x for everything: the build host's umask and whatever pip did
+    must not reach the package (invariant 1), and group/world-writable files in a venv root
+    runs would be a hole."""
+    for dirpath, dirnames, filenames in os.walk(top):
+        os.chmod(dirpath, 0o755)
+        for name in filenames:
+            path = os.path.join(dirpath, name)
+            st = os.lstat(path)
+            if stat.S_ISLNK(st.st_mode):
+                continue
+            os.chmod(path, 0o755 if st.st_mode & 0o111 else 0o644)
+        del dirnames
+
+
+def _elf_machine(head: bytes) -> int:
+    little = head[5] == 1
+    return int.from_bytes(head[18:20], "little" if little else "big")
+
+
+def _scan_venv(staged: Staged, venv_dir: Path) -> None:
+    """Find ELF objects (checking their architecture), bundled wheel libraries, and links that
+    leave the venv; refuse special files and links back into the build host."""
+    host_prefix = str(venv_dir.resolve())
+    venv_root = staged.path(staged.prefix)
+    expected = staged.arch.elf_machine
+    wrong: list[str] = []
+    for dirpath, dirnames, filenames in os.walk(venv_root):
+        dirnames.sort()
+        rel_dir = Path(dirpath).relative_to(venv_root)
+        bundled_dir = any(part.endswith(".libs") for part in rel_dir.parts)
+        for name in sorted(filenames + [d for d in dirnames
+                                        if os.path.islink(os.path.join(dirpath, d))]):
+            path = Path(dirpath) / name
+            target_path = f"{staged.prefix}/{(rel_dir / name).as_posix()}".replace("/./", "/")
+            st = path.lstat()
+            if stat.S_ISLNK(st.st_mode):
+                link = os.readlink(path)
+                if link.startswith(host_prefix):
+                    raise PackageError(f"{target_path} links to {link}, a path on the build "
+                                       "host", hint="the venv must be built at its install "
+                                       "prefix; see giftbox.package.install_prefix")
+                if link.startswith("/") and not link.startswith(staged.prefix + "/"):
+                    staged.interpreter_links.append(link)
+                continue
+            if not stat.S_ISREG(st.st_mode):
+                raise PackageError(f"{target_path} in the venv is not a regular file, "
+                                   "directory or symlink", hint="remove sockets, fifos and "
+                                   "devices from the venv")
+            with path.open("rb") as fh:
+                head = fh.read(20)
+            if not head.startswith(_ELF_MAGIC):
+                continue
+            if len(head) == 20 and _elf_machine(head) != expected:
+                wrong.append(target_path)
+            if bundled_dir:
+                staged.bundled_libs.append(name)
+            else:
+                staged.elf_files.append(target_path)
+    if wrong:
+        raise PackageError(
+            f"{len(wrong)} ELF file(s) in the venv are not built for {staged.arch.value}, "
+            f"e.g. {wrong[0]}", hint="build the venv in the target architecture's builder")
+
+
+def _dist_metadata(venv_root: Path, project: str) -> dict[str, str]:
+    """Summary and License of the project's own distribution in the venv, if present."""
+    wanted = re.sub(r"[-_.]+", "_", project).lower()
+    for meta in sorted(venv_root.glob("lib/python*/site-packages/*.dist-info/METADATA")):
+        dist = meta.parent.name.rsplit("-", 1)[0]
+        if re.sub(r"[-_.]+", "_", dist).lower() != wanted:
+            continue
+        out: dict[str, str] = {}
+        for line in meta.read_text(errors="replace").splitlines():
+            if not line.strip():
+                break  # the headers end at the first blank line
+            key, _, value = line.partition(":")
+            if key in ("Summary", "License", "License-Expression") and key not in out:
+                out[key] = value.strip()
+        return out
+    return {}
+
+
+def _check_inputs(venv_dir: Path, manifest: Manifest, spec: Spec, distro: Distro) -> None:
+    if distro.family not in FAMILIES:
+        raise PackageError(f"distro {distro.name} has package family '{distro.family}', "
+                           f"which giftbox cannot package", hint="supported: deb, rpm")
+    if manifest.family != distro.family or manifest.distro != distro.name:
+        raise PackageError(f"the manifest is for {manifest.distro} ({manifest.family}) but the "
+                           f"target is {distro.name} ({distro.family})")
+    if manifest.project != spec.name or manifest.package_name != spec.package.name:
+        raise PackageError(f"the manifest is for {manifest.project}/{manifest.package_name}, "
+                           f"the spec is {spec.name}/{spec.package.name}")
+    if manifest.python != distro.python:
+        raise PackageError(f"the venv was built for Python {manifest.python} but "
+                           f"{distro.name} runs Python {distro.python}")
+    if not (venv_dir / "pyvenv.cfg").is_file():
+        raise PackageError(f"{venv_dir} is not a venv (no pyvenv.cfg)",
+                           hint="pass the directory the build stage produced")
+    cfg = (venv_dir / "pyvenv.cfg").read_text()
+    match = re.search(r"^version(_info)?\s*=\s*(\d+)\.(\d+)", cfg, re.M)
+    if match and f"{match.group(2)}.{match.group(3)}" != distro.python:
+        raise PackageError(f"{venv_dir}/pyvenv.cfg says Python {match.group(2)}."
+                           f"{match.group(3)}, but {distro.name} runs Python {distro.python}")
+
+
+def package_version(manifest: Manifest, distro: Distro) -> PackageVersion:
+    """The PackageVersion the manifest's ``version`` dict was made from (checked)."""
+    v = manifest.version
+    try:
+        version = PackageVersion(
+            upstream=str(v["upstream"]), release=int(v["release"]),
+            patch_count=int(v["patch_count"]), patch_digest=str(v["patch_digest"]),
+            deb_tag=distro.version_tag if distro.family == "deb" else "",
+            rpm_tag=distro.version_tag if distro.family == "rpm" else "")
+    except (KeyError, TypeError, ValueError) as exc:
+        raise PackageError(f"the manifest's version is malformed ({exc})",
+                           hint="it must be PackageVersion.as_dict()") from None
+    recorded = v.get(distro.family)
+    if recorded and recorded != version.for_family(distro.family):
+        raise PackageError(f"the manifest's {distro.family} version {recorded} is not what its "
+                           f"parts give for {distro.name} ({version.for_family(distro.family)})")
+    return version
+
+
+def _write(path: Path, text: str | bytes, mode: int = 0o644) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if isinstance(text, str):
+        text = text.encode()
+    path.write_bytes(text)
+    os.chmod(path, mode)
+
+
+def _symlink(path: Path, target: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.symlink_to(target)
+
+
+def rootwrap_conf(spec: Spec) -> str:
+    rootwrap = spec.package.rootwrap
+    assert rootwrap is not None
+    # The venv's bin first: the project's own helpers resolve to the venv, not to a same-named
+    # system binary; then the system dirs oslo.rootwrap uses by default.
+    exec_dirs = [f"{stable_prefix(spec)}/bin", "/sbin", "/usr/sbin", "/bin", "/usr/bin",
+                 "/usr/local/bin", "/usr/local/sbin"]
+    return (f"# Configuration for {rootwrap.command}, written by giftbox for "
+            f"{spec.package.name}.\n"
+            "# Operators may edit this file; it is kept on upgrade.\n\n"
+            "[DEFAULT]\n"
+            "# List of directories to load filter definitions from (comma-separated);\n"
+            f"# {rootwrap.filters_path} links to the filters shipped with the installed "
+            "version.\n"
+            f"filters_path={rootwrap.filters_path}\n\n"
+            "# Directories searched for the executables the filters name (comma-separated).\n"
+            f"exec_dirs={','.join(exec_dirs)}\n\n"
+            "use_syslog=False\n"
+            "syslog_log_facility=syslog\n"
+            "syslog_log_level=ERROR\n"
+            "daemon_timeout=600\n")
+
+
+def sudoers_rule(spec: Spec) -> str:
+    rootwrap = spec.package.rootwrap
+    user = spec.package.user
+    assert rootwrap is not None and user is not None
+    return (f"# Let {user.name} run {rootwrap.command} as root (installed by "
+            f"{spec.package.name}).\n"
+            "Defaults:" + user.name + " !requiretty\n\n"
+            f"{user.name} ALL=(root) NOPASSWD: /usr/bin/{rootwrap.command} "
+            f"{rootwrap.config} *\n")
+
+
+def _owned_parents(prefix: str) -> list[str]:
+    """Directories between the allowed prefix root (/opt, /usr/lib, /srv) and the prefix."""
+    root = next((r for r in ALLOWED_PREFIX_ROOTS if prefix.startswith(r + "/")), None)
+    parents = []
+    for parent in PurePosixPath(prefix).parents:
+        text = str(parent)
+        if text == "/" or (root is not None and len(text) <= len(root)):
+            break
+        if root is None and len(parent.parts) <= 2:
+            break
+        parents.append(text)
+    return sorted(parents)
+
+
+def stage(venv_dir: Path, manifest: Manifest, spec: Spec, distro: Distro, root: Path) -> Staged:
+    """Lay the package's files out under ``root`` (which must not exist yet)."""
+    _check_inputs(venv_dir, manifest, spec, distro)
+    arch = Arch.parse(manifest.arch)
+    if not distro.supports(arch):
+        raise PackageError(f"{distro.name} is not defined for {arch.value}")
+    version = package_version(manifest, distro)
+    prefix = install_prefix(spec, version)
+    if manifest.prefix != prefix:
+        raise PackageError(f"the venv was built for {manifest.prefix} but {spec.name} installs "
+                           f"it at {prefix}", hint="build it at install_prefix(spec, version): "
+                           "a venv does not run from another path")
+    family = distro.family
+    staged = Staged(root=root, spec=spec, manifest=manifest, distro=distro, arch=arch,
+                    family=family, version=version, prefix=prefix, stable=stable_prefix(spec))
+    root.mkdir(parents=True)
+    venv_root = staged.path(prefix)
+    venv_root.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copytree(venv_dir, venv_root, symlinks=True)
+    _normalise_modes(venv_root)
+    _write(venv_root / MANIFEST_NAME, manifest.to_json())
+    if spec.package.versioned_paths:
+        _symlink(staged.path(staged.stable), PurePosixPath(prefix).name)
+    staged.owned_dirs = _owned_parents(spec.package.prefix)
+    _scan_venv(staged, venv_dir)
+
+    meta = _dist_metadata(venv_root, spec.name)
+    staged.summary = spec.package.description or meta.get("Summary") or \
+        f"OpenStack {spec.name} in a relocatable virtualenv"
+    staged.license = meta.get("License-Expression") or meta.get("License") or ""
+
+    for entry in entry_points(spec):
+        if not (venv_root / "bin" / entry).exists():
+            raise PackageError(f"entry point '{entry}' is not in the venv's bin/",
+                               hint=f"check package.entry_points in {_spec_file(spec)} "
+                                    "against the console scripts the project installs")
+        _symlink(staged.path(f"/usr/bin/{entry}"), f"{staged.stable}/bin/{entry}")
+
+    for unit in spec.package.units:
+        _write(staged.path(f"{SYSTEMD_DIRS[family]}/{unit.name}"), unit.read_bytes())
+        staged.units.append(unit.name)
+
+    group = spec.package.user.group if spec.package.user else None
+    for conf in spec.package.config_files:
+        _write(staged.path(conf.path), conf.source.read_bytes(), int(conf.mode, 8))
+        staged.conffiles.append(Conffile(conf.path, int(conf.mode, 8), group))
+
+    rootwrap = spec.package.rootwrap
+    if rootwrap:
+        if spec.package.user is None:
+            raise PackageError(f"{_spec_file(spec)} sets package.rootwrap but no package.user",
+                               hint="rootwrap's sudoers rule is for the service user")
+        filters = venv_root / rootwrap_share(spec.name)
+        if not filters.is_dir() or not any(filters.glob("*.filters")):
+            raise PackageError(f"the venv has no rootwrap filters in "
+                               f"{prefix}/{rootwrap_share(spec.name)}",
+                               hint=f"the build stage copies <source>/etc/{spec.name}/"
+                                    f"rootwrap.d there")
+        _write(staged.path(rootwrap.config), rootwrap_conf(spec))
+        staged.conffiles.append(Conffile(rootwrap.config, 0o644, None))
+        _symlink(staged.path(rootwrap.filters_path),
+                 f"{staged.stable}/{rootwrap_share(spec.name)}")
+        _write(staged.path(sudoers_path(spec)), sudoers_rule(spec), 0o440)
+        staged.conffiles.append(Conffile(sudoers_path(spec), 0o440, None))
+
+    # Directories we create outside the venv: 0755 whatever the umask (invariant 1).
+    for dirpath, _dirs, _files in os.walk(root):
+        if not Path(dirpath).is_relative_to(venv_root):
+            os.chmod(dirpath, 0o755)
+    staged.conffiles.sort(key=lambda c: c.path)
+    return staged
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def walk_sorted(root: Path) -> list[Path]:
+    """Every path under root (not root itself), sorted: one order on every machine."""
+    out: list[Path] = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames.sort()
+        base = Path(dirpath)
+        out.extend(base / d for d in dirnames)
+        out.extend(base / f for f in filenames)
+    return sorted(out)

@@ -1,0 +1,38 @@
+"""The repository layer: channels, the content-addressed pool, signed atomic publishing.
+
+Public API (everything else is internal):
+
+- ``load_channels(settings)`` / ``get_channel(settings, name)``: ``channels.yaml`` as frozen
+  ``Channel`` values; an unknown name is a RepoError listing the known ones.
+- ``publish(channel, files, settings, reporter, distro=None)``: add .deb/.rpm files and
+  republish the repositories they belong to, atomically.
+- ``publish_objects(channel, digests, settings, reporter)``: add pool objects by sha256 (what
+  ``promote`` does: hard links, no bytes copied), then republish.
+- ``republish(channel, settings, reporter)``: regenerate and re-sign everything.
+- ``channel_state(settings, name)``: the ``ChannelState`` recorded in
+  ``repos/<channel>/state.json`` (entries by filename, each with its pool digest).
+- ``Pool(settings.repos_dir).load(digest)``: the ``PoolObject`` stored under a digest.
+
+These modules are light; the tools' wrappers (plumbum, gzip/lzma, the apt and yum writers) are
+imported on first use so that ``giftbox`` starts fast.
+"""
+
+from __future__ import annotations
+
+from giftbox.repo.channels import AptTarget, Channel, YumTarget, get_channel, load_channels
+from giftbox.repo.pool import Pool, PoolObject
+from giftbox.repo.publish import (
+    Artifact,
+    ChannelState,
+    Entry,
+    PublishResult,
+    channel_state,
+    public_key_path,
+    publish,
+    publish_objects,
+    republish,
+)
+
+__all__ = ["AptTarget", "Artifact", "Channel", "ChannelState", "Entry", "Pool", "PoolObject",
+           "PublishResult", "YumTarget", "channel_state", "get_channel", "load_channels",
+           "public_key_path", "publish", "publish_objects", "republish"]

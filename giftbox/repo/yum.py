@@ -1,0 +1,37 @@
+"""yum repositories: createrepo_c metadata in a generation directory, signed, swapped in.
+
+``yum/<distro>/<arch>/repodata`` is a symlink to ``.gen/<gen>/repodata``. createrepo_c writes
+the new metadata into a fresh generation (reusing the previous one's parsed headers with
+``--update-md-path``, so only new rpms are read), the detached signature is made beside it, and
+only then is the symlink replaced. ``--pkglist`` names exactly the channel's entries, so an rpm
+linked by a publish that was killed never appears in metadata by accident.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from giftbox.errors import RepoError
+from giftbox.repo.channels import YumTarget
+
+
+def write_repodata(repo_dir: Path, gen: Path, target: YumTarget, files: list[str],
+                   previous: Path | None) -> Path:
+    """createrepo_c over ``files`` (relative to ``repo_dir``); returns repomd.xml."""
+    from plumbum import local
+
+    gen.mkdir(parents=True)
+    pkglist = gen / "pkglist"
+    pkglist.write_text("".join(f"{f}\n" for f in sorted(files)))
+    cmd = local["createrepo_c"]["--quiet", "--no-database", "--pkglist", str(pkglist),
+                                "--outputdir", str(gen)]
+    if previous is not None and (previous / "repodata" / "repomd.xml").is_file():
+        cmd = cmd["--update", "--update-md-path", str(previous)]
+    code, _, err = cmd[str(repo_dir)].run(retcode=None)
+    pkglist.unlink()
+    if code != 0:
+        raise RepoError(f"createrepo_c failed for {target.path}: {err.strip()}")
+    repomd = gen / "repodata" / "repomd.xml"
+    if not repomd.is_file():
+        raise RepoError(f"createrepo_c wrote no repomd.xml for {target.path}")
+    return repomd
