@@ -278,7 +278,11 @@ class Builder:
         wheelhouse.mkdir(parents=True, exist_ok=True)
         cache.mkdir(parents=True, exist_ok=True)
         epoch = str(upstream.source_date_epoch)
+        # Compilers record the directory they ran in (DWARF comp_dir, __FILE__): map the
+        # builder's directories away so no build path reaches the venv (the audit checks).
+        prefix_maps = " ".join(f"-ffile-prefix-map={d}=." for d in (f"{BUILD_DIR}/src", "/tmp"))
         env = {"SOURCE_DATE_EPOCH": epoch, "PYTHONHASHSEED": "0",
+               "CFLAGS": prefix_maps, "CXXFLAGS": prefix_maps,
                "PIP_CACHE_DIR": f"{CACHE_DIR}/pip", "UV_CACHE_DIR": f"{CACHE_DIR}/uv",
                "UV_LINK_MODE": "copy", "PIP_NO_INPUT": "1"}
         mounts = self.mounts(work, cache, wheelhouse, tree.path, venv_dir, prefix)

@@ -66,6 +66,8 @@ _APT_KEYS = ("Acquire::Check-Valid-Until", "Acquire::Check-Date")
 _PACKAGE = re.compile(r"^[a-z0-9][a-z0-9+.-]*$")
 _PIN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*==[A-Za-z0-9][A-Za-z0-9.+!-]*$")
 _WORD = re.compile(r"^[a-z0-9][a-z0-9._-]*$")
+# The classic builder colours a step's stderr.
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
 # Runs in the Dockerfile (one RUN, so the fetched pip config never lands in a layer). POSIX sh
 # and Python 3.5 syntax: it has to work on the oldest builder.
@@ -424,8 +426,8 @@ def _pull_base(d: Definition, reporter: Reporter, timeout: float) -> None:
             try:
                 image = client.images.pull(ref, platform=d.arch.platform)
             except Exception as exc:  # APIError, timeouts, connection errors alike
-                reason = str(exc).strip().splitlines()[0][:400] if str(exc).strip() \
-                    else type(exc).__name__
+                text = str(getattr(exc, "explanation", None) or exc).strip()
+                reason = text.splitlines()[0][:400] if text else type(exc).__name__
                 raise BuilderError(
                     f"cannot get the {d.distro.name} base image for {d.arch.value}: pulling "
                     f"{ref} ({d.arch.platform}) failed, no registry was reachable: {reason}",
@@ -515,6 +517,18 @@ def _docker_build(client: docker.DockerClient, context: Path, tag: str, arch: Ar
     tail: collections.deque[str] = collections.deque(maxlen=25)
     step = "preparing the build"
     error: str | None = None
+    pending = ""  # the engine cuts output anywhere, mid-line included
+
+    def show(line: str) -> None:
+        nonlocal step
+        line = mask(_ANSI.sub("", line).rstrip(), secrets_)
+        if not line.strip():
+            return
+        if line.startswith("Step "):
+            step = line
+        tail.append(line)
+        reporter.detail(line)
+
     try:
         events = client.api.build(path=str(context), tag=tag, platform=arch.platform,
                                   network_mode="host", rm=True, forcerm=True, pull=False,
@@ -523,22 +537,23 @@ def _docker_build(client: docker.DockerClient, context: Path, tag: str, arch: Ar
             if "error" in event:
                 error = mask(str(event.get("error", "")).strip(), secrets_)
                 break
-            for line in str(event.get("stream", "")).splitlines():
-                line = mask(line.rstrip(), secrets_)
-                if not line.strip():
-                    continue
-                if line.startswith("Step "):
-                    step = line
-                tail.append(line)
-                reporter.detail(line)
+            *complete, pending = (pending + str(event.get("stream", ""))).split("\n")
+            for line in complete:
+                show(line)
     except docker.errors.APIError as exc:
         error = str(exc.explanation or exc)
+    show(pending)
     if error is None:
         image = _image(client, tag)
         if image is not None:
             return image
         error = "the engine reported no error but the image is missing"
-    raise BuilderError(f"building {what} failed at {step}: {error.splitlines()[0]}",
+    # apt, dnf and pip say what went wrong in their own error lines; the engine only says
+    # "returned a non-zero code".
+    culprit = next((line.strip() for line in tail
+                    if line.lstrip().startswith(("E: ", "ERROR: ", "Error: "))), None)
+    raise BuilderError(f"building {what} failed at {step}: {error.splitlines()[0]}"
+                       + (f"\n{culprit}" if culprit else ""),
                        hint="last output:\n" + "\n".join(tail))
 
 

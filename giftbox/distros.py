@@ -100,7 +100,9 @@ class Distro:
 
 
 def _load(path: Path) -> Distro:
-    data = yaml.safe_load(path.read_text())
+    # The C loader when PyYAML has it: builder definitions are read on every command.
+    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+    data = yaml.load(path.read_text(), Loader=loader)  # noqa: S506 - a safe loader
     where = f"builders/{path.parent.name}/builder.yaml"
     try:
         boot = data["bootstrap"]

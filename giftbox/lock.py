@@ -121,6 +121,11 @@ def project_meta(repo: Path, commit: str, fallback_name: str) -> ProjectMeta:
     if pkg_info and not requires_python:
         match = re.search(r"^Requires-Python: (.+)$", pkg_info, re.M)
         requires_python = match.group(1).strip() if match else None
+    setup_py = _show(repo, commit, "setup.py") or ""
+    if not requires_python:
+        # A literal in setup.py; anything computed there is not worth executing it for.
+        match = re.search(r"python_requires\s*=\s*[\"']([^\"']+)[\"']", setup_py)
+        requires_python = match.group(1) if match else None
     if requirements is not None:
         reqs = _requirement_lines(requirements)
     elif project.get("dependencies"):
@@ -131,8 +136,7 @@ def project_meta(repo: Path, commit: str, fallback_name: str) -> ProjectMeta:
         reqs = []
     if not build_requires:
         build_requires = ["setuptools", "wheel"]
-    if setup_cfg and "pbr" not in " ".join(build_requires) and (
-            "pbr" in (_show(repo, commit, "setup.py") or "")):
+    if setup_cfg and "pbr" not in " ".join(build_requires) and "pbr" in setup_py:
         build_requires.append("pbr")
     return ProjectMeta(name=name, requirements=tuple(reqs),
                        build_requirements=tuple(build_requires),

@@ -142,3 +142,53 @@ def git_spec(name: str, url: str, ref: str, patches: list[str] | None = None,
         "  arches: [x86_64]",
     ]
     return "\n".join(lines) + "\n" + extra
+
+
+RUNTIME_IMAGE = "giftbox-test/debian12-py:latest"
+
+
+@pytest.fixture(scope="session")
+def runtime_image() -> str:
+    """A clean Debian 12 with only python3: where built venvs and packages are tried.
+
+    Bootstrapped from Debian's archive with mmdebstrap (no registry is reachable), once.
+    """
+    inspect = subprocess.run(["docker", "image", "inspect", RUNTIME_IMAGE],
+                             capture_output=True, check=False)
+    if inspect.returncode != 0:
+        boot = subprocess.Popen(
+            ["mmdebstrap", "--quiet", "--variant=apt", "--aptopt=Acquire::Check-Valid-Until false",
+             "--include=python3,python3-venv,ca-certificates", "bookworm", "-",
+             "http://deb.debian.org/debian"], stdout=subprocess.PIPE)
+        subprocess.run(["docker", "import", "-", RUNTIME_IMAGE], stdin=boot.stdout,
+                       check=True, capture_output=True)
+        assert boot.wait() == 0, "mmdebstrap failed"
+    return RUNTIME_IMAGE
+
+
+# --- CI must not pass when the engine tests did not run -----------------------------------
+
+_docker_outcomes: dict[str, int] = {"passed": 0, "skipped": 0}
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    if "docker" not in report.keywords:
+        return
+    if report.skipped:
+        _docker_outcomes["skipped"] += 1
+    elif report.when == "call" and report.passed:
+        _docker_outcomes["passed"] += 1
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Under CI, a run that selected docker tests but passed none of them fails."""
+    if os.environ.get("CI") != "true" or exitstatus != 0:
+        return
+    selected = [i for i in session.items if "docker" in i.keywords]
+    if selected and _docker_outcomes["passed"] == 0:
+        print("\nCI: docker tests were selected but none ran and passed; failing the run.")
+        session.exitstatus = 1
+    if _docker_outcomes["skipped"]:
+        print(f"\nCI: {_docker_outcomes['skipped']} docker test(s) were skipped; CI must run "
+              "them all. Failing the run.")
+        session.exitstatus = 1

@@ -124,6 +124,24 @@ def test_digest_follows_the_definition(tmp_path: Path, builder_settings: Setting
     assert ppc.base_tag != before.base_tag
 
 
+@pytest.mark.docker
+@pytest.mark.network
+def test_a_builder_that_cannot_be_built_names_the_step_and_the_package(
+        tmp_path: Path, builder_settings: Settings, debian12_x86_64: BuilderImage) -> None:
+    tree = tmp_path / "tree"
+    (tree / "specs").mkdir(parents=True)
+    shutil.copytree(REPO_ROOT / "builders", tree / "builders")
+    yaml_path = tree / "builders" / "debian12" / "builder.yaml"
+    yaml_path.write_text(yaml_path.read_text().replace(
+        "build_packages: [", "build_packages: [giftbox-no-such-package, "))
+    settings = replace(builder_settings, root=tree)
+    with pytest.raises(BuilderError) as err:
+        builders.ensure("debian12", "x86_64", settings, Reporter(stream=sys.stderr))
+    assert "Step" in err.value.message and "apt-get install" in err.value.message
+    assert "Unable to locate package giftbox-no-such-package" in err.value.message
+    assert "last output" in (err.value.hint or "")
+
+
 def test_unknown_distro_names_the_close_one(builder_settings: Settings) -> None:
     with pytest.raises(BuilderError) as err:
         builders.ensure("debain12", "x86_64", builder_settings)

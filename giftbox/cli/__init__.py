@@ -99,8 +99,8 @@ def main(argv: list[str] | None = None) -> None:
 
 
 # Command modules register themselves on import.
-from giftbox.cli import spec as _spec  # noqa: E402,F401
-from giftbox.cli import source as _source  # noqa: E402,F401
-from giftbox.cli import repo as _repo  # noqa: E402,F401
-from giftbox.cli import builder as _builder  # noqa: E402,F401
 from giftbox.cli import build as _build  # noqa: E402,F401
+from giftbox.cli import builder as _builder  # noqa: E402,F401
+from giftbox.cli import repo as _repo  # noqa: E402,F401
+from giftbox.cli import source as _source  # noqa: E402,F401
+from giftbox.cli import spec as _spec  # noqa: E402,F401

@@ -6,7 +6,6 @@ from pathlib import Path
 
 import click
 
-from giftbox import source as source_stage
 from giftbox.cli import App, cli, emit_json, json_option, pass_app
 from giftbox.distros import load_distros
 from giftbox.errors import GiftboxError
@@ -37,6 +36,8 @@ def source_cmd(app: App, project: str, ref: str | None, into: Path | None,
       giftbox source nova --into ./nova
       giftbox source nova --ref refs/changes/45/123445/3 --into ./nova-review
     """
+    from giftbox import source as source_stage
+
     settings = app.settings
     spec = find_spec(settings.root, project, frozenset(load_distros(settings.builders_dir)))
     into = into or Path("build") / f"{project}-src"
@@ -58,6 +59,8 @@ def status_cmd(app: App, projects: tuple[str, ...], as_json: bool) -> None:
 
     Resolving fetches the git mirror or the PyPI tarball when they are not cached yet.
     """
+    from giftbox import source as source_stage
+
     settings = app.settings
     distros = load_distros(settings.builders_dir)
     rows = []

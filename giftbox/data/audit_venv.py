@@ -62,8 +62,10 @@ def top_level_names(site):
 def extension_modules(site):
     found = []
     for dirpath, dirnames, filenames in os.walk(site):
-        # manylinux wheels bundle plain shared libraries in <pkg>.libs/: not modules
-        dirnames[:] = [d for d in dirnames if not d.endswith(".libs") and d != "__pycache__"]
+        # manylinux wheels bundle plain shared libraries in <pkg>.libs/: not modules; a
+        # package's own test suite (greenlet/tests needs objgraph) is not runtime code.
+        dirnames[:] = [d for d in dirnames if not d.endswith(".libs")
+                       and d not in ("__pycache__", "tests", "test", "testing")]
         for filename in filenames:
             if filename.endswith(".so"):
                 rel = os.path.relpath(os.path.join(dirpath, filename), site)

@@ -126,35 +126,25 @@ def _nested(a: str, b: str) -> bool:
 
 def check_conflicts(specs: Sequence[Spec], family: str | None = None) -> None:
     """Refuse specs whose packages would install the same path (or share a package name, or
-    nest one venv prefix in another); every clash names both spec files and the path."""
+    put a file inside another's venv prefix); every clash names both spec files and the path."""
     problems: list[str] = []
     for a, b in combinations(specs, 2):
         if a.package.name == b.package.name:
             problems.append(f"{_spec_file(a)} and {_spec_file(b)} both build package "
                             f"'{a.package.name}'")
     for fam in (family,) if family else FAMILIES:
-        owners: dict[str, tuple[Spec, str]] = {}
-        for spec in specs:
-            for path, what in planned_paths(spec, fam).items():
-                if path == spec.package.prefix:
-                    continue
-                if path in owners and owners[path][0] is not spec:
-                    other, other_what = owners[path]
-                    problems.append(f"{_spec_file(other)} ({other_what}) and {_spec_file(spec)} "
-                                    f"({what}) would both install {path} [{fam}]")
-                else:
-                    owners[path] = (spec, what)
-            for path, (other, _what) in owners.items():
-                if other is not spec and _nested(path, spec.package.prefix):
-                    problems.append(f"{_spec_file(spec)} puts its venv at "
-                                    f"{spec.package.prefix}, where {_spec_file(other)} installs "
-                                    f"{path} [{fam}]")
-        for a, b in combinations(specs, 2):
-            if _nested(a.package.prefix, b.package.prefix):
-                problems.append(f"{_spec_file(a)} and {_spec_file(b)} would both install "
-                                f"{a.package.prefix if len(a.package.prefix) >= len(b.package.prefix) else b.package.prefix} "
-                                f"(prefixes {a.package.prefix} and {b.package.prefix} overlap) "
-                                f"[{fam}]")
+        planned = [(spec, planned_paths(spec, fam)) for spec in specs]
+        for (a, paths_a), (b, paths_b) in combinations(planned, 2):
+            for path_a, what_a in paths_a.items():
+                for path_b, what_b in paths_b.items():
+                    # a prefix is a whole tree; any other path is one file or link
+                    tree_a = path_a == a.package.prefix
+                    tree_b = path_b == b.package.prefix
+                    if path_a == path_b or (tree_a and _nested(path_a, path_b)) or \
+                            (tree_b and _nested(path_b, path_a)):
+                        path = max(path_a, path_b, key=len)
+                        problems.append(f"{_spec_file(a)} ({what_a}) and {_spec_file(b)} "
+                                        f"({what_b}) would both install {path} [{fam}]")
     if problems:
         unique = list(dict.fromkeys(problems))
         raise PackageError("packages would conflict:\n  " + "\n  ".join(unique),
@@ -189,6 +179,7 @@ class Staged:
     units: list[str] = field(default_factory=list)  # unit file names
     elf_files: list[str] = field(default_factory=list)  # absolute target paths, not bundled
     bundled_libs: list[str] = field(default_factory=list)  # file names in *.libs/ dirs
+    bundled_paths: list[str] = field(default_factory=list)  # their absolute target paths
     interpreter_links: list[str] = field(default_factory=list)  # absolute targets outside
     owned_dirs: list[str] = field(default_factory=list)  # parents between root dir and prefix
     summary: str = ""
@@ -203,10 +194,14 @@ class Staged:
         return self.root / target.lstrip("/")
 
 
+_SHARED_LIB_RE = re.compile(r"\.so(\.[0-9.]+)?$")
+
+
 def _normalise_modes(top: Path) -> None:
     """rw-r--r-- or rwxr-xr-x for everything: the build host's umask and whatever pip did
     must not reach the package (invariant 1), and group/world-writable files in a venv root
-    runs would be a hole."""
+    runs would be a hole. Shared objects lose the x bit wheels give them: dlopen does not
+    need it (and Debian policy wants it off)."""
     for dirpath, dirnames, filenames in os.walk(top):
         os.chmod(dirpath, 0o755)
         for name in filenames:
@@ -214,7 +209,8 @@ def _normalise_modes(top: Path) -> None:
             st = os.lstat(path)
             if stat.S_ISLNK(st.st_mode):
                 continue
-            os.chmod(path, 0o755 if st.st_mode & 0o111 else 0o644)
+            executable = st.st_mode & 0o111 and not _SHARED_LIB_RE.search(name)
+            os.chmod(path, 0o755 if executable else 0o644)
         del dirnames
 
 
@@ -260,6 +256,7 @@ def _scan_venv(staged: Staged, venv_dir: Path) -> None:
                 wrong.append(target_path)
             if bundled_dir:
                 staged.bundled_libs.append(name)
+                staged.bundled_paths.append(target_path)
             else:
                 staged.elf_files.append(target_path)
     if wrong:
@@ -455,9 +452,10 @@ def stage(venv_dir: Path, manifest: Manifest, spec: Spec, distro: Distro, root: 
         staged.conffiles.append(Conffile(sudoers_path(spec), 0o440, None))
 
     # Directories we create outside the venv: 0755 whatever the umask (invariant 1).
-    for dirpath, _dirs, _files in os.walk(root):
-        if not Path(dirpath).is_relative_to(venv_root):
-            os.chmod(dirpath, 0o755)
+    for dirpath, dirnames, _files in os.walk(root):
+        if Path(dirpath) == venv_root:
+            dirnames[:] = []  # the venv's own modes were normalised above
+        os.chmod(dirpath, 0o755)
     staged.conffiles.sort(key=lambda c: c.path)
     return staged
 

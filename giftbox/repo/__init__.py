@@ -9,6 +9,11 @@ Public API (everything else is internal):
 - ``publish_objects(channel, digests, settings, reporter)``: add pool objects by sha256 (what
   ``promote`` does: hard links, no bytes copied), then republish.
 - ``republish(channel, settings, reporter)``: regenerate and re-sign everything.
+- ``withdraw(channel, filenames, settings, reporter)`` / ``change(channel, plan, ...)``: remove
+  entries (and add pool objects) under the channel lock, then republish: prune and rollback.
+- ``giftbox.repo.promote``: promote, rollback, prune, gc, pin/unpin, channel history (imported
+  on use: it reads the build records database).
+- ``giftbox.repo.vercmp``: dpkg's and rpm's version order.
 - ``channel_state(settings, name)``: the ``ChannelState`` recorded in
   ``repos/<channel>/state.json`` (entries by filename, each with its pool digest).
 - ``Pool(settings.repos_dir).load(digest)``: the ``PoolObject`` stored under a digest.
@@ -26,13 +31,16 @@ from giftbox.repo.publish import (
     ChannelState,
     Entry,
     PublishResult,
+    change,
     channel_state,
     public_key_path,
     publish,
     publish_objects,
     republish,
+    withdraw,
 )
 
 __all__ = ["AptTarget", "Artifact", "Channel", "ChannelState", "Entry", "Pool", "PoolObject",
-           "PublishResult", "YumTarget", "channel_state", "get_channel", "load_channels",
-           "public_key_path", "publish", "publish_objects", "republish"]
+           "PublishResult", "YumTarget", "change", "channel_state", "get_channel",
+           "load_channels", "public_key_path", "publish", "publish_objects", "republish",
+           "withdraw"]

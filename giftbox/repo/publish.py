@@ -29,7 +29,7 @@ import os
 import re
 import shutil
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -122,12 +122,30 @@ class PublishResult:
     key: str
     seconds: float
     public_key: Path
+    removed: tuple[Entry, ...] = ()  # entries withdrawn from the channel (prune, rollback)
+    # The channel's entries, before this change, of every (name, distro, arch) it touched:
+    # what a rollback of it restores.
+    before: tuple[Entry, ...] = ()
 
     def as_dict(self) -> dict[str, object]:
         return {"channel": self.channel, "added": [e.as_dict() for e in self.added],
                 "unchanged": [e.as_dict() for e in self.unchanged],
+                "removed": [e.as_dict() for e in self.removed],
                 "repositories": list(self.repositories), "key": self.key,
                 "seconds": round(self.seconds, 3), "public_key": str(self.public_key)}
+
+
+# What a change does, decided under the channel lock from the state it finds there:
+# (pool objects and their entries to add, filenames to withdraw).
+Plan = Callable[["ChannelState"], tuple[list[tuple[PoolObject, Entry]], list[str]]]
+# Called under the channel lock once the change is live (the records are written there, so
+# two promotions into one channel are recorded in the order they happened).
+Hook = Callable[["PublishResult"], None]
+
+
+def scope_key(e: Entry) -> tuple[str, str, str]:
+    """What one promotion or rollback is about: a package name on one distro and arch."""
+    return (e.name, e.distro, e.arch)
 
 
 # --- paths and state --------------------------------------------------------------------
@@ -317,12 +335,16 @@ def publish(channel: str | Channel, artifacts: Sequence[Path | Artifact], settin
             pool.claim_name(obj)
             found.append((obj, entry))
             reporter.detail(f"{obj.filename}  sha256:{obj.digest[:16]}")
-    return _publish_entries(ch, found, settings, reporter, key, start)
+    return _publish_entries(ch, lambda _state: (found, []), settings, reporter, key, start)
 
 
 def publish_objects(channel: str | Channel, digests: Sequence[str], settings: Settings,
-                    reporter: Reporter = NULL_REPORTER) -> PublishResult:
-    """Add pool objects (by digest) to ``channel``: promotion's primitive, no bytes copied."""
+                    reporter: Reporter = NULL_REPORTER, *,
+                    after: Hook | None = None) -> PublishResult:
+    """Add pool objects (by digest) to ``channel``: promotion's primitive, no bytes copied.
+
+    ``after`` runs under the channel lock once the change is live (promote records there).
+    """
     start = time.monotonic()
     ch = channel if isinstance(channel, Channel) else get_channel(settings, channel)
     from giftbox.keys import signing_key
@@ -333,7 +355,31 @@ def publish_objects(channel: str | Channel, digests: Sequence[str], settings: Se
     for digest in digests:
         obj = pool.load(digest)
         found.append((obj, entry_for(ch, obj)))
-    return _publish_entries(ch, found, settings, reporter, key, start)
+    return _publish_entries(ch, lambda _state: (found, []), settings, reporter, key, start,
+                            after=after)
+
+
+def change(channel: str | Channel, plan: Plan, settings: Settings,
+           reporter: Reporter = NULL_REPORTER, *, after: Hook | None = None) -> PublishResult:
+    """Apply ``plan`` (decided under the channel lock) and republish what it touched.
+
+    The general form behind prune and rollback: entries are added from the pool and/or
+    withdrawn. Withdrawn entries' hard links are unlinked once the new metadata is live; the
+    pool objects stay (``giftbox prune --gc`` removes the ones no channel references).
+    """
+    start = time.monotonic()
+    ch = channel if isinstance(channel, Channel) else get_channel(settings, channel)
+    from giftbox.keys import signing_key
+
+    key = signing_key(settings, ch)
+    return _publish_entries(ch, plan, settings, reporter, key, start, after=after)
+
+
+def withdraw(channel: str | Channel, filenames: Iterable[str], settings: Settings,
+             reporter: Reporter = NULL_REPORTER, *, after: Hook | None = None) -> PublishResult:
+    """Remove entries from ``channel`` by filename and republish (what prune does)."""
+    names = list(filenames)
+    return change(channel, lambda _state: ([], names), settings, reporter, after=after)
 
 
 def republish(channel: str | Channel, settings: Settings,
@@ -344,17 +390,28 @@ def republish(channel: str | Channel, settings: Settings,
     from giftbox.keys import signing_key
 
     key = signing_key(settings, ch)
-    return _publish_entries(ch, [], settings, reporter, key, start, everything=True)
+    return _publish_entries(ch, lambda _state: ([], []), settings, reporter, key, start,
+                            everything=True)
 
 
-def _publish_entries(ch: Channel, found: list[tuple[PoolObject, Entry]], settings: Settings,
+def _publish_entries(ch: Channel, plan: Plan, settings: Settings,
                      reporter: Reporter, key, start: float,  # type: ignore[no-untyped-def]
-                     everything: bool = False) -> PublishResult:
+                     everything: bool = False, after: Hook | None = None) -> PublishResult:
     pool = Pool(settings.repos_dir)
     root = channel_dir(settings, ch.name)
     with channel_lock(settings, ch.name, reporter):
         state = load_state(settings, ch.name)
         _replay_journal(root, state)
+        found, withdrawn = plan(state)  # may raise: nothing has been written yet
+        removed: list[Entry] = []
+        for filename in dict.fromkeys(withdrawn):
+            held = state.entries.get(filename)
+            if held is None:
+                raise RepoError(f"{filename} is not in channel '{ch.name}'")
+            removed.append(held)
+        touched = {scope_key(e) for _, e in found} | {scope_key(e) for e in removed}
+        before = tuple(state.entries[f] for f in sorted(state.entries)
+                       if scope_key(state.entries[f]) in touched)
         added: list[Entry] = []
         unchanged: list[Entry] = []
         for obj, entry in found:
@@ -372,6 +429,9 @@ def _publish_entries(ch: Channel, found: list[tuple[PoolObject, Entry]], setting
         affected = set(state.pending)
         for e in added:
             affected |= _repositories_of(ch, e)
+        for e in removed:
+            affected |= _repositories_of(ch, e)
+            del state.entries[e.filename]
         all_repos = {f"apt/{t.codename}" for t in ch.apt_targets} | \
                     {f"yum/{t.path}" for t in ch.yum_targets}
         if everything:
@@ -386,12 +446,18 @@ def _publish_entries(ch: Channel, found: list[tuple[PoolObject, Entry]], setting
         for e in added:
             state.entries[e.filename] = e
         if not affected:
-            return PublishResult(ch.name, tuple(added), tuple(unchanged), (), key.fingerprint,
-                                 time.monotonic() - start, pubkey)
+            result = PublishResult(ch.name, tuple(added), tuple(unchanged), (),
+                                   key.fingerprint, time.monotonic() - start, pubkey,
+                                   (), before)
+            if after is not None:
+                after(result)
+            return result
         # A small journal, not a rewrite of state.json: if this publish dies after a swap, the
-        # next one still knows the entries it added and which repositories to regenerate.
+        # next one still knows the entries it added or withdrew and which repositories to
+        # regenerate.
         _write_json(root / "pending.json", {"repositories": sorted(affected),
-                                             "entries": [e.as_dict() for e in added]})
+                                             "entries": [e.as_dict() for e in added],
+                                             "removed": [e.filename for e in removed]})
         state.pending = sorted(affected)
         _export_key(settings, key, pubkey)
         built = _build(ch, state, sorted(affected), settings, reporter, key)
@@ -404,8 +470,20 @@ def _publish_entries(ch: Channel, found: list[tuple[PoolObject, Entry]], setting
         state.key = key.fingerprint
         _save_state(settings, state)
         (root / "pending.json").unlink()
-    return PublishResult(ch.name, tuple(added), tuple(unchanged), tuple(sorted(affected)),
-                         key.fingerprint, time.monotonic() - start, pubkey)
+        # Only now that neither the live metadata nor the state names them: a link left by a
+        # kill here is harmless (no index names it; a later publish of the file reuses it).
+        live = {p for e in state.entries.values() for p in e.paths}
+        for e in removed:
+            for rel in e.paths:
+                if rel not in live:
+                    with contextlib.suppress(FileNotFoundError):
+                        (root / rel).unlink()
+        result = PublishResult(ch.name, tuple(added), tuple(unchanged), tuple(sorted(affected)),
+                               key.fingerprint, time.monotonic() - start, pubkey,
+                               tuple(removed), before)
+        if after is not None:
+            after(result)
+    return result
 
 
 def _replay_journal(root: Path, state: ChannelState) -> None:
@@ -418,6 +496,9 @@ def _replay_journal(root: Path, state: ChannelState) -> None:
         e = Entry.from_dict(d)
         if e.filename not in state.entries and all((root / p).is_file() for p in e.paths):
             state.entries[e.filename] = e
+    # A withdrawal may already be live: finish it rather than let the entry reappear.
+    for filename in journal.get("removed", []):
+        state.entries.pop(filename, None)
     state.pending = sorted(set(state.pending) | set(journal.get("repositories", [])))
 
 

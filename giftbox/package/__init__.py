@@ -1,0 +1,169 @@
+"""The packaging stage: a built venv tree plus its Manifest become one native package.
+
+    artifact = build_package(venv_dir, manifest, spec, distro, out_dir,
+                             packager="auto", compression_level=None, runner=None,
+                             reporter=reporter)
+
+* ``venv_dir`` is the venv exactly as it must appear at ``manifest.prefix`` on the target, and
+  ``manifest.prefix`` must equal ``install_prefix(spec, version)`` (the build stage asks that
+  function where to build).
+* One interface, three packagers (``PACKAGERS``): native deb (dpkg-deb), native rpm
+  (rpmbuild), and fpm; ``packager="auto"`` takes the native one when its tool is installed,
+  else fpm when it is on PATH.
+* ``runner`` (see ``giftbox.package.runner``) is where ``dpkg-shlibdeps`` and the archive check
+  of dependencies run: the host by default, the target's builder container in production.
+* Every package passes lintian or rpmlint before it is returned (``PackageError`` otherwise),
+  and is written to ``out_dir`` atomically (built aside, then renamed).
+
+See ``giftbox.package.layout`` for where each file goes, ``scripts`` for what the maintainer
+scripts do, ``deb``/``rpm`` for reproducibility, ``fpm`` for how it differs.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from plumbum import local
+from plumbum.commands.processes import CommandNotFound
+
+from giftbox.distros import Distro
+from giftbox.errors import PackageError
+from giftbox.manifest import Manifest
+from giftbox.package.common import COMPRESSORS, DEFAULT_MAINTAINER, Compression, compression_for
+from giftbox.package.deb import build_deb
+from giftbox.package.fpm import build_fpm, fpm_available, fpm_command
+from giftbox.package.layout import (
+    MANIFEST_NAME,
+    Staged,
+    check_conflicts,
+    install_prefix,
+    planned_paths,
+    rootwrap_share,
+    sha256_file,
+    stable_prefix,
+    stage,
+    version_dir,
+)
+from giftbox.package.lint import lintian, rpmlint
+from giftbox.package.rpm import build_rpm
+from giftbox.package.runner import ContainerRunner, HostRunner, Runner, RunResult
+from giftbox.spec import Spec
+from giftbox.ui import NULL_REPORTER, Reporter
+
+__all__ = [
+    "COMPRESSORS", "MANIFEST_NAME", "PACKAGER_CHOICES", "Artifact", "ContainerRunner",
+    "HostRunner", "Runner", "RunResult", "build_package", "check_conflicts", "fpm_command",
+    "install_prefix", "planned_paths", "rootwrap_share", "select_packager", "stable_prefix",
+    "version_dir",
+]
+
+PACKAGER_CHOICES = ("auto", "native", "fpm")
+
+Builder = Callable[..., tuple[Path, list[str]]]
+# (family, packager) -> the function that turns a staged tree into a package file
+PACKAGERS: dict[tuple[str, str], Builder] = {
+    ("deb", "native"): build_deb,
+    ("rpm", "native"): build_rpm,
+    ("deb", "fpm"): build_fpm,
+    ("rpm", "fpm"): build_fpm,
+}
+_NATIVE_TOOL = {"deb": "dpkg-deb", "rpm": "rpmbuild"}
+
+
+@dataclass(frozen=True)
+class Artifact:
+    """One built package, as the channel stage takes it."""
+
+    path: Path
+    name: str
+    version: str  # deb: the full Debian version; rpm: [epoch:]version-release
+    arch: str  # in the target's spelling: amd64/ppc64el, x86_64/ppc64le
+    family: str  # deb | rpm
+    size: int
+    sha256: str
+    manifest: Manifest
+    packager: str = "native"  # native | fpm
+    compression: str = ""  # e.g. zstd-3
+    depends: tuple[str, ...] = ()
+    lint: tuple[str, ...] = ()  # the warnings lintian/rpmlint left (errors never get here)
+
+    def as_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["path"] = str(self.path)
+        return data
+
+
+def _has(tool: str) -> bool:
+    try:
+        local[tool]
+    except CommandNotFound:
+        return False
+    return True
+
+
+def select_packager(family: str, packager: str = "auto") -> str:
+    """``native`` or ``fpm`` for a family: auto prefers native, falls back to fpm."""
+    if family not in ("deb", "rpm"):
+        raise PackageError(f"cannot package for family '{family}'", hint="supported: deb, rpm")
+    if packager not in PACKAGER_CHOICES:
+        raise PackageError(f"unknown packager '{packager}'",
+                           hint="use one of " + ", ".join(PACKAGER_CHOICES))
+    if packager == "auto":
+        if _has(_NATIVE_TOOL[family]):
+            return "native"
+        if fpm_available():
+            return "fpm"
+        raise PackageError(f"neither {_NATIVE_TOOL[family]} nor fpm is installed",
+                           hint=f"install {_NATIVE_TOOL[family]}")
+    return packager
+
+
+def build_package(venv_dir: Path, manifest: Manifest, spec: Spec, distro: Distro,
+                  out_dir: Path, *, packager: str = "auto", compression: str | None = None,
+                  compression_level: int | None = None, runner: Runner | None = None,
+                  reporter: Reporter = NULL_REPORTER, maintainer: str = DEFAULT_MAINTAINER,
+                  lint: bool = True, check_deps: bool = True) -> Artifact:
+    """Turn ``venv_dir`` (the venv as installed at ``manifest.prefix``) into a package for
+    ``distro`` in ``out_dir``. ``compression`` defaults to the distro's (builder.yaml),
+    ``compression_level`` to the tool's default for it; ``lint=False`` is for benchmarks only."""
+    if distro.family not in ("deb", "rpm"):
+        raise PackageError(f"distro {distro.name} has package family '{distro.family}', "
+                           "which giftbox cannot package", hint="supported: deb, rpm")
+    chosen = select_packager(distro.family, packager)
+    comp: Compression = compression_for(distro.compression, compression, compression_level)
+    runner = runner or HostRunner()
+    venv_dir = Path(venv_dir)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=".giftbox-package-", dir=out_dir) as tmp:
+        work = Path(tmp)
+        with reporter.stage(f"stage {spec.package.name} for {distro.name}"):
+            staged: Staged = stage(venv_dir, manifest, spec, distro, work / "root")
+            reporter.detail(f"venv at {staged.prefix}; {len(staged.elf_files)} ELF objects, "
+                            f"{len(staged.bundled_libs)} bundled wheel libraries")
+        build = PACKAGERS[(distro.family, chosen)]
+        label = f"{chosen} {distro.family} ({comp.kind} level {comp.level})"
+        with reporter.stage(f"package {spec.package.name} with {label}"):
+            built_dir = work / "out"
+            built_dir.mkdir()
+            path, depends = build(staged, built_dir, work, compression=comp, runner=runner,
+                                  maintainer=maintainer, check_deps=check_deps)
+            reporter.detail(f"{path.name}: {path.stat().st_size / 1e6:.1f} MB")
+        lint_lines: tuple[str, ...] = ()
+        if lint:
+            with reporter.stage(f"{'lintian' if distro.family == 'deb' else 'rpmlint'} "
+                                f"{path.name}"):
+                lint_lines = lintian(path, reporter) if distro.family == "deb" \
+                    else rpmlint(path, reporter)
+        final = out_dir / path.name
+        path.replace(final)  # same file system: an atomic rename, never a half-written file
+    version = staged.version.deb if distro.family == "deb" else staged.version.rpm_evr
+    return Artifact(path=final, name=spec.package.name, version=version,
+                    arch=staged.arch.spelled(distro.family), family=distro.family,
+                    size=final.stat().st_size, sha256=sha256_file(final), manifest=manifest,
+                    packager=chosen, compression=f"{comp.kind}-{comp.level}",
+                    depends=tuple(depends), lint=lint_lines)

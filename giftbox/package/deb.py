@@ -1,0 +1,200 @@
+"""The native .deb packager: a DEBIAN/ directory written by hand, then ``dpkg-deb --build``.
+
+Reproducible (invariant 1): SOURCE_DATE_EPOCH (from the manifest) sets the ar member times and
+clamps every tar mtime, ``--root-owner-group`` makes every entry root:root, dpkg-deb sorts the
+tar members itself, the modes were normalised when staging, and compression runs with a fixed
+thread floor (see ``Compression``). Nothing in control or the scripts names a build path.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import io
+import os
+import shutil
+import time
+from pathlib import Path
+
+from plumbum import local
+from plumbum.commands.processes import CommandNotFound
+
+from giftbox.errors import PackageError
+from giftbox.package.common import (
+    Compression,
+    check_known,
+    data_text,
+    interpreter_depends,
+    long_description,
+    spec_depends,
+    synopsis,
+)
+from giftbox.package.layout import Staged, walk_sorted
+from giftbox.package.runner import Runner
+from giftbox.package.scripts import deb_scripts
+
+_DAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
+_MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
+
+
+def rfc2822(epoch: int) -> str:
+    """The changelog date, spelt without the locale (strftime's %a/%b follow it)."""
+    t = time.gmtime(epoch)
+    return (f"{_DAYS[t.tm_wday]}, {t.tm_mday:02d} {_MONTHS[t.tm_mon - 1]} {t.tm_year} "
+            f"{t.tm_hour:02d}:{t.tm_min:02d}:{t.tm_sec:02d} +0000")
+
+
+def deb_filename(name: str, version: str, arch: str) -> str:
+    return f"{name}_{version.split(':', 1)[-1]}_{arch}.deb"
+
+
+def _gzip(text: str) -> bytes:
+    buf = io.BytesIO()
+    # mtime=0 and no file name in the header: the same bytes on every build
+    with gzip.GzipFile(filename="", mode="wb", fileobj=buf, mtime=0, compresslevel=9) as gz:
+        gz.write(text.encode())
+    return buf.getvalue()
+
+
+def _write(path: Path, data: str | bytes, mode: int = 0o644) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data.encode() if isinstance(data, str) else data)
+    os.chmod(path, mode)
+
+
+def _docs(staged: Staged, maintainer: str) -> None:
+    m = staged.manifest
+    doc = staged.root / "usr/share/doc" / staged.name
+    licence = staged.license or "see each bundled distribution's metadata"
+    _write(doc / "copyright",
+           f"{staged.name}: OpenStack {staged.spec.name} in a virtualenv, built by giftbox.\n\n"
+           f"Upstream: {m.upstream_url}\n"
+           f"Copyright (c) the {staged.spec.name} authors, and the authors of each Python\n"
+           "distribution bundled in the virtualenv.\n"
+           f"License: {licence}\n\n"
+           "The virtualenv bundles third-party Python distributions; the licence of each is\n"
+           f"in its metadata under {staged.prefix}/lib/python{staged.distro.python}/"
+           "site-packages/*.dist-info/.\n")
+    patches = f"{len(m.patches)} patch(es)" if m.patches else "no patches"
+    changelog = (f"{staged.name} ({staged.version.deb}) {staged.distro.codename}; "
+                 "urgency=medium\n\n"
+                 f"  * Built by giftbox from {m.upstream_url} {m.upstream_ref}\n"
+                 f"    ({m.upstream_commit or m.upstream_version}) with {patches}.\n\n"
+                 f" -- {maintainer}  {rfc2822(m.source_date_epoch)}\n")
+    _write(doc / "changelog.Debian.gz", _gzip(changelog))
+    _write(staged.root / "usr/share/lintian/overrides" / staged.name,
+           data_text("lintian-overrides"))
+    for path in (doc, doc.parent, staged.root / "usr/share/lintian/overrides"):
+        os.chmod(path, 0o755)
+
+
+def shlib_depends(staged: Staged, runner: Runner, work: Path) -> list[str]:
+    """dpkg-shlibdeps over the venv's ELF objects, resolved on the runner (the target).
+
+    Libraries bundled by manylinux wheels (``*.libs/``) are analysed too (they may link system
+    libraries, e.g. libz), but a reference *to* one resolves, through the ``$ORIGIN`` RPATH
+    auditwheel sets, to the copy inside this package, which adds no dependency."""
+    if not staged.elf_files and not staged.bundled_paths:
+        return []
+    tree = work / "shlibs"
+    pkg = tree / "debian" / staged.name
+    (pkg / "DEBIAN").mkdir(parents=True)
+    (tree / "debian" / "control").write_text(
+        f"Source: {staged.name}\n\nPackage: {staged.name}\nArchitecture: any\n")
+    elf = staged.elf_files + staged.bundled_paths
+    for src in (staged.path(f) for f in elf):
+        dst = pkg / src.relative_to(staged.root)
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            os.link(src, dst)  # same file system: no copy
+        except OSError:
+            shutil.copy2(src, dst)
+    with runner.share(tree) as where:
+        argv = ["dpkg-shlibdeps", "-O", f"-T{where}/debian/substvars"]
+        argv += [f"-e{where}/debian/{staged.name}{f}" for f in elf]
+        result = runner.run(argv, cwd=where)
+    if result.returncode != 0:
+        raise PackageError(f"dpkg-shlibdeps failed on the {runner.where}:\n"
+                           + (result.errors or result.output).strip()[-3000:],
+                           hint="a library an extension links is not known to the target's "
+                                "dpkg; install its package in the builder")
+    for line in result.output.splitlines():
+        if line.startswith("shlibs:Depends="):
+            value = line.split("=", 1)[1].strip()
+            return [d.strip() for d in value.split(",") if d.strip()]
+    return []
+
+
+def _installed_size(root: Path) -> int:
+    """In KiB, as dpkg-gencontrol counts it: files rounded up, 1 per directory or link."""
+    total = 0
+    for path in walk_sorted(root):
+        if path.is_relative_to(root / "DEBIAN"):
+            continue
+        st = path.lstat()
+        total += -(-st.st_size // 1024) if path.is_file() and not path.is_symlink() else 1
+    return total
+
+
+def _md5sums(staged: Staged) -> str:
+    conffiles = {c.path for c in staged.conffiles}
+    lines = []
+    for path in walk_sorted(staged.root):
+        rel = path.relative_to(staged.root).as_posix()
+        if rel.startswith("DEBIAN/") or path.is_symlink() or not path.is_file():
+            continue
+        if "/" + rel in conffiles:
+            continue  # dpkg records conffile hashes itself
+        lines.append(f"{hashlib.md5(path.read_bytes(), usedforsecurity=False).hexdigest()}"
+                     f"  {rel}\n")
+    return "".join(lines)
+
+
+def build_deb(staged: Staged, out_dir: Path, work: Path, *, compression: Compression,
+              runner: Runner, maintainer: str, check_deps: bool) -> tuple[Path, list[str]]:
+    """Build the .deb into ``out_dir``; return its path and its Depends."""
+    try:
+        dpkg_deb = local["dpkg-deb"]
+    except CommandNotFound:
+        raise PackageError("dpkg-deb is not installed", hint="apt-get install dpkg") from None
+    _docs(staged, maintainer)
+    debian = staged.root / "DEBIAN"
+    debian.mkdir(mode=0o755)
+    os.chmod(debian, 0o755)
+    declared = interpreter_depends(staged) + spec_depends(staged)
+    if check_deps:
+        check_known(runner, declared, staged)
+    depends = list(dict.fromkeys(declared + shlib_depends(staged, runner, work)))
+
+    for name, text in deb_scripts(staged).items():
+        _write(debian / name, text, 0o755)
+    if staged.conffiles:
+        _write(debian / "conffiles", "".join(f"{c.path}\n" for c in staged.conffiles))
+    _write(debian / "md5sums", _md5sums(staged))
+    m = staged.manifest
+    fields = [
+        ("Package", staged.name),
+        ("Version", staged.version.deb),
+        ("Architecture", staged.arch.deb),
+        ("Maintainer", maintainer),
+        ("Installed-Size", str(_installed_size(staged.root))),
+        ("Depends", ", ".join(depends)),
+        ("Section", "net"),
+        ("Priority", "optional"),
+    ]
+    if m.upstream_url.startswith(("https://", "http://")):
+        fields.append(("Homepage", m.upstream_url))
+    long = [f" {line}" if line else " ." for line in long_description(staged)]
+    control = "".join(f"{k}: {v}\n" for k, v in fields if v)
+    control += f"Description: {synopsis(staged)}\n" + "\n".join(long) + "\n"
+    _write(debian / "control", control)
+
+    out = out_dir / deb_filename(staged.name, staged.version.deb, staged.arch.deb)
+    argv = ["--root-owner-group", f"-Z{compression.kind}", f"-z{compression.level}",
+            f"--threads-max={compression.threads}", "--build", str(staged.root), str(out)]
+    code, stdout, stderr = dpkg_deb[argv].with_env(
+        SOURCE_DATE_EPOCH=str(m.source_date_epoch), TZ="UTC", LC_ALL="C.UTF-8").run(
+        retcode=None)
+    if code != 0:
+        raise PackageError(f"dpkg-deb failed to build {out.name}:\n{(stderr or stdout).strip()}")
+    return out, depends

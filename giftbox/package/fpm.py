@@ -1,0 +1,139 @@
+"""The fpm packager: the same staged tree and scripts, handed to fpm (Ruby) when it is on PATH.
+
+fpm cannot be installed on giftbox's own machines, so it is tested on the command line it
+builds (``fpm_command``), not by running it. Differences from the native packagers, stated so
+nobody is surprised: dependencies are computed by giftbox (dpkg-shlibdeps for deb, as for the
+native packager; rpm's ELF generator through ``--rpm-autoreq`` with the same exclusions passed
+as rpmbuild defines), rpm payloads are xz (released fpm has no zstd for rpm), and byte-identical
+output is not promised (fpm adds its own files and timestamps; ``--source-date-epoch-default``
+narrows but does not close that).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from plumbum import local
+from plumbum.commands.processes import CommandNotFound
+
+from giftbox.errors import PackageError
+from giftbox.package.common import (
+    Compression,
+    check_known,
+    interpreter_depends,
+    long_description,
+    spec_depends,
+    synopsis,
+)
+from giftbox.package.deb import deb_filename, shlib_depends
+from giftbox.package.layout import Staged
+from giftbox.package.rpm import _ere, rpm_filename
+from giftbox.package.runner import Runner
+from giftbox.package.scripts import deb_scripts, rpm_scriptlets
+
+_DEB_SCRIPT_FLAGS = {"preinst": "--before-install", "postinst": "--after-install",
+                     "prerm": "--before-remove", "postrm": "--after-remove"}
+_RPM_SCRIPT_FLAGS = {"pre": "--before-install", "post": "--after-install",
+                     "preun": "--before-remove", "postun": "--after-remove"}
+_DEB_COMPRESSION = {"zstd": "zst", "xz": "xz", "gzip": "gz"}
+
+
+def fpm_available() -> bool:
+    try:
+        local["fpm"]
+    except CommandNotFound:
+        return False
+    return True
+
+
+def fpm_command(staged: Staged, out: Path, scripts_dir: Path, depends: list[str], *,
+                compression: Compression, maintainer: str) -> list[str]:
+    """The fpm argv (without the leading ``fpm``) for a staged tree; writes the scripts."""
+    fam = staged.family
+    v = staged.version
+    m = staged.manifest
+    package = staged.spec.package
+    if fam == "deb":
+        upstream, _, iteration = v.deb.split(":", 1)[-1].rpartition("-")
+    else:
+        upstream, iteration = v.rpm_version, v.rpm_release
+    argv = ["-s", "dir", "-t", fam, "-n", staged.name, "-v", upstream,
+            "--iteration", iteration, "-a", staged.arch.spelled(fam),
+            "--maintainer", maintainer, "--vendor", "giftbox", "--category", "net",
+            "--description", "\n".join([synopsis(staged), *long_description(staged)]),
+            "--license", staged.license or "Apache-2.0",
+            "--source-date-epoch-default", str(m.source_date_epoch)]
+    if v.rpm_epoch:
+        argv += ["--epoch", str(v.rpm_epoch)]
+    if m.upstream_url.startswith(("https://", "http://")):
+        argv += ["--url", m.upstream_url]
+    for dep in depends:
+        argv += ["--depends", dep]
+    scripts = deb_scripts(staged) if fam == "deb" else rpm_scriptlets(staged)
+    flags = _DEB_SCRIPT_FLAGS if fam == "deb" else _RPM_SCRIPT_FLAGS
+    scripts_dir.mkdir(parents=True, exist_ok=True)
+    for name, body in sorted(scripts.items()):
+        path = scripts_dir / name
+        path.write_text(body if body.startswith("#!") else "#!/bin/sh\n" + body)
+        os.chmod(path, 0o755)
+        argv += [flags[name], str(path)]
+    for conf in staged.conffiles:
+        argv += ["--config-files", conf.path]
+    if fam == "deb":
+        argv += ["--deb-no-default-config-files", "--deb-user", "root", "--deb-group", "root",
+                 "--deb-compression", _DEB_COMPRESSION[compression.kind],
+                 "--deb-compression-level", str(compression.level)]
+    else:
+        prefix_re = _ere(package.prefix)
+        argv += ["--rpm-os", "linux", "--rpm-user", "root", "--rpm-group", "root",
+                 "--rpm-compression", "gzip" if compression.kind == "gzip" else "xz",
+                 "--rpm-autoreq",
+                 "--rpm-rpmbuild-define", "_buildhost giftbox",
+                 "--rpm-rpmbuild-define", "use_source_date_epoch_as_buildtime 1",
+                 "--rpm-rpmbuild-define", "clamp_mtime_to_source_date_epoch 1",
+                 "--rpm-rpmbuild-define", "__os_install_post %{nil}",
+                 "--rpm-rpmbuild-define", "__brp_mangle_shebangs %{nil}",
+                 "--rpm-rpmbuild-define", "_build_id_links none",
+                 "--rpm-rpmbuild-define", "__python_requires %{nil}",
+                 "--rpm-rpmbuild-define", "__pythondist_requires %{nil}",
+                 "--rpm-rpmbuild-define", "__script_requires %{nil}",
+                 "--rpm-rpmbuild-define", f"__provides_exclude_from ^{prefix_re}/.*$"]
+        if staged.bundled_libs:
+            names = "|".join(_ere(n) for n in sorted(set(staged.bundled_libs)))
+            argv += ["--rpm-rpmbuild-define", f"__requires_exclude ^({names})(\\(|$)"]
+        for conf in staged.conffiles:
+            owner = f"root,{conf.group}" if conf.group else "root,root"
+            argv += ["--rpm-attr", f"{conf.mode:04o},{owner}:{conf.path}"]
+        if package.user:
+            u = package.user
+            argv += ["--directories", u.home, "--rpm-attr", f"0750,{u.name},{u.group}:{u.home}"]
+    argv += ["-C", str(staged.root), "--package", str(out)]
+    argv += sorted(p.name for p in staged.root.iterdir() if p.name != "DEBIAN")
+    return argv
+
+
+def build_fpm(staged: Staged, out_dir: Path, work: Path, *, compression: Compression,
+              runner: Runner, maintainer: str, check_deps: bool) -> tuple[Path, list[str]]:
+    try:
+        fpm = local["fpm"]
+    except CommandNotFound:
+        raise PackageError("fpm is not on PATH", hint="use --packager native, or install fpm "
+                           "(gem install fpm)") from None
+    depends = interpreter_depends(staged) + spec_depends(staged)
+    if check_deps:
+        check_known(runner, depends, staged)
+    if staged.family == "deb":
+        depends = list(dict.fromkeys(depends + shlib_depends(staged, runner, work)))
+        out = out_dir / deb_filename(staged.name, staged.version.deb, staged.arch.deb)
+    else:
+        out = out_dir / rpm_filename(staged)
+    if staged.family == "rpm" and staged.spec.package.user:
+        staged.path(staged.spec.package.user.home).mkdir(parents=True, exist_ok=True)
+    argv = fpm_command(staged, out, work / "scripts", depends, compression=compression,
+                       maintainer=maintainer)
+    code, stdout, stderr = fpm[argv].with_env(
+        SOURCE_DATE_EPOCH=str(staged.manifest.source_date_epoch)).run(retcode=None)
+    if code != 0 or not out.is_file():
+        raise PackageError(f"fpm failed for {staged.name}:\n" + (stderr or stdout)[-3000:])
+    return out, depends
