@@ -67,25 +67,43 @@ def files_naming(tree: Path, needles: list[str]) -> dict[str, list[str]]:
     return hits
 
 
-def run(c: Container, venv_dir: Path, prefix: str, spec: Spec, dist_name: str, arch: Arch,
-        *, forbidden: list[str], work: Path, log_path: Path) -> dict[str, object]:
-    problems: list[str] = []
+def run_scope(c: Container, scope: str, prefix: str, spec: Spec, dist_name: str,
+              work: Path, log_path: Path) -> dict[str, dict[str, str | None]]:
+    """The in-builder checks for ``scope`` (deps, project or all): imports, extensions,
+    and for the project its console scripts. Returns name -> error (None when fine)."""
     script = work / "audit_venv.py"
     with resources.as_file(resources.files("giftbox") / "data" / "audit_venv.py") as src:
         shutil.copyfile(src, script)
-    python = f"{prefix}/bin/python"
-    try:
-        c.call([python, "-m", "pip", "check"], log_path=log_path, stream=False)
-    except CommandFailed as exc:
-        problems.append("pip check found broken requirements:\n" + exc.output.strip())
-    c.call([python, f"{BUILD_DIR}/audit_venv.py", dist_name, f"{BUILD_DIR}/audit.json", ",".join(spec.audit.skip_imports),
+    out = f"audit-{scope}.json"
+    c.call([f"{prefix}/bin/python", f"{BUILD_DIR}/audit_venv.py", scope, dist_name,
+            f"{BUILD_DIR}/{out}", ",".join(spec.audit.skip_imports),
             ",".join(spec.audit.skip_scripts)], log_path=log_path, stream=False)
-    report: dict[str, object] = json.loads((work / "audit.json").read_text())
+    return json.loads((work / out).read_text())  # type: ignore[no-any-return]
+
+
+def failures(report: dict[str, dict[str, str | None]]) -> list[str]:
+    problems = []
     for kind in ("imports", "extensions", "scripts"):
-        failed = {k: v for k, v in report[kind].items() if v}  # type: ignore[attr-defined]
+        checked = report.get(kind, {})
+        failed = {k: v for k, v in checked.items() if v}
         if failed:
             listing = "\n".join(f"  {name}: {error}" for name, error in sorted(failed.items()))
-            problems.append(f"{len(failed)} of {len(report[kind])} {kind} failed:\n{listing}")  # type: ignore[arg-type]
+            problems.append(f"{len(failed)} of {len(checked)} {kind} failed:\n{listing}")
+    return problems
+
+
+def pip_check(c: Container, prefix: str, log_path: Path) -> list[str]:
+    try:
+        c.call([f"{prefix}/bin/python", "-m", "pip", "check"], log_path=log_path, stream=False)
+    except CommandFailed as exc:
+        return ["pip check found broken requirements:\n" + exc.output.strip()]
+    return []
+
+
+def tree_checks(venv_dir: Path, arch: Arch, forbidden: list[str]) -> tuple[list[str],
+                                                                           dict[str, object]]:
+    """Host-side checks over the whole venv: ELF architecture and leaked build paths."""
+    problems = []
     wrong = wrong_arch_files(venv_dir, arch)
     if wrong:
         problems.append(f"ELF files not built for {arch.value}:\n  " + "\n  ".join(wrong[:20]))
@@ -94,10 +112,11 @@ def run(c: Container, venv_dir: Path, prefix: str, spec: Spec, dist_name: str, a
         listing = "\n".join(f"  {path}: {', '.join(needles)}"
                             for path, needles in sorted(leaked.items())[:20])
         problems.append(f"{len(leaked)} file(s) name a build path:\n{listing}")
-    report["elf_wrong_arch"] = wrong
-    report["build_paths"] = leaked
+    return problems, {"elf_wrong_arch": wrong, "build_paths": leaked}
+
+
+def gate(spec: Spec, problems: list[str], log_path: Path) -> None:
     if problems:
         raise BuildError(f"the audit of {spec.name}'s venv failed:\n" + "\n".join(problems),
                          hint="skip a check only with a reason: audit.skip_imports or "
                               f"audit.skip_scripts in specs/{spec.name}.yaml; log: {log_path}")
-    return report

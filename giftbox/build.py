@@ -22,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import os
 import re
 import shutil
 import socket
@@ -39,6 +40,7 @@ from giftbox.builders import BuilderImage, ensure
 from giftbox.container import CommandFailed, Container, Mount
 from giftbox.distros import Arch, Distro
 from giftbox.errors import BuildError
+from giftbox.gitutil import locked
 from giftbox.manifest import BuildRecord, Manifest, PatchInfo
 from giftbox.patches import spec_series_digest
 from giftbox.settings import Settings
@@ -52,7 +54,7 @@ SRC_DIR = lock.SRC_DIR
 WHEELHOUSE_DIR = lock.WHEELHOUSE_DIR
 CACHE_DIR = lock.CACHE_DIR
 # Bumped when the way a venv is assembled changes, so old cache entries are not reused.
-RECIPE = "1"
+RECIPE = "2"
 
 _WHEEL_RE = re.compile(r"^(?P<name>[^-]+)-(?P<version>[^-]+)(-\d[^-]*)?-[^-]+-[^-]+-[^-]+\.whl$")
 
@@ -118,7 +120,7 @@ def _tool_cache(settings: Settings, distro: Distro, arch: Arch) -> Path:
 
 
 def _present_wheels(wheelhouse: Path) -> set[tuple[str, str]]:
-    found = set()
+    found: set[tuple[str, str]] = set()
     for wheel in wheelhouse.glob("*.whl"):
         match = _WHEEL_RE.match(wheel.name)
         if match:
@@ -271,45 +273,47 @@ class Builder:
         tree_dir = directory / "src"
         with self._timed("source: checkout and patch"):
             tree = source.checkout(spec, upstream, tree_dir, settings, self.reporter)
-        pinned = lock.pins(lock_text)
-        (work / "pins.txt").write_text(lock.pins_text(pinned))
         wheelhouse = _wheelhouse(settings, spec, distro, arch)
         cache = _tool_cache(settings, distro, arch)
         wheelhouse.mkdir(parents=True, exist_ok=True)
         cache.mkdir(parents=True, exist_ok=True)
-        epoch = str(upstream.source_date_epoch)
-        # Compilers record the directory they ran in (DWARF comp_dir, __FILE__): map the
-        # builder's directories away so no build path reaches the venv (the audit checks).
-        prefix_maps = " ".join(f"-ffile-prefix-map={d}=." for d in (f"{BUILD_DIR}/src", "/tmp"))
-        env = {"SOURCE_DATE_EPOCH": epoch, "PYTHONHASHSEED": "0",
-               "CFLAGS": prefix_maps, "CXXFLAGS": prefix_maps,
-               "PIP_CACHE_DIR": f"{CACHE_DIR}/pip", "UV_CACHE_DIR": f"{CACHE_DIR}/uv",
-               "UV_LINK_MODE": "copy", "PIP_NO_INPUT": "1"}
+        env = self._env(upstream.source_date_epoch)
+        forbidden = [BUILD_DIR, SRC_DIR, WHEELHOUSE_DIR, CACHE_DIR, str(settings.root),
+                     str(settings.cache_dir)]
+        layer = self._deps_layer(image, prefix, lock_text, lock_digest, wheelhouse, cache, env,
+                                 spec, meta.name, log_path)
+        with self._timed("venv: link the deps layer"):
+            link_tree(layer / "venv", venv_dir)
+        (work / "pins.txt").write_text(lock.pins_text(lock.pins(lock_text)))
         mounts = self.mounts(work, cache, wheelhouse, tree.path, venv_dir, prefix)
         with Container(image, arch, settings, self.reporter, mounts=mounts, env=env,
                        workdir=BUILD_DIR) as c:
-            with self._timed("wheelhouse: fill from the lock"):
-                self._fill_wheelhouse(c, lock_text, pinned, wheelhouse, work, log_path)
-            with self._timed("venv: create and install the lock offline"):
-                self._create_venv(c, prefix, log_path)
             with self._timed(f"wheel: build {spec.name} with build"):
                 wheel = self._build_wheel(c, upstream.version, log_path)
-            with self._timed(f"venv: install {spec.name}"):
+            with self._timed(f"install: {spec.name} into the venv"):
                 self._install(c, prefix, [f"{BUILD_DIR}/dist/{wheel}"], log_path)
-            with self._timed("relocate: scripts, activate, bindings"):
                 site = _site_packages(venv_dir)
                 relocate(venv_dir, prefix)
                 write_bindings_shim(site, spec, distro)
-            with self._timed("bytecode: hash-based .pyc"):
-                c.call([f"{prefix}/bin/python", "-m", "compileall", "-q", "-j", "0",
-                        "--invalidation-mode", "checked-hash", f"{prefix}/lib"],
-                       log_path=log_path, stream=False)
+            with self._timed(f"bytecode: hash-based .pyc for {spec.name}"):
+                paths = project_paths(site, meta.name)
+                shim = site / "_giftbox_system_bindings.py"
+                if shim.exists():
+                    paths.append(shim)
+                self._compile(c, prefix, [prefix + "/" + str(p.relative_to(venv_dir))
+                                          for p in paths], log_path)
             with self._timed("audit"):
-                report = audit.run(c, venv_dir, prefix, spec, meta.name, arch,
-                                   forbidden=[BUILD_DIR, SRC_DIR, WHEELHOUSE_DIR, CACHE_DIR,
-                                              str(settings.root), str(settings.cache_dir)],
-                                   work=work, log_path=log_path)
-                (directory / "audit.json").write_text(json.dumps(report, indent=2) + "\n")
+                problems = audit.pip_check(c, prefix, log_path)
+                report = audit.run_scope(c, "project", prefix, spec, meta.name, work, log_path)
+                problems += audit.failures(report)
+                tree_problems, tree_report = audit.tree_checks(venv_dir, arch, forbidden)
+                problems += tree_problems
+                audit.gate(spec, problems, log_path)
+                deps = json.loads((layer / "audit-deps.json").read_text())
+                for kind in ("imports", "extensions"):
+                    report[kind] = {**deps[kind], **report[kind]}
+                full = {**report, **tree_report, "layer": layer.name}
+                (directory / "audit.json").write_text(json.dumps(full, indent=2) + "\n")
         manifest = Manifest(
             project=spec.name, package_name=spec.package.name,
             upstream_kind=upstream.kind, upstream_url=upstream.url, upstream_ref=upstream.ref,
@@ -349,6 +353,65 @@ class Builder:
 
     # -- steps inside the builder ------------------------------------------------------------
 
+    def _env(self, source_date_epoch: int) -> dict[str, str]:
+        # Compilers record the directory they ran in (DWARF comp_dir, __FILE__): map the
+        # builder's directories away so no build path reaches the venv (the audit checks).
+        prefix_maps = " ".join(f"-ffile-prefix-map={d}=." for d in (f"{BUILD_DIR}/src", "/tmp"))
+        return {"SOURCE_DATE_EPOCH": str(source_date_epoch), "PYTHONHASHSEED": "0",
+                "CFLAGS": prefix_maps, "CXXFLAGS": prefix_maps,
+                "PIP_CACHE_DIR": f"{CACHE_DIR}/pip", "UV_CACHE_DIR": f"{CACHE_DIR}/uv",
+                "UV_LINK_MODE": "copy", "PIP_NO_INPUT": "1"}
+
+    def _deps_layer(self, image: BuilderImage, prefix: str, lock_text: str, lock_digest: str,
+                    wheelhouse: Path, cache: Path, env: dict[str, str], spec: Spec,
+                    dist_name: str, log_path: Path) -> Path:
+        """The venv with the locked dependencies installed, relocated, compiled and audited.
+
+        It depends only on the lock, the builder image, the prefix and the project's name
+        (whose own line the deps audit leaves out), so every build of a project whose lock did
+        not change reuses it: builds hard-link its files and add only the project.
+        """
+        key = _key({"recipe": RECIPE, "lock": lock_digest, "image": image.image_id,
+                    "prefix": prefix, "python": self.distro.python, "project": dist_name,
+                    "skip_imports": list(spec.audit.skip_imports)})
+        layer = (self.settings.cache_dir / "layers" /
+                 f"{self.distro.name}-{self.arch.value}" / key[:16])
+        with locked(layer):
+            if (layer / "audit-deps.json").is_file():
+                self.reporter.info(f"==> deps layer {key[:16]}: cached")
+                return layer
+            tmp = layer.with_name(f"{layer.name}.tmp")
+            shutil.rmtree(tmp, ignore_errors=True)
+            shutil.rmtree(layer, ignore_errors=True)
+            (tmp / "venv").mkdir(parents=True)
+            (tmp / "work").mkdir()
+            work = tmp / "work"
+            pinned = lock.pins(lock_text)
+            (work / "pins.txt").write_text(lock.pins_text(pinned))
+            mounts = self.mounts(work, cache, wheelhouse, None, tmp / "venv", prefix)
+            with Container(image, self.arch, self.settings, self.reporter, mounts=mounts,
+                           env=env, workdir=BUILD_DIR) as c:
+                with self._timed("wheelhouse: fill from the lock"):
+                    self._fill_wheelhouse(c, lock_text, pinned, wheelhouse, work, log_path)
+                with self._timed("venv: create and install the lock offline"):
+                    self._create_venv(c, prefix, log_path)
+                    relocate(tmp / "venv", prefix)
+                with self._timed("bytecode: hash-based .pyc for the dependencies"):
+                    self._compile(c, prefix, [f"{prefix}/lib"], log_path)
+                with self._timed("audit: the dependencies"):
+                    report = audit.run_scope(c, "deps", prefix, spec, dist_name, work, log_path)
+                    audit.gate(spec, audit.failures(report), log_path)
+            (tmp / "audit-deps.json").write_text(json.dumps(report, indent=2) + "\n")
+            shutil.rmtree(work)
+            tmp.rename(layer)
+            return layer
+
+    def _compile(self, c: Container, prefix: str, paths: list[str], log_path: Path) -> None:
+        if paths:
+            c.call([f"{prefix}/bin/python", "-m", "compileall", "-q", "-j", "0",
+                    "--invalidation-mode", "checked-hash", *paths],
+                   log_path=log_path, stream=False)
+
     def _fill_wheelhouse(self, c: Container, lock_text: str, pinned: list[lock.Pin],
                          wheelhouse: Path, work: Path, log_path: Path) -> None:
         present = _present_wheels(wheelhouse)
@@ -371,6 +434,8 @@ class Builder:
                              hint=f"full log: {log_path}") from None
 
     def _create_venv(self, c: Container, prefix: str, log_path: Path) -> None:
+        """virtualenv at the final prefix with the builder's pinned virtualenv, then the lock
+        installed offline from the wheelhouse (hashes were checked when it was filled)."""
         python = f"/usr/bin/python{self.distro.python}"
         c.call([f"{TOOLS}/virtualenv", "--no-setuptools", "--no-wheel", "--no-periodic-update",
                 "--activators", "bash,python", "--python", python, prefix],
@@ -437,6 +502,35 @@ unset _giftbox_here
 """
 
 
+def _replace(path: Path, data: bytes) -> None:
+    """Write by rename, never in place: build venvs hard-link the deps layer's files."""
+    tmp = path.with_name(f".{path.name}.giftbox-tmp")
+    tmp.write_bytes(data)
+    shutil.copymode(path, tmp)
+    tmp.replace(path)
+
+
+def link_tree(src: Path, dst: Path) -> None:
+    """``dst`` as a copy of ``src`` made of hard links (directories are new, files shared)."""
+    dst.rmdir()
+    shutil.copytree(src, dst, symlinks=True, copy_function=os.link)
+
+
+def project_paths(site: Path, dist_name: str) -> list[Path]:
+    """The top-level files and directories the project's own wheel installed."""
+    wanted = canonicalize_name(dist_name)
+    for info in site.glob("*.dist-info"):
+        if canonicalize_name(info.name[: -len(".dist-info")].rsplit("-", 1)[0]) != wanted:
+            continue
+        tops = set()
+        for line in (info / "RECORD").read_text().splitlines():
+            first = line.split(",", 1)[0].split("/", 1)[0]
+            if first and not first.startswith("..") and not first.endswith(".dist-info"):
+                tops.add(first)
+        return sorted(site / t for t in tops if (site / t).exists())
+    raise BuildError(f"{dist_name} is not installed in {site}")
+
+
 def _site_packages(venv: Path) -> Path:
     found = sorted(venv.glob("lib/python*/site-packages"))
     if not found:
@@ -459,20 +553,24 @@ def relocate(venv: Path, prefix: str) -> None:
             body = data.split(b"\n", 3)[3]  # pip's and uv's long-shebang form
         else:
             continue
-        script.write_bytes(_TRAMPOLINE.encode() + body)
+        _replace(script, _TRAMPOLINE.encode() + body)
     activate = bin_dir / "activate"
     if activate.is_file():
         text = activate.read_text()
+        if "_giftbox_here" in text:
+            text = ""  # already made relocatable (a deps layer)
         # Whatever the virtualenv version computed (old ones: the build path; newer ones:
         # the build path if it exists, which is wrong beside another version), override it
         # just before it is exported. The newer "does not exist!" warning goes too.
         text = re.sub(r"^\s*echo \"Virtual environment directory\".*\n", "", text, flags=re.M)
-        text, count = re.subn(r"^(\s*)export VIRTUAL_ENV$",
-                              lambda m: _ACTIVATE_FIND + m.group(0), text, count=1, flags=re.M)
-        if count != 1:
-            raise BuildError("cannot make bin/activate relocatable: no 'export VIRTUAL_ENV' "
-                             "line (virtualenv changed its activate script?)")
-        activate.write_text(text)
+        if text:
+            text, count = re.subn(r"^(\s*)export VIRTUAL_ENV$",
+                                  lambda m: _ACTIVATE_FIND + m.group(0), text, count=1,
+                                  flags=re.M)
+            if count != 1:
+                raise BuildError("cannot make bin/activate relocatable: no 'export VIRTUAL_ENV'"
+                                 " line (virtualenv changed its activate script?)")
+            _replace(activate, text.encode())
     site = _site_packages(venv)
     for direct_url in site.glob("*.dist-info/direct_url.json"):
         if '"file://' in direct_url.read_text():
@@ -481,7 +579,7 @@ def relocate(venv: Path, prefix: str) -> None:
             if record.is_file():
                 lines = [line for line in record.read_text().splitlines()
                          if not line.startswith(f"{direct_url.parent.name}/direct_url.json")]
-                record.write_text("\n".join(lines) + "\n")
+                _replace(record, ("\n".join(lines) + "\n").encode())
             direct_url.unlink()
 
 
@@ -509,6 +607,7 @@ def write_bindings_shim(site: Path, spec: Spec, distro: Distro) -> None:
         "        return None\n\n\n"
         "sys.meta_path.append(_Finder)\n")
     (site / "_giftbox_system_bindings.pth").write_text("import _giftbox_system_bindings\n")
+    # (both files are new in each build venv: writing them does not touch the deps layer)
 
 
 def build(spec: Spec, distro: Distro, arch: Arch, settings: Settings,

@@ -101,7 +101,8 @@ debug = false
 def spec_yaml(name: str = "demo", *, versioned: bool = False, package: str | None = None,
               prefix: str | None = None, depends_deb: tuple[str, ...] = ("iproute2",),
               entry_points: tuple[str, ...] = ("demo", "demo-rootwrap"),
-              rootwrap: bool = True, conf_path: str | None = None) -> str:
+              rootwrap: bool = True, conf_path: str | None = None,
+              units: tuple[str, ...] = ("demo.service",)) -> str:
     lines = [
         f"name: {name}",
         'release: "2026.1"',
@@ -128,7 +129,7 @@ def spec_yaml(name: str = "demo", *, versioned: bool = False, package: str | Non
         "  user:",
         "    name: demo",
         "    home: /var/lib/demo",
-        "  units: [demo.service]",
+        f"  units: [{', '.join(units)}]",
         "  config_files:",
         f"    - path: {conf_path or '/etc/' + name + '/' + name + '.conf'}",
         "      source: demo.conf",
@@ -154,6 +155,7 @@ def make_tree(root: Path) -> Path:
         files = root / "files" / name
         files.mkdir(parents=True, exist_ok=True)
         (files / "demo.service").write_text(UNIT)
+        (files / f"{name}.service").write_text(UNIT)
         (files / "demo.conf").write_text(CONF)
     return root
 

@@ -1,6 +1,9 @@
 """Runs inside the builder with the venv's own interpreter; prints a JSON report.
 
-Usage: python audit_venv.py PROJECT_DIST OUT.json [skip_imports] [skip_scripts]
+Usage: python audit_venv.py SCOPE PROJECT_DIST OUT.json [skip_imports] [skip_scripts]
+
+SCOPE is "deps" (every distribution but the project: what a cached deps layer holds),
+"project" (the project's own distribution, with its console scripts) or "all".
 
 Kept compatible with old target Pythons (3.5+): no f-strings, no importlib.metadata.
 """
@@ -31,47 +34,67 @@ def dists(site):
             yield entry, os.path.join(site, entry)
 
 
-def top_level_names(site):
+def dist_name(entry):
+    return canonical(entry[: -len(".dist-info")].rsplit("-", 1)[0])
+
+
+def dist_top_level(path):
+    """The importable top-level names one distribution installs."""
     names = set()
-    for _, path in dists(site):
-        top = os.path.join(path, "top_level.txt")
-        if os.path.isfile(top):
-            with open(top) as handle:
-                names.update(line.strip() for line in handle if line.strip())
-            continue
-        record = os.path.join(path, "RECORD")
-        if not os.path.isfile(record):
-            continue
-        with open(record) as handle:
-            for line in handle:
-                first = line.split(",", 1)[0].split("/", 1)
-                head = first[0]
-                if head.endswith((".dist-info", ".data")) or head.startswith(".."):
-                    continue
-                if len(first) == 1:
-                    if head.endswith(".py"):
-                        names.add(head[:-3])
-                    elif head.endswith(".so"):
-                        names.add(head.split(".", 1)[0])
-                elif first[1] == "__init__.py" or first[1].endswith(".py"):
-                    names.add(head)
+    top = os.path.join(path, "top_level.txt")
+    if os.path.isfile(top):
+        with open(top) as handle:
+            names.update(line.strip() for line in handle if line.strip())
+        return names
+    record = os.path.join(path, "RECORD")
+    if not os.path.isfile(record):
+        return names
+    with open(record) as handle:
+        for line in handle:
+            first = line.split(",", 1)[0].split("/", 1)
+            head = first[0]
+            if head.endswith((".dist-info", ".data")) or head.startswith(".."):
+                continue
+            if len(first) == 1:
+                if head.endswith(".py"):
+                    names.add(head[:-3])
+                elif head.endswith(".so"):
+                    names.add(head.split(".", 1)[0])
+            elif first[1] == "__init__.py" or first[1].endswith(".py"):
+                names.add(head)
+    return names
+
+
+def top_level_names(site, wanted):
+    names = set()
+    for entry, path in dists(site):
+        if wanted(dist_name(entry)):
+            names.update(dist_top_level(path))
     return sorted(n for n in names if n and "/" not in n and not n.startswith("_")
                   and n not in ("tests", "test", "docs", "examples", "benchmarks", "bin"))
 
 
-def extension_modules(site):
+def extension_modules(site, roots):
+    """Extension modules under the given top-level names (packages or modules)."""
     found = []
-    for dirpath, dirnames, filenames in os.walk(site):
-        # manylinux wheels bundle plain shared libraries in <pkg>.libs/: not modules; a
-        # package's own test suite (greenlet/tests needs objgraph) is not runtime code.
-        dirnames[:] = [d for d in dirnames if not d.endswith(".libs")
-                       and d not in ("__pycache__", "tests", "test", "testing")]
-        for filename in filenames:
-            if filename.endswith(".so"):
-                rel = os.path.relpath(os.path.join(dirpath, filename), site)
-                parts = rel.split(os.sep)
-                parts[-1] = parts[-1].split(".", 1)[0]
-                found.append(".".join(parts))
+    for root in roots:
+        base = os.path.join(site, root)
+        if not os.path.isdir(base):
+            continue
+        for dirpath, dirnames, filenames in os.walk(base):
+            # manylinux wheels bundle plain shared libraries in <pkg>.libs/: not modules; a
+            # package's own test suite (greenlet/tests needs objgraph) is not runtime code.
+            dirnames[:] = [d for d in dirnames if not d.endswith(".libs")
+                           and d not in ("__pycache__", "tests", "test", "testing")]
+            for filename in filenames:
+                if filename.endswith(".so"):
+                    rel = os.path.relpath(os.path.join(dirpath, filename), site)
+                    parts = rel.split(os.sep)
+                    parts[-1] = parts[-1].split(".", 1)[0]
+                    found.append(".".join(parts))
+    for filename in os.listdir(site):
+        if filename.endswith(".so") and filename.split(".", 1)[0] in roots:
+            found.append(filename.split(".", 1)[0])
     return sorted(set(found))
 
 
@@ -87,7 +110,7 @@ def try_import(name):
 
 def console_scripts(site, project):
     for entry, path in dists(site):
-        if canonical(entry[: -len(".dist-info")].rsplit("-", 1)[0]) != canonical(project):
+        if dist_name(entry) != canonical(project):
             continue
         points = os.path.join(path, "entry_points.txt")
         if not os.path.isfile(points):
@@ -119,31 +142,38 @@ def run_script(path):
 
 
 def main():
-    project, out = sys.argv[1], sys.argv[2]
-    skip_imports = set(filter(None, (sys.argv[3] if len(sys.argv) > 3 else "").split(",")))
-    skip_scripts = set(filter(None, (sys.argv[4] if len(sys.argv) > 4 else "").split(",")))
+    scope, project, out = sys.argv[1], canonical(sys.argv[2]), sys.argv[3]
+    skip_imports = set(filter(None, (sys.argv[4] if len(sys.argv) > 4 else "").split(",")))
+    skip_scripts = set(filter(None, (sys.argv[5] if len(sys.argv) > 5 else "").split(",")))
     site = site_packages()
+    if scope == "deps":
+        wanted = lambda name: name != project  # noqa: E731
+    elif scope == "project":
+        wanted = lambda name: name == project  # noqa: E731
+    else:
+        wanted = lambda name: True  # noqa: E731
     report = {"imports": {}, "extensions": {}, "scripts": {}, "skipped": {
         "imports": sorted(skip_imports), "scripts": sorted(skip_scripts)}}
-    names = top_level_names(site)
+    names = top_level_names(site, wanted)
     # setuptools replaces distutils on import and asserts nobody loaded the stdlib's first;
     # in one process importing everything, it must come first, as it does in real programs.
     names.sort(key=lambda n: (n not in ("setuptools", "pkg_resources"), n))
     for name in names:
         if name not in skip_imports:
             report["imports"][name] = try_import(name)
-    for name in extension_modules(site):
+    for name in extension_modules(site, names):
         if name.split(".")[0] in skip_imports:
             continue
         problem = try_import(name)
         if problem and "does not define module export function" in problem:
             continue  # a plain shared library shipped inside a package, not a module
         report["extensions"][name] = problem
-    scripts = [s for s in console_scripts(site, project) if s not in skip_scripts]
-    bindir = os.path.join(sys.prefix, "bin")
-    with concurrent.futures.ThreadPoolExecutor(max_workers=os.cpu_count() or 2) as pool:
-        results = pool.map(run_script, [os.path.join(bindir, s) for s in scripts])
-        report["scripts"] = dict(zip(scripts, results))
+    if scope != "deps":
+        scripts = [s for s in console_scripts(site, project) if s not in skip_scripts]
+        bindir = os.path.join(sys.prefix, "bin")
+        with concurrent.futures.ThreadPoolExecutor(max_workers=os.cpu_count() or 2) as pool:
+            results = pool.map(run_script, [os.path.join(bindir, s) for s in scripts])
+            report["scripts"] = dict(zip(scripts, results))
     with open(out, "w") as handle:
         json.dump(report, handle, indent=2, sort_keys=True)
 

@@ -134,7 +134,8 @@ def long_description(staged: Staged, width: int = 78) -> list[str]:
     out.append("")
     for line in provenance_lines(staged):
         # leading spaces of a line survive wrap(); continuation lines indent further
-        out += textwrap.wrap(line, width, subsequent_indent="    ") or [""]
+        out += textwrap.wrap(line, width, subsequent_indent="    ", break_long_words=False,
+                             break_on_hyphens=False) or [""]
     return out
 
 

@@ -72,6 +72,8 @@ def _docs(staged: Staged, maintainer: str) -> None:
            f"Copyright (c) the {staged.spec.name} authors, and the authors of each Python\n"
            "distribution bundled in the virtualenv.\n"
            f"License: {licence}\n\n"
+           f"Packaging: Copyright (c) {time.gmtime(m.source_date_epoch).tm_year} the giftbox "
+           "packagers (the year of the upstream commit).\n\n"
            "The virtualenv bundles third-party Python distributions; the licence of each is\n"
            f"in its metadata under {staged.prefix}/lib/python{staged.distro.python}/"
            "site-packages/*.dist-info/.\n")

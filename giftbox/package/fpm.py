@@ -28,7 +28,7 @@ from giftbox.package.common import (
 )
 from giftbox.package.deb import deb_filename, shlib_depends
 from giftbox.package.layout import Staged
-from giftbox.package.rpm import _ere, rpm_filename
+from giftbox.package.rpm import _ere, macro_regex, rpm_filename
 from giftbox.package.runner import Runner
 from giftbox.package.scripts import deb_scripts, rpm_scriptlets
 
@@ -98,10 +98,12 @@ def fpm_command(staged: Staged, out: Path, scripts_dir: Path, depends: list[str]
                  "--rpm-rpmbuild-define", "__python_requires %{nil}",
                  "--rpm-rpmbuild-define", "__pythondist_requires %{nil}",
                  "--rpm-rpmbuild-define", "__script_requires %{nil}",
-                 "--rpm-rpmbuild-define", f"__provides_exclude_from ^{prefix_re}/.*$"]
+                 "--rpm-rpmbuild-define",
+                 "__provides_exclude_from " + macro_regex(f"^{prefix_re}/.*$")]
         if staged.bundled_libs:
             names = "|".join(_ere(n) for n in sorted(set(staged.bundled_libs)))
-            argv += ["--rpm-rpmbuild-define", f"__requires_exclude ^({names})(\\(|$)"]
+            argv += ["--rpm-rpmbuild-define",
+                     "__requires_exclude " + macro_regex(f"^({names})" + r"(\(|$)")]
         for conf in staged.conffiles:
             owner = f"root,{conf.group}" if conf.group else "root,root"
             argv += ["--rpm-attr", f"{conf.mode:04o},{owner}:{conf.path}"]

@@ -50,6 +50,11 @@ def _ere(text: str) -> str:
     return "".join("\\" + c if c in ".[]()*+?^$|\\{}" else c for c in text)
 
 
+def macro_regex(regex: str) -> str:
+    """A regex as a macro body: rpm's macro expansion eats one level of backslashes."""
+    return regex.replace("\\", "\\\\")
+
+
 def _esc(text: str) -> str:
     return text.replace("%", "%%")
 
@@ -88,11 +93,11 @@ def spec_file(staged: Staged, requires: list[str], compression: Compression,
         "%global _python_bytecompile_errors_terminate_build 0",
         *(f"%global __{g}_requires %{{nil}}\n%global __{g}_provides %{{nil}}"
           for g in _GENERATORS),
-        f"%global __provides_exclude_from ^{prefix_re}/.*$",
+        "%global __provides_exclude_from " + macro_regex(f"^{prefix_re}/.*$"),
     ]
     if staged.bundled_libs:
         names = "|".join(_ere(n) for n in sorted(set(staged.bundled_libs)))
-        lines.append(f"%global __requires_exclude ^({names})(\\(|$)")
+        lines.append("%global __requires_exclude " + macro_regex(f"^({names})" + r"(\(|$)"))
     lines += [
         "%global _buildhost giftbox",
         "%global use_source_date_epoch_as_buildtime 1",
@@ -110,6 +115,7 @@ def spec_file(staged: Staged, requires: list[str], compression: Compression,
         lines.append(f"Epoch: {v.rpm_epoch}")
     lines += [
         f"Summary: {_esc(synopsis(staged))}",
+        "Group: Applications/System",
         f"License: {_esc(staged.license or 'Apache-2.0')}",
         f"Packager: {_esc(maintainer)}",
     ]

@@ -16,6 +16,7 @@ import os
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 from giftbox.errors import RepoError
 from giftbox.repo.channels import AptTarget
@@ -101,7 +102,7 @@ def release_command(gen: Path, target: AptTarget, channel: str):  # type: ignore
         "SHA1": "false",
         "SHA512": "false",
     }
-    cmd = local["apt-ftparchive"]
+    cmd: Any = local["apt-ftparchive"]  # a LocalCommand, then BoundCommands
     for k, v in opts.items():
         cmd = cmd["-o", f"APT::FTPArchive::Release::{k}={v}"]
     return cmd["release", str(gen)]

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable
+from typing import Any
 
 _DIGITS = frozenset("0123456789")
 _LETTERS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz")
@@ -150,6 +151,6 @@ def compare(kind: str, a: str, b: str) -> int:
     return dpkg_compare(a, b) if kind == "deb" else rpm_compare(a, b)
 
 
-def sort_key(kind: str) -> Callable[[str], object]:
+def sort_key(kind: str) -> Callable[[str], Any]:
     """A ``key=`` for sorting version strings of ``kind`` in ascending order."""
     return functools.cmp_to_key(dpkg_compare if kind == "deb" else rpm_compare)

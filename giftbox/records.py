@@ -1,0 +1,659 @@
+"""Build records: what was built from which inputs, where it went, when, by whom.
+
+An embedded SQLite database (stdlib ``sqlite3``) at ``<state dir>/giftbox.db``; the filesystem
+holds the bytes, this holds the history. ``$GIFTBOX_DATABASE`` names another file (a path or
+``sqlite:///path``); a ``postgresql://`` URL is refused with a StateError saying so (not
+implemented: it would need SQLAlchemy, which giftbox does not depend on).
+
+Why it is safe to share between concurrent giftbox processes (nightly matrix jobs, a promote
+while a build publishes):
+
+* WAL mode: readers never block the writer nor each other.
+* Every write is one ``BEGIN IMMEDIATE`` transaction: the write lock is taken up front, so two
+  writers queue on SQLite's busy timeout instead of failing half-way through; a writer still
+  waiting after the timeout gets a StateError naming the file.
+* The schema version lives in ``PRAGMA user_version``. Older databases are migrated forward in
+  one transaction on open; a database from a newer giftbox is refused (an older giftbox cannot
+  know what the newer columns mean, and writing into it could lose them).
+
+The build stage calls ``start_build``, ``finish_build`` and ``record_publish`` (module-level,
+each opening the database for one transaction), or holds a ``Records`` for several calls.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import getpass
+import json
+import os
+import socket
+import sqlite3
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from giftbox.errors import StateError
+from giftbox.settings import Settings
+
+DB_FILE = "giftbox.db"
+DEFAULT_TIMEOUT = 30.0  # seconds a writer waits for another before giving up
+STATUSES = ("running", "succeeded", "failed")
+
+# MIGRATIONS[n] takes a database from user_version n to n + 1. Append only: a released
+# migration is never edited, or databases that already ran it would differ from new ones.
+MIGRATIONS: tuple[tuple[str, ...], ...] = (
+    (  # 0 -> 1: builds and publishes
+        """CREATE TABLE builds (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            project TEXT NOT NULL,
+            distro TEXT NOT NULL,
+            arch TEXT NOT NULL,
+            status TEXT NOT NULL CHECK (status IN ('running', 'succeeded', 'failed')),
+            upstream_commit TEXT NOT NULL DEFAULT '',
+            patch_digest TEXT NOT NULL DEFAULT '',
+            lock_digest TEXT NOT NULL DEFAULT '',
+            builder_image TEXT NOT NULL DEFAULT '',
+            spec_digest TEXT NOT NULL DEFAULT '',
+            version TEXT NOT NULL DEFAULT '',
+            started_at TEXT NOT NULL,
+            finished_at TEXT,
+            duration REAL,
+            log_path TEXT,
+            artifacts TEXT NOT NULL DEFAULT '{}',
+            error TEXT
+        )""",
+        "CREATE INDEX builds_target ON builds (project, distro, arch, id)",
+        """CREATE TABLE publishes (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            channel TEXT NOT NULL,
+            digest TEXT NOT NULL,
+            filename TEXT NOT NULL,
+            at TEXT NOT NULL,
+            who TEXT NOT NULL
+        )""",
+        "CREATE INDEX publishes_channel ON publishes (channel, id)",
+    ),
+    (  # 1 -> 2: promotions, pins, channel events; who/where of a build
+        "ALTER TABLE builds ADD COLUMN who TEXT NOT NULL DEFAULT ''",
+        "ALTER TABLE builds ADD COLUMN host TEXT NOT NULL DEFAULT ''",
+        "ALTER TABLE publishes ADD COLUMN build_id INTEGER REFERENCES builds (id)",
+        """CREATE TABLE promotions (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            kind TEXT NOT NULL CHECK (kind IN ('promote', 'rollback')),
+            project TEXT NOT NULL,
+            from_channel TEXT,
+            to_channel TEXT NOT NULL,
+            digests TEXT NOT NULL,
+            filenames TEXT NOT NULL,
+            version TEXT NOT NULL,
+            who TEXT NOT NULL,
+            at TEXT NOT NULL,
+            reason TEXT NOT NULL DEFAULT '',
+            rolled_back_by INTEGER REFERENCES promotions (id),
+            rolls_back INTEGER REFERENCES promotions (id),
+            scope TEXT NOT NULL DEFAULT '[]',
+            snapshot TEXT NOT NULL DEFAULT '[]'
+        )""",
+        "CREATE INDEX promotions_to ON promotions (to_channel, project, id)",
+        """CREATE TABLE pins (
+            channel TEXT NOT NULL,
+            package TEXT NOT NULL,
+            version TEXT NOT NULL,
+            who TEXT NOT NULL,
+            at TEXT NOT NULL,
+            reason TEXT NOT NULL DEFAULT '',
+            PRIMARY KEY (channel, package, version)
+        )""",
+        """CREATE TABLE channel_events (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            channel TEXT NOT NULL,
+            kind TEXT NOT NULL,
+            detail TEXT NOT NULL DEFAULT '{}',
+            who TEXT NOT NULL,
+            at TEXT NOT NULL,
+            reason TEXT NOT NULL DEFAULT ''
+        )""",
+        "CREATE INDEX channel_events_channel ON channel_events (channel, id)",
+    ),
+)
+SCHEMA_VERSION = len(MIGRATIONS)
+
+
+def who() -> str:
+    """Who is acting: ``$GIFTBOX_USER`` (CI sets it to the person or bot behind a run), else
+    the login name."""
+    name = os.environ.get("GIFTBOX_USER")
+    if name:
+        return name
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):  # no passwd entry (some containers) and no $USER
+        return f"uid {os.getuid()}"
+
+
+def now() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _parse_time(text: str) -> datetime:
+    return datetime.fromisoformat(text.replace("Z", "+00:00"))
+
+
+# --- plain records ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Build:
+    id: int
+    project: str
+    distro: str
+    arch: str
+    status: str
+    upstream_commit: str
+    patch_digest: str
+    lock_digest: str
+    builder_image: str
+    spec_digest: str
+    version: str
+    started_at: str
+    finished_at: str | None
+    duration: float | None
+    log_path: str | None
+    artifacts: dict[str, str]  # filename -> sha256
+    error: str | None
+    who: str
+    host: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class Promotion:
+    """A promotion (or the rollback of one) into ``to_channel``."""
+
+    id: int
+    kind: str  # promote | rollback
+    project: str
+    from_channel: str | None  # None for a rollback
+    to_channel: str
+    digests: tuple[str, ...]
+    filenames: tuple[str, ...]
+    version: str
+    who: str
+    at: str
+    reason: str
+    rolled_back_by: int | None
+    rolls_back: int | None
+    # What the rollback of this restores: the (name, distro, arch) it touched, and the target
+    # channel's entries of those before it, as {filename, digest, version}.
+    scope: tuple[tuple[str, str, str], ...] = ()
+    snapshot: tuple[dict[str, str], ...] = ()
+
+    def as_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["scope"] = [list(s) for s in self.scope]
+        d["snapshot"] = list(self.snapshot)
+        return d
+
+
+@dataclass(frozen=True)
+class Pin:
+    channel: str
+    package: str
+    version: str
+    who: str
+    at: str
+    reason: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class Event:
+    """One line of a channel's history."""
+
+    kind: str  # publish | promote | rollback | promote-out | prune | pin | unpin | gc
+    at: str
+    who: str
+    reason: str
+    summary: str
+    detail: dict[str, Any] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+# --- the database -------------------------------------------------------------------------
+
+
+def database_location(settings: Settings) -> str:
+    """``$GIFTBOX_DATABASE`` or ``<state dir>/giftbox.db``."""
+    # Read here rather than in Settings (not this module's file); see the report.
+    return os.environ.get("GIFTBOX_DATABASE") or str(settings.state_dir / DB_FILE)
+
+
+def _sqlite_path(location: str) -> Path:
+    if location.startswith(("postgresql://", "postgresql+", "postgres://")):
+        try:
+            import sqlalchemy  # noqa: F401
+        except ImportError:
+            detail = "and SQLAlchemy is not installed either"
+        else:
+            detail = "even though SQLAlchemy is installed"
+        raise StateError(
+            f"GIFTBOX_DATABASE is a PostgreSQL URL, which this giftbox does not support "
+            f"({detail}): build records are stored in SQLite only",
+            hint="unset GIFTBOX_DATABASE (records go to <state dir>/giftbox.db) or set it to "
+                 "a file path or sqlite:///path")
+    if location.startswith("sqlite:///"):
+        return Path(location[len("sqlite://"):])
+    if "://" in location:
+        raise StateError(f"GIFTBOX_DATABASE '{location}' is not a file path or sqlite:/// URL")
+    return Path(location)
+
+
+class Records:
+    """One connection to the records database; use as a context manager or ``close()``."""
+
+    def __init__(self, path: Path, *, timeout: float = DEFAULT_TIMEOUT) -> None:
+        self.path = path
+        self.timeout = timeout
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            # isolation_level=None: we issue BEGIN IMMEDIATE ourselves (the sqlite3 module's
+            # implicit BEGIN is DEFERRED, which upgrades to a write lock mid-transaction and
+            # can then fail with SQLITE_BUSY without waiting).
+            self.conn = sqlite3.connect(str(path), timeout=timeout, isolation_level=None,
+                                        check_same_thread=False)
+        except (OSError, sqlite3.Error) as exc:
+            raise StateError(f"cannot open the build records {path}: {exc}",
+                             hint="check that the state directory is writable") from None
+        self.conn.row_factory = sqlite3.Row
+        try:
+            self.conn.execute(f"PRAGMA busy_timeout = {int(timeout * 1000)}")
+            self._wal()
+            self._migrate()
+        except BaseException:
+            self.conn.close()
+            raise
+
+    def __enter__(self) -> Records:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self.conn.close()
+
+    # --- transactions ---------------------------------------------------------------------
+
+    def _locked(self, exc: sqlite3.Error) -> StateError:
+        return StateError(
+            f"the build records {self.path} are locked by another giftbox process "
+            f"(waited {self.timeout:g}s): {exc}",
+            hint="let the other build or promotion finish and retry; `fuser "
+                 f"{self.path}` shows who holds it")
+
+    def _wal(self) -> None:
+        # Switching to WAL needs a moment of exclusive access, which the busy handler does not
+        # always wait for: retry until the timeout. Once WAL, the mode is stored in the file.
+        deadline = time.monotonic() + self.timeout
+        while True:
+            try:
+                mode = self.conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+                break
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) and "busy" not in str(exc):
+                    raise self._broken(exc) from None
+                if time.monotonic() > deadline:
+                    raise self._locked(exc) from None
+                time.sleep(0.05)
+            except sqlite3.DatabaseError as exc:
+                raise self._broken(exc) from None
+        if str(mode).lower() != "wal":
+            raise StateError(f"{self.path}: SQLite refused WAL mode (journal_mode={mode})",
+                             hint="keep the state directory on a local filesystem")
+
+    def _broken(self, exc: sqlite3.Error) -> StateError:
+        return StateError(f"{self.path} is not a usable build records database: {exc}",
+                          hint="move it aside (giftbox starts a new one) or restore a backup")
+
+    @contextlib.contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        """One write transaction, the write lock taken before anything is read."""
+        try:
+            self.conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError as exc:
+            if "locked" in str(exc) or "busy" in str(exc):
+                raise self._locked(exc) from None
+            raise self._broken(exc) from None
+        try:
+            yield self.conn
+        except BaseException:
+            self.conn.execute("ROLLBACK")
+            raise
+        try:
+            self.conn.execute("COMMIT")
+        except sqlite3.OperationalError as exc:
+            self.conn.execute("ROLLBACK")
+            raise self._locked(exc) from None
+
+    def user_version(self) -> int:
+        return int(self.conn.execute("PRAGMA user_version").fetchone()[0])
+
+    def _newer(self, version: int) -> StateError:
+        from giftbox import __version__
+
+        return StateError(
+            f"the build records {self.path} have schema version {version}, newer than this "
+            f"giftbox ({__version__}) understands (schema {SCHEMA_VERSION}): the file was "
+            "written by a newer giftbox",
+            hint="upgrade giftbox to the version that wrote it (pip install -U giftbox); do "
+                 "not delete the file, it holds the build and promotion history")
+
+    def _migrate(self) -> None:
+        try:
+            version = self.user_version()
+        except sqlite3.DatabaseError as exc:
+            raise self._broken(exc) from None
+        if version > SCHEMA_VERSION:
+            raise self._newer(version)
+        if version == SCHEMA_VERSION:
+            return
+        with self._write() as db:
+            version = self.user_version()  # another process may have migrated meanwhile
+            if version > SCHEMA_VERSION:
+                raise self._newer(version)
+            for step in MIGRATIONS[version:]:
+                for statement in step:
+                    db.execute(statement)
+            # PRAGMA does not take parameters; the value is our own integer.
+            db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+
+    # --- builds ---------------------------------------------------------------------------
+
+    def start_build(self, project: str, distro: str, arch: str, *, upstream_commit: str = "",
+                    patch_digest: str = "", lock_digest: str = "", builder_image: str = "",
+                    spec_digest: str = "", version: str = "",
+                    log_path: str | Path | None = None) -> int:
+        """Record a build as running; returns its id for ``finish_build``."""
+        with self._write() as db:
+            cur = db.execute(
+                "INSERT INTO builds (project, distro, arch, status, upstream_commit, "
+                "patch_digest, lock_digest, builder_image, spec_digest, version, started_at, "
+                "log_path, who, host) VALUES (?, ?, ?, 'running', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (project, distro, arch, upstream_commit, patch_digest, lock_digest,
+                 builder_image, spec_digest, version, now(),
+                 str(log_path) if log_path is not None else None, who(), socket.gethostname()))
+            return int(cur.lastrowid or 0)
+
+    def finish_build(self, build_id: int, status: str, *, version: str | None = None,
+                     artifacts: Mapping[str, str] | None = None, error: str | None = None,
+                     log_path: str | Path | None = None,
+                     duration: float | None = None) -> Build:
+        """Close a running build as ``succeeded`` or ``failed``.
+
+        ``artifacts`` maps each produced filename to its sha256; ``duration`` defaults to the
+        wall-clock time since ``start_build``.
+        """
+        if status not in ("succeeded", "failed"):
+            raise StateError(f"a build finishes as succeeded or failed, not '{status}'")
+        finished = now()
+        with self._write() as db:
+            row = db.execute("SELECT status, started_at FROM builds WHERE id = ?",
+                             (build_id,)).fetchone()
+            if row is None:
+                raise StateError(f"no build {build_id} in {self.path}")
+            if row["status"] != "running":
+                raise StateError(f"build {build_id} already finished ({row['status']})")
+            if duration is None:
+                duration = (_parse_time(finished) - _parse_time(row["started_at"])) \
+                    .total_seconds()
+            db.execute(
+                "UPDATE builds SET status = ?, finished_at = ?, duration = ?, "
+                "version = COALESCE(?, version), artifacts = ?, error = ?, "
+                "log_path = COALESCE(?, log_path) WHERE id = ?",
+                (status, finished, duration, version,
+                 json.dumps(dict(artifacts or {}), sort_keys=True), error,
+                 str(log_path) if log_path is not None else None, build_id))
+        return self.build(build_id)
+
+    def build(self, build_id: int) -> Build:
+        row = self.conn.execute("SELECT * FROM builds WHERE id = ?", (build_id,)).fetchone()
+        if row is None:
+            raise StateError(f"no build {build_id} in {self.path}")
+        return _build(row)
+
+    def last_builds(self, project: str | None = None) -> list[Build]:
+        """The latest build of each project (or of ``project``) per distro and arch."""
+        where, args = ("WHERE project = ?", (project,)) if project else ("", ())
+        rows = self.conn.execute(
+            "SELECT * FROM builds WHERE id IN (SELECT MAX(id) FROM builds "
+            f"{where} GROUP BY project, distro, arch) ORDER BY project, distro, arch", args)
+        return [_build(r) for r in rows]
+
+    # --- publishes ------------------------------------------------------------------------
+
+    def record_publish(self, channel: str, digest: str, filename: str, *,
+                       build_id: int | None = None, actor: str | None = None) -> None:
+        self.record_publishes(channel, [(digest, filename)], build_id=build_id, actor=actor)
+
+    def record_publishes(self, channel: str, items: Sequence[tuple[str, str]], *,
+                         build_id: int | None = None, actor: str | None = None) -> None:
+        """Record (digest, filename) pairs published into ``channel``, in one transaction."""
+        at, by = now(), actor or who()
+        with self._write() as db:
+            db.executemany("INSERT INTO publishes (channel, digest, filename, at, who, "
+                           "build_id) VALUES (?, ?, ?, ?, ?, ?)",
+                           [(channel, d, f, at, by, build_id) for d, f in items])
+
+    # --- promotions -----------------------------------------------------------------------
+
+    def record_promotion(self, *, kind: str, project: str, from_channel: str | None,
+                         to_channel: str, digests: Sequence[str], filenames: Sequence[str],
+                         version: str, reason: str = "",
+                         scope: Sequence[tuple[str, str, str]] = (),
+                         snapshot: Sequence[Mapping[str, str]] = (),
+                         rolls_back: int | None = None, actor: str | None = None) -> Promotion:
+        with self._write() as db:
+            cur = db.execute(
+                "INSERT INTO promotions (kind, project, from_channel, to_channel, digests, "
+                "filenames, version, who, at, reason, rolls_back, scope, snapshot) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (kind, project, from_channel, to_channel, json.dumps(list(digests)),
+                 json.dumps(list(filenames)), version, actor or who(), now(), reason,
+                 rolls_back, json.dumps([list(s) for s in scope]),
+                 json.dumps([dict(s) for s in snapshot])))
+            new_id = int(cur.lastrowid or 0)
+            if rolls_back is not None:
+                db.execute("UPDATE promotions SET rolled_back_by = ? WHERE id = ?",
+                           (new_id, rolls_back))
+        return self.promotion(new_id)
+
+    def promotion(self, promotion_id: int) -> Promotion:
+        row = self.conn.execute("SELECT * FROM promotions WHERE id = ?",
+                                (promotion_id,)).fetchone()
+        if row is None:
+            raise StateError(f"no promotion {promotion_id} in {self.path}")
+        return _promotion(row)
+
+    def promotions(self, channel: str | None = None) -> list[Promotion]:
+        """Promotions and rollbacks into or out of ``channel`` (all when None), oldest first."""
+        if channel is None:
+            rows = self.conn.execute("SELECT * FROM promotions ORDER BY id")
+        else:
+            rows = self.conn.execute("SELECT * FROM promotions WHERE to_channel = ? OR "
+                                     "from_channel = ? ORDER BY id", (channel, channel))
+        return [_promotion(r) for r in rows]
+
+    def last_promotion(self, to_channel: str, project: str | None = None) -> Promotion | None:
+        """The latest promotion into ``to_channel`` (of ``project``) not yet rolled back."""
+        sql = ("SELECT * FROM promotions WHERE kind = 'promote' AND to_channel = ? "
+               "AND rolled_back_by IS NULL")
+        args: tuple[str, ...] = (to_channel,)
+        if project is not None:
+            sql += " AND project = ?"
+            args += (project,)
+        row = self.conn.execute(sql + " ORDER BY id DESC LIMIT 1", args).fetchone()
+        return _promotion(row) if row is not None else None
+
+    # --- pins and channel events ----------------------------------------------------------
+
+    def pin(self, channel: str, package: str, version: str, reason: str = "",
+            actor: str | None = None) -> Pin:
+        at, by = now(), actor or who()
+        with self._write() as db:
+            db.execute("INSERT OR REPLACE INTO pins (channel, package, version, who, at, "
+                       "reason) VALUES (?, ?, ?, ?, ?, ?)",
+                       (channel, package, version, by, at, reason))
+            self._event(db, channel, "pin", {"package": package, "version": version},
+                        reason, by, at)
+        return Pin(channel, package, version, by, at, reason)
+
+    def unpin(self, channel: str, package: str, version: str | None = None,
+              reason: str = "", actor: str | None = None) -> list[Pin]:
+        """Remove the pin(s) of ``package`` (of ``version`` when given); returns them."""
+        at, by = now(), actor or who()
+        with self._write() as db:
+            sql, args = "WHERE channel = ? AND package = ?", [channel, package]
+            if version is not None:
+                sql += " AND version = ?"
+                args.append(version)
+            gone = [_pin(r) for r in db.execute(f"SELECT * FROM pins {sql}", args)]
+            db.execute(f"DELETE FROM pins {sql}", args)
+            for p in gone:
+                self._event(db, channel, "unpin", {"package": p.package, "version": p.version},
+                            reason, by, at)
+        return gone
+
+    def pins(self, channel: str | None = None) -> list[Pin]:
+        if channel is None:
+            rows = self.conn.execute("SELECT * FROM pins ORDER BY channel, package, version")
+        else:
+            rows = self.conn.execute("SELECT * FROM pins WHERE channel = ? "
+                                     "ORDER BY package, version", (channel,))
+        return [_pin(r) for r in rows]
+
+    def record_event(self, channel: str, kind: str, detail: Mapping[str, Any],
+                     reason: str = "", actor: str | None = None) -> None:
+        """Record a change to a channel other than a publish or promotion (prune, gc)."""
+        with self._write() as db:
+            self._event(db, channel, kind, detail, reason, actor or who(), now())
+
+    @staticmethod
+    def _event(db: sqlite3.Connection, channel: str, kind: str, detail: Mapping[str, Any],
+               reason: str, by: str, at: str) -> None:
+        db.execute("INSERT INTO channel_events (channel, kind, detail, who, at, reason) "
+                   "VALUES (?, ?, ?, ?, ?, ?)",
+                   (channel, kind, json.dumps(dict(detail), sort_keys=True), by, at, reason))
+
+    # --- history --------------------------------------------------------------------------
+
+    def history(self, channel: str) -> list[Event]:
+        """Everything recorded about ``channel``, oldest first."""
+        events: list[tuple[str, int, Event]] = []
+        for p in self.promotions(channel):
+            files = ", ".join(p.filenames)
+            if p.kind == "rollback":
+                kind = "rollback"
+                summary = f"rolled back promotion #{p.rolls_back} of {p.project}: now {files}"
+            elif p.to_channel == channel:
+                kind = "promote"
+                summary = f"{p.project} {p.version} from {p.from_channel}: {files}"
+            else:
+                kind = "promote-out"
+                summary = f"{p.project} {p.version} to {p.to_channel}: {files}"
+            if p.rolled_back_by is not None and p.to_channel == channel:
+                summary += f" (rolled back by #{p.rolled_back_by})"
+            events.append((p.at, 1, Event(kind, p.at, p.who, p.reason, f"#{p.id} {summary}",
+                                          p.as_dict())))
+        for r in self.conn.execute("SELECT * FROM publishes WHERE channel = ? ORDER BY id",
+                                   (channel,)):
+            events.append((r["at"], 0, Event(
+                "publish", r["at"], r["who"], "", f"{r['filename']} sha256:{r['digest'][:16]}",
+                {"digest": r["digest"], "filename": r["filename"],
+                 "build_id": r["build_id"]})))
+        for r in self.conn.execute("SELECT * FROM channel_events WHERE channel = ? "
+                                   "ORDER BY id", (channel,)):
+            detail = json.loads(r["detail"])
+            events.append((r["at"], 2, Event(r["kind"], r["at"], r["who"], r["reason"],
+                                             _event_summary(r["kind"], detail), detail)))
+        events.sort(key=lambda t: (t[0], t[1]))
+        return [e for _, _, e in events]
+
+
+def _event_summary(kind: str, detail: dict[str, Any]) -> str:
+    if kind in ("pin", "unpin"):
+        return f"{detail.get('package')} {detail.get('version')}"
+    if kind in ("prune", "gc"):
+        files = detail.get("filenames", [])
+        return f"removed {len(files)}: " + ", ".join(files)
+    return json.dumps(detail, sort_keys=True)
+
+
+def _build(row: sqlite3.Row) -> Build:
+    d = dict(row)
+    d["artifacts"] = json.loads(d["artifacts"] or "{}")
+    return Build(**d)
+
+
+def _promotion(row: sqlite3.Row) -> Promotion:
+    d = dict(row)
+    d["digests"] = tuple(json.loads(d["digests"]))
+    d["filenames"] = tuple(json.loads(d["filenames"]))
+    d["scope"] = tuple(tuple(s) for s in json.loads(d["scope"]))
+    d["snapshot"] = tuple(json.loads(d["snapshot"]))
+    return Promotion(**d)
+
+
+def _pin(row: sqlite3.Row) -> Pin:
+    return Pin(**dict(row))
+
+
+# --- module-level calls for the build stage -----------------------------------------------
+
+
+def open_records(settings: Settings, *, timeout: float = DEFAULT_TIMEOUT) -> Records:
+    """The records database of ``settings`` (created and migrated as needed)."""
+    return Records(_sqlite_path(database_location(settings)), timeout=timeout)
+
+
+def start_build(settings: Settings, project: str, distro: str, arch: str, **inputs: Any) -> int:
+    """Record a running build; ``inputs``: upstream_commit, patch_digest, lock_digest,
+    builder_image, spec_digest, version, log_path (see ``Records.start_build``)."""
+    with open_records(settings) as db:
+        return db.start_build(project, distro, arch, **inputs)
+
+
+def finish_build(settings: Settings, build_id: int, status: str, **result: Any) -> Build:
+    """Close a build: status succeeded|failed; ``result``: version, artifacts
+    ({filename: sha256}), error, log_path, duration."""
+    with open_records(settings) as db:
+        return db.finish_build(build_id, status, **result)
+
+
+def record_publish(settings: Settings, channel: str, digest: str, filename: str, *,
+                   build_id: int | None = None) -> None:
+    with open_records(settings) as db:
+        db.record_publish(channel, digest, filename, build_id=build_id)
+
+
+def last_builds(settings: Settings, project: str | None = None) -> list[Build]:
+    with open_records(settings) as db:
+        return db.last_builds(project)
+
+
+def build(settings: Settings, build_id: int) -> Build:
+    with open_records(settings) as db:
+        return db.build(build_id)
+
+
+def promotions(settings: Settings, channel: str | None = None) -> list[Promotion]:
+    with open_records(settings) as db:
+        return db.promotions(channel)
