@@ -38,22 +38,12 @@ def elf_machine(path: Path) -> int | None:
     return int(struct.unpack(endian + "H", head[18:20])[0])
 
 
-def wrong_arch_files(tree: Path, arch: Arch) -> list[str]:
-    wrong = []
-    for dirpath, _dirs, files in os.walk(tree):
-        for name in files:
-            path = Path(dirpath) / name
-            if path.is_symlink() or not path.is_file():
-                continue
-            machine = elf_machine(path)
-            if machine is not None and machine != arch.elf_machine:
-                wrong.append(f"{path.relative_to(tree)} (e_machine {machine})")
-    return sorted(wrong)
-
-
-def files_naming(tree: Path, needles: list[str]) -> dict[str, list[str]]:
-    """Files under ``tree`` whose bytes contain any of ``needles``: leaked build paths."""
+def scan_tree(tree: Path, arch: Arch, needles: list[str]) -> tuple[list[str],
+                                                                 dict[str, list[str]]]:
+    """One pass over every file: ELF files not built for ``arch``, and files whose bytes
+    contain any of ``needles`` (leaked build paths)."""
     encoded = [n.encode() for n in needles if n and n != "/"]
+    wrong: list[str] = []
     hits: dict[str, list[str]] = {}
     for dirpath, _dirs, files in os.walk(tree):
         for name in files:
@@ -61,10 +51,16 @@ def files_naming(tree: Path, needles: list[str]) -> dict[str, list[str]]:
             if path.is_symlink() or not path.is_file():
                 continue
             data = path.read_bytes()
+            rel = str(path.relative_to(tree))
+            if data[:4] == ELF_MAGIC and len(data) >= 20:
+                endian = "<" if data[5] == 1 else ">"
+                machine = int(struct.unpack(endian + "H", data[18:20])[0])
+                if machine != arch.elf_machine:
+                    wrong.append(f"{rel} (e_machine {machine})")
             found = [n.decode() for n in encoded if n in data]
             if found:
-                hits[str(path.relative_to(tree))] = found
-    return hits
+                hits[rel] = found
+    return sorted(wrong), hits
 
 
 def run_scope(c: Container, scope: str, prefix: str, spec: Spec, dist_name: str,
@@ -104,10 +100,9 @@ def tree_checks(venv_dir: Path, arch: Arch, forbidden: list[str]) -> tuple[list[
                                                                            dict[str, object]]:
     """Host-side checks over the whole venv: ELF architecture and leaked build paths."""
     problems = []
-    wrong = wrong_arch_files(venv_dir, arch)
+    wrong, leaked = scan_tree(venv_dir, arch, forbidden)
     if wrong:
         problems.append(f"ELF files not built for {arch.value}:\n  " + "\n  ".join(wrong[:20]))
-    leaked = files_naming(venv_dir, forbidden)
     if leaked:
         listing = "\n".join(f"  {path}: {', '.join(needles)}"
                             for path, needles in sorted(leaked.items())[:20])

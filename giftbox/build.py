@@ -30,6 +30,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from packaging.specifiers import InvalidSpecifier, SpecifierSet
 from packaging.utils import canonicalize_name
@@ -270,9 +271,6 @@ class Builder:
         venv_dir = directory / "venv"
         work.mkdir()
         venv_dir.mkdir()
-        tree_dir = directory / "src"
-        with self._timed("source: checkout and patch"):
-            tree = source.checkout(spec, upstream, tree_dir, settings, self.reporter)
         wheelhouse = _wheelhouse(settings, spec, distro, arch)
         cache = _tool_cache(settings, distro, arch)
         wheelhouse.mkdir(parents=True, exist_ok=True)
@@ -285,11 +283,31 @@ class Builder:
         with self._timed("venv: link the deps layer"):
             link_tree(layer / "venv", venv_dir)
         (work / "pins.txt").write_text(lock.pins_text(lock.pins(lock_text)))
-        mounts = self.mounts(work, cache, wheelhouse, tree.path, venv_dir, prefix)
+        # The project's wheel depends on the patched source and the build tools (lock, image)
+        # only: a build whose other inputs changed (prefix, bindings) reuses it.
+        wheel_key = _key({"recipe": RECIPE, "commit": upstream.commit, "patches": patch_digest,
+                          "lock": lock_digest, "image": image.image_id,
+                          "version": upstream.version})
+        wheel_cache = (settings.cache_dir / "wheels" / f"{spec.name}-{distro.name}-"
+                       f"{arch.value}" / wheel_key[:16])
+        tree_dir = directory / "src"
+        src_record = self._cached_wheel(wheel_cache, work)
+        if src_record is None:
+            with self._timed("source: checkout and patch"):
+                tree = source.checkout(spec, upstream, tree_dir, settings, self.reporter)
+            src_record = {"head": tree.head, "patch_digest": tree.patch_digest,
+                          "patches": [p.as_dict() for p in tree.patches]}
+        else:
+            self.reporter.info(f"==> wheel {wheel_key[:16]}: cached (source unchanged)")
+        mounts = self.mounts(work, cache, wheelhouse, tree_dir if tree_dir.exists() else None,
+                             venv_dir, prefix)
         with Container(image, arch, settings, self.reporter, mounts=mounts, env=env,
                        workdir=BUILD_DIR) as c:
-            with self._timed(f"wheel: build {spec.name} with build"):
-                wheel = self._build_wheel(c, upstream.version, log_path)
+            if not (work / "dist").is_dir():
+                with self._timed(f"wheel: build {spec.name} with build"):
+                    self._build_wheel(c, upstream.version, log_path)
+                self._store_wheel(wheel_cache, work, src_record)
+            wheel = next((work / "dist").glob("*.whl")).name
             with self._timed(f"install: {spec.name} into the venv"):
                 self._install(c, prefix, [f"{BUILD_DIR}/dist/{wheel}"], log_path)
                 site = _site_packages(venv_dir)
@@ -319,8 +337,10 @@ class Builder:
             upstream_kind=upstream.kind, upstream_url=upstream.url, upstream_ref=upstream.ref,
             upstream_commit=upstream.commit, upstream_version=upstream.version,
             upstream_sha256=upstream.sha256,
-            patches=tuple(PatchInfo(p.name, p.sha256, p.subject) for p in tree.patches),
-            patch_digest=tree.patch_digest, source_commit=tree.head, lock_digest=lock_digest,
+            patches=tuple(PatchInfo(p["name"], p["sha256"], p["subject"])
+                          for p in src_record["patches"]),
+            patch_digest=src_record["patch_digest"], source_commit=src_record["head"],
+            lock_digest=lock_digest,
             builder_image=image.image_id, distro=distro.name, family=distro.family,
             arch=arch.value, python=distro.python, prefix=prefix, version=version.as_dict(),
             source_date_epoch=upstream.source_date_epoch,
@@ -405,6 +425,26 @@ class Builder:
             shutil.rmtree(work)
             tmp.rename(layer)
             return layer
+
+    def _cached_wheel(self, folder: Path, work: Path) -> dict[str, Any] | None:
+        """Put the cached wheel in ``work/dist`` and return its source record, if cached."""
+        record = folder / "source.json"
+        wheels = list(folder.glob("*.whl"))
+        if not record.is_file() or len(wheels) != 1:
+            return None
+        (work / "dist").mkdir()
+        shutil.copy2(wheels[0], work / "dist" / wheels[0].name)
+        return json.loads(record.read_text())  # type: ignore[no-any-return]
+
+    def _store_wheel(self, folder: Path, work: Path, src_record: dict[str, Any]) -> None:
+        tmp = folder.with_name(folder.name + ".tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        for wheel in (work / "dist").glob("*.whl"):
+            shutil.copy2(wheel, tmp / wheel.name)
+        (tmp / "source.json").write_text(json.dumps(src_record, indent=2) + "\n")
+        shutil.rmtree(folder, ignore_errors=True)
+        tmp.rename(folder)
 
     def _compile(self, c: Container, prefix: str, paths: list[str], log_path: Path) -> None:
         if paths:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import click
 
-from giftbox import builders
 from giftbox.cli import App, cli, emit_json, json_option, pass_app
 from giftbox.distros import Arch, get_distro, load_distros
 from giftbox.errors import BuilderError
@@ -41,6 +40,8 @@ def list_(app: App, as_json: bool) -> None:
     PRESENT: some image of that distro/arch exists; CURRENT: the one for today's definition.
     HERE: whether this machine can bootstrap it (no means it needs a registry).
     """
+    from giftbox import builders  # lazily: the Docker SDK costs ~0.3 s to import
+
     rows = builders.list_builders(app.settings)
     if as_json:
         emit_json([r.as_dict() for r in rows])
@@ -62,7 +63,7 @@ def _yes(value: bool) -> str:
                    "Default: every arch the distro's builder.yaml lists.")
 @click.option("--all-runnable", is_flag=True,
               help="Every distro that can be bootstrapped on this machine (runnable_here).")
-@click.option("--pull-timeout", type=float, default=builders.DEFAULT_PULL_TIMEOUT,
+@click.option("--pull-timeout", type=float, default=120.0,
               show_default=True, help="Seconds to wait on a registry before giving up.")
 @json_option
 @pass_app
@@ -79,6 +80,8 @@ def ensure(app: App, distros: tuple[str, ...], arches: tuple[str, ...], all_runn
     foreign arch. Builders without runnable_here need a registry: point the engine at a mirror,
     or `docker load` the base image and tag it as the error message says.
     """
+    from giftbox import builders  # lazily: the Docker SDK costs ~0.3 s to import
+
     settings = app.settings
     known = load_distros(settings.builders_dir)
     names = list(distros)
@@ -121,6 +124,8 @@ def prune(app: App, dry_run: bool, as_json: bool) -> None:
     Also removes giftbox containers whose giftbox process died without cleaning up (SIGKILL).
     Images still used by a container are kept and reported.
     """
+    from giftbox import builders  # lazily: the Docker SDK costs ~0.3 s to import
+
     result = builders.prune(app.settings, dry_run=dry_run, reporter=app.reporter)
     if as_json:
         emit_json(result.as_dict())
