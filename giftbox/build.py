@@ -55,7 +55,7 @@ SRC_DIR = lock.SRC_DIR
 WHEELHOUSE_DIR = lock.WHEELHOUSE_DIR
 CACHE_DIR = lock.CACHE_DIR
 # Bumped when the way a venv is assembled changes, so old cache entries are not reused.
-RECIPE = "2"
+RECIPE = "3"
 
 _WHEEL_RE = re.compile(r"^(?P<name>[^-]+)-(?P<version>[^-]+)(-\d[^-]*)?-[^-]+-[^-]+-[^-]+\.whl$")
 
@@ -263,6 +263,33 @@ class Builder:
             self.reporter.info(f"==> cache hit: {spec.name} for {distro.name}/{arch.value} "
                                f"(inputs {key[:16]} unchanged)")
             return self._load(result_path, cached=True)
+        from giftbox import records
+
+        build_id = records.start_build(
+            settings, spec.name, distro.name, arch.value, upstream_commit=upstream.commit,
+            patch_digest=patch_digest, lock_digest=lock_digest, builder_image=image.image_id,
+            spec_digest=hashlib.sha256(spec.path.read_bytes()).hexdigest(),
+            version=version.for_family(distro.family),
+            log_path=str(directory / "build.log"))
+        start = time.monotonic()
+        try:
+            result = self._fresh(upstream, image, meta, lock_text, lock_digest, patch_digest,
+                                 version, prefix, key, directory, started)
+        except BaseException as exc:
+            message = exc.render() if isinstance(exc, BuildError) else \
+                f"{type(exc).__name__}: {exc}"
+            records.finish_build(settings, build_id, "failed", error=message[:4000],
+                                 duration=round(time.monotonic() - start, 2))
+            raise
+        records.finish_build(settings, build_id, "succeeded",
+                             duration=round(time.monotonic() - start, 2))
+        return result
+
+    def _fresh(self, upstream: source.Upstream, image: BuilderImage, meta: lock.ProjectMeta,
+               lock_text: str, lock_digest: str, patch_digest: str, version: PackageVersion,
+               prefix: str, key: str, directory: Path, started: str) -> BuildResult:
+        spec, distro, arch, settings = self.spec, self.distro, self.arch, self.settings
+        result_path = directory / "result.json"
         if directory.exists():
             shutil.rmtree(directory)  # an interrupted earlier attempt
         directory.mkdir(parents=True)
@@ -611,6 +638,10 @@ def relocate(venv: Path, prefix: str) -> None:
                 raise BuildError("cannot make bin/activate relocatable: no 'export VIRTUAL_ENV'"
                                  " line (virtualenv changed its activate script?)")
             _replace(activate, text.encode())
+    # Build tools' litter in the venv root: virtualenv's .gitignore and CACHEDIR.TAG (the
+    # latter makes backup tools skip an installed service), uv's world-writable .lock.
+    for litter in (".gitignore", "CACHEDIR.TAG", ".lock"):
+        (venv / litter).unlink(missing_ok=True)
     site = _site_packages(venv)
     for direct_url in site.glob("*.dist-info/direct_url.json"):
         if '"file://' in direct_url.read_text():

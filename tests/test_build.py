@@ -12,6 +12,7 @@ import pytest
 from conftest import REPO, Upstream, git, git_spec, write_spec
 
 from giftbox import build as build_stage
+from giftbox import records
 from giftbox.audit import elf_machine
 from giftbox.distros import Arch, get_distro
 from giftbox.errors import BuildError
@@ -142,9 +143,15 @@ def test_c_extension_builds_audits_and_rebuilds_from_cache(root: Path, bsettings
         result.venv_dir.glob("lib/python3.11/site-packages/__pycache__/six*.pyc"))
     assert pycs and pycs[0].read_bytes()[4:8] == b"\x03\x00\x00\x00"  # checked-hash pyc
 
+    for litter in (".gitignore", "CACHEDIR.TAG", ".lock"):
+        assert not (result.venv_dir / litter).exists(), litter
+
     again = build_stage.build(spec, get_distro(root / "builders", "debian12"), Arch.x86_64,
                               bsettings)
     assert again.cached and again.key == result.key and again.venv_dir == result.venv_dir
+    (record,) = records.last_builds(bsettings, "demo-ext")
+    assert record.status == "succeeded" and record.upstream_commit == demo.head("1.0.0")
+    assert record.version == "1.0.0-1~deb12"
 
 
 def test_venv_runs_after_being_moved(root: Path, bsettings: Settings, demo: Upstream,
@@ -239,6 +246,8 @@ def test_compile_failure_shows_the_log(root: Path, bsettings: Settings, demo: Up
     assert "_speed.c" in text and "error" in text
     log = Path(text.split("full log: ")[1].strip())
     assert log.is_file() and "_speed.c" in log.read_text()
+    (record,) = records.last_builds(bsettings, "demo-ext")
+    assert record.status == "failed" and "building demo-ext's wheel failed" in record.error
 
 
 @pytest.mark.network
