@@ -20,6 +20,7 @@ Flow for one (project, distro, arch):
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import json
 import os
@@ -73,9 +74,11 @@ class BuildResult:
     log_path: Path
     cached: bool
     timings: dict[str, float] = field(default_factory=dict)
+    build_id: int | None = None  # in the build records
 
     def as_dict(self) -> dict[str, object]:
-        return {"project": self.project, "distro": self.distro, "arch": self.arch,
+        return {"build_id": self.build_id, "project": self.project, "distro": self.distro,
+                "arch": self.arch,
                 "key": self.key, "directory": str(self.directory),
                 "venv": str(self.venv_dir), "prefix": self.manifest.prefix,
                 "version": self.manifest.version, "manifest": str(self.manifest_path),
@@ -283,6 +286,8 @@ class Builder:
             raise
         records.finish_build(settings, build_id, "succeeded",
                              duration=round(time.monotonic() - start, 2))
+        result = dataclasses.replace(result, build_id=build_id)
+        _write_result(directory / "result.json", result)
         return result
 
     def _fresh(self, upstream: source.Upstream, image: BuilderImage, meta: lock.ProjectMeta,
@@ -384,9 +389,7 @@ class Builder:
                              directory=directory, venv_dir=venv_dir, manifest=manifest,
                              manifest_path=manifest_path, log_path=log_path, cached=False,
                              timings=self.timings)
-        tmp = result_path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(result.as_dict(), indent=2, default=str) + "\n")
-        tmp.replace(result_path)  # the build is complete only once this exists
+        _write_result(result_path, result)  # the build is complete only once this exists
         return result
 
     def _load(self, path: Path, cached: bool) -> BuildResult:
@@ -396,7 +399,8 @@ class Builder:
         return BuildResult(project=data["project"], distro=data["distro"], arch=data["arch"],
                            key=data["key"], directory=directory, venv_dir=Path(data["venv"]),
                            manifest=Manifest.read(manifest_path), manifest_path=manifest_path,
-                           log_path=Path(data["log"]), cached=cached, timings=self.timings)
+                           log_path=Path(data["log"]), cached=cached, timings=self.timings,
+                           build_id=data.get("build_id"))
 
     # -- steps inside the builder ------------------------------------------------------------
 
@@ -567,6 +571,12 @@ fi
 VIRTUAL_ENV="$(cd "$(dirname -- "$_giftbox_here")/.." && pwd -P)"
 unset _giftbox_here
 """
+
+
+def _write_result(path: Path, result: BuildResult) -> None:
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(result.as_dict(), indent=2, default=str) + "\n")
+    tmp.replace(path)
 
 
 def _replace(path: Path, data: bytes) -> None:

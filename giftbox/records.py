@@ -424,6 +424,19 @@ class Records:
                  str(log_path) if log_path is not None else None, build_id))
         return self.build(build_id)
 
+    def add_artifacts(self, build_id: int, artifacts: Mapping[str, str]) -> Build:
+        """Attach packages made from a finished build (packaging follows the venv build,
+        and a cached build can be packaged again with other options)."""
+        with self._write() as db:
+            row = db.execute("SELECT artifacts FROM builds WHERE id = ?",
+                             (build_id,)).fetchone()
+            if row is None:
+                raise StateError(f"no build {build_id} in {self.path}")
+            merged = {**json.loads(row["artifacts"] or "{}"), **artifacts}
+            db.execute("UPDATE builds SET artifacts = ? WHERE id = ?",
+                       (json.dumps(merged, sort_keys=True), build_id))
+        return self.build(build_id)
+
     def build(self, build_id: int) -> Build:
         row = self.conn.execute("SELECT * FROM builds WHERE id = ?", (build_id,)).fetchone()
         if row is None:
@@ -636,6 +649,11 @@ def finish_build(settings: Settings, build_id: int, status: str, **result: Any) 
     ({filename: sha256}), error, log_path, duration."""
     with open_records(settings) as db:
         return db.finish_build(build_id, status, **result)
+
+
+def add_artifacts(settings: Settings, build_id: int, artifacts: Mapping[str, str]) -> Build:
+    with open_records(settings) as db:
+        return db.add_artifacts(build_id, artifacts)
 
 
 def record_publish(settings: Settings, channel: str, digest: str, filename: str, *,

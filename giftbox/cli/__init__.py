@@ -104,3 +104,4 @@ from giftbox.cli import builder as _builder  # noqa: E402,F401
 from giftbox.cli import repo as _repo  # noqa: E402,F401
 from giftbox.cli import source as _source  # noqa: E402,F401
 from giftbox.cli import spec as _spec  # noqa: E402,F401
+from giftbox.cli import package as _package  # noqa: E402,F401

@@ -67,33 +67,62 @@ def lock_cmd(app: App, project: str, distros: tuple[str, ...], arches: tuple[str
 @click.option("--arch", "arches", multiple=True, help="Target arch (repeatable): x86_64, "
               "ppc64le. Default: the spec's matrix.")
 @click.option("--ref", help="Build this git ref instead of the pinned one (git upstreams).")
+@click.option("--no-package", is_flag=True, help="Stop at the audited venv.")
+@click.option("--packager", type=click.Choice(["auto", "native", "fpm"]), default="auto",
+              show_default=True, help="native: dpkg-deb/rpmbuild; fpm when on PATH; auto "
+              "prefers native.")
+@click.option("--compression", type=click.Choice(["zstd", "xz", "gzip"]),
+              help="Package compression. Default: what the target's dpkg/rpm read best "
+                   "(zstd on Debian 12+, Ubuntu 21.10+, EL8+; xz before).")
+@click.option("--compression-level", type=int, help="Compression level (tool's default).")
+@click.option("--publish", "channels", multiple=True, metavar="CHANNEL",
+              help="Publish the package to CHANNEL (repeatable), signed and atomically.")
 @json_option
 @pass_app
 def build_cmd(app: App, project: str, distros: tuple[str, ...], arches: tuple[str, ...],
-              ref: str | None, as_json: bool) -> None:
-    """Build PROJECT into an audited, relocatable virtualenv inside the target's builder.
+              ref: str | None, no_package: bool, packager: str, compression: str | None,
+              compression_level: int | None, channels: tuple[str, ...],
+              as_json: bool) -> None:
+    """Build PROJECT into an audited, relocatable venv and a native package.
 
-    Stages: resolve the upstream and the builder image; check the committed lock; fill the
-    wheelhouse (hashes required); create the venv at its final prefix and install offline;
-    build the patched project's wheel with `build`; make the venv relocatable; compile
-    hash-based bytecode; audit (no build paths, pip check, imports, console scripts, ELF
-    arch). A build whose inputs are unchanged is a cache hit.
+    \b
+    Stages, each timed:
+      resolve     upstream ref -> commit; the builder image (bootstrapped if missing)
+      lock        the committed lock must match the requirements (giftbox lock refreshes it)
+      deps layer  wheelhouse filled (hashes required); venv at its final prefix; the lock
+                  installed offline; bytecode; audited. Cached per lock and builder.
+      wheel       the patched project built with `build`, offline. Cached per source.
+      audit       no build paths, pip check, imports, console scripts, ELF arch
+      package     .deb (dpkg-deb) or .rpm (rpmbuild), lintian/rpmlint clean
+      publish     with --publish, into the channel's signed repository
+
+    A build whose inputs are unchanged is a cache hit and takes about a second.
 
     \b
       giftbox build nova --distro debian12 --arch x86_64
-      giftbox build python-openstackclient --distro debian12 --arch ppc64le --json
+      giftbox build nova --distro debian12 --arch ppc64le --publish nightly --json
     """
-    from giftbox.build import build
+    from giftbox.pipeline import run_target
 
     spec = find_spec(app.settings.root, project, frozenset(load_distros(app.settings.builders_dir)))
     results = []
     for distro, arch in _targets(app, spec, distros, arches):
-        result = build(spec, distro, arch, app.settings, app.reporter, ref=ref)
+        result = run_target(spec, distro, arch, app.settings, app.reporter, ref=ref,
+                            package=not no_package, publish=channels, packager=packager,
+                            compression=compression, compression_level=compression_level)
         results.append(result)
-        if not as_json:
-            state = "cached" if result.cached else "built"
-            click.echo(f"{state}: {project} {result.manifest.version['upstream']} for "
-                       f"{distro.name}/{arch.value} -> {result.venv_dir} "
-                       f"(installs at {result.manifest.prefix})")
+        if as_json:
+            continue
+        b = result.build
+        state = "cached" if b.cached else "built"
+        click.echo(f"{state}: {project} {b.manifest.version['upstream']} for "
+                   f"{distro.name}/{arch.value}: venv {b.venv_dir} (installs at "
+                   f"{b.manifest.prefix})")
+        if result.package:
+            p = result.package
+            click.echo(f"package: {p.path}\n  name {p.name}  version {p.version}  arch {p.arch}"
+                       f"  size {p.size / 1e6:.1f} MB\n  sha256 {p.sha256}")
+        for channel in result.published:
+            click.echo(f"published to {channel}")
     if as_json:
         emit_json({"builds": [r.as_dict() for r in results]})

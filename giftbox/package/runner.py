@@ -58,6 +58,7 @@ class HostRunner:
     where = "host"
 
     def run(self, argv: Sequence[str], *, cwd: str | None = None) -> RunResult:
+        command: Any
         try:
             command = local[argv[0]][list(argv[1:])]
         except CommandNotFound:

@@ -28,6 +28,7 @@ from __future__ import annotations
 from shlex import quote
 
 from giftbox.package.layout import Staged
+from giftbox.spec import ALLOWED_PREFIX_ROOTS
 
 _HEADER = "#!/bin/sh\n# Written by giftbox for {name}; see giftbox/package/scripts.py.\nset -e\n"
 
@@ -57,6 +58,11 @@ def _cleanup_block(staged: Staged) -> str:
         lines.append(f"    if [ -d {_q(parent)} ]; then rmdir --ignore-fail-on-non-empty "
                      f"{_q(parent)}; fi")
     return "\n".join(lines) + "\n"
+
+
+def _prefix_root(staged: Staged) -> str | None:
+    prefix = staged.spec.package.prefix
+    return next((r for r in ALLOWED_PREFIX_ROOTS if prefix.startswith(r + "/")), None)
 
 
 # --- deb ----------------------------------------------------------------------------------
@@ -150,6 +156,13 @@ def deb_scripts(staged: Staged) -> dict[str, str]:
                        "fi\n")
     post_rm.append('if [ "$1" = remove ] || [ "$1" = purge ] || [ "$1" = upgrade ]; then\n'
                    + _cleanup_block(staged) + "fi\n")
+    root = _prefix_root(staged)
+    if root:
+        # The data tarball lists /opt (every parent is in it), and when no other package
+        # claims it, dpkg deletes the empty directory on removal: put the FHS directory back.
+        post_rm.append(f'if [ "$1" = remove ] || [ "$1" = purge ]; then\n'
+                       f"    if [ ! -d {_q(root)} ]; then mkdir -m 0755 {_q(root)}; fi\n"
+                       "fi\n")
     state = _state_dir(staged)
     if state:
         post_rm.append(f'if [ "$1" = purge ]; then\n    rm -rf {_q(state)}\nfi\n')

@@ -1,0 +1,131 @@
+"""One target through the whole flow: build the venv, package it, publish it.
+
+``giftbox build`` and ``giftbox nightly`` both go through ``run_target``. Packaging runs its
+target-sensitive steps (dpkg-shlibdeps, the check that every runtime dependency exists in the
+target's archive) inside the target's builder, so the answers are the target's, not the host's.
+A package is keyed by its build: building again with nothing changed reuses it.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from giftbox.build import BuildResult, build
+from giftbox.distros import Arch, Distro
+from giftbox.settings import Settings
+from giftbox.spec import Spec
+from giftbox.ui import NULL_REPORTER, Reporter
+
+
+@dataclass(frozen=True)
+class PackageInfo:
+    path: Path
+    name: str
+    version: str
+    arch: str
+    family: str
+    size: int
+    sha256: str
+    packager: str
+    compression: str
+    depends: tuple[str, ...]
+    cached: bool
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"path": str(self.path), "name": self.name, "version": self.version,
+                "arch": self.arch, "family": self.family, "size": self.size,
+                "sha256": self.sha256, "packager": self.packager,
+                "compression": self.compression, "depends": list(self.depends),
+                "cached": self.cached}
+
+
+@dataclass(frozen=True)
+class TargetResult:
+    build: BuildResult
+    package: PackageInfo | None
+    published: list[str]  # channels it was published to
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"build": self.build.as_dict(),
+                "package": self.package.as_dict() if self.package else None,
+                "published": self.published}
+
+
+def _cached_package(folder: Path) -> PackageInfo | None:
+    record = folder / "package.json"
+    if not record.is_file():
+        return None
+    data = json.loads(record.read_text())
+    path = Path(data["path"])
+    if not path.is_file():
+        return None
+    data["path"] = path
+    data["depends"] = tuple(data["depends"])
+    data["cached"] = True
+    return PackageInfo(**data)
+
+
+def package_build(result: BuildResult, spec: Spec, distro: Distro, arch: Arch,
+                  settings: Settings, reporter: Reporter = NULL_REPORTER, *,
+                  packager: str = "auto", compression: str | None = None,
+                  compression_level: int | None = None) -> PackageInfo:
+    """The .deb/.rpm of ``result``, made once per build (and per packaging options)."""
+    from giftbox.builders import ensure
+    from giftbox.container import Container
+    from giftbox.package import build_package
+    from giftbox.package.runner import ContainerRunner
+
+    options = f"{packager}-{compression or 'default'}-{compression_level or 'default'}"
+    folder = result.directory / "package" / options
+    cached = _cached_package(folder)
+    if cached is not None:
+        reporter.info(f"==> package {cached.path.name}: cached")
+        return cached
+    image = ensure(distro, arch, settings, reporter)
+    with Container(image, arch, settings, reporter, workdir="/giftbox-package") as c:
+        if distro.family == "deb":
+            # The builder keeps no apt lists; the dependency check needs the archive's.
+            with reporter.stage(f"apt-get update in the {distro.name} builder"):
+                c.call(["apt-get", "update", "-qq"], stream=False)
+        artifact = build_package(result.venv_dir, result.manifest, spec, distro, folder,
+                                 packager=packager, compression=compression,
+                                 compression_level=compression_level,
+                                 runner=ContainerRunner(c), reporter=reporter)
+    info = PackageInfo(path=artifact.path, name=artifact.name, version=artifact.version,
+                       arch=artifact.arch, family=artifact.family, size=artifact.size,
+                       sha256=artifact.sha256, packager=artifact.packager,
+                       compression=artifact.compression, depends=tuple(artifact.depends),
+                       cached=False)
+    record = info.as_dict()
+    record.pop("cached")
+    (folder / "package.json").write_text(json.dumps(record, indent=2) + "\n")
+    return info
+
+
+def run_target(spec: Spec, distro: Distro, arch: Arch, settings: Settings,
+               reporter: Reporter = NULL_REPORTER, *, ref: str | None = None,
+               package: bool = True, publish: tuple[str, ...] = (), packager: str = "auto",
+               compression: str | None = None,
+               compression_level: int | None = None) -> TargetResult:
+    built = build(spec, distro, arch, settings, reporter, ref=ref)
+    if not package:
+        return TargetResult(build=built, package=None, published=[])
+    info = package_build(built, spec, distro, arch, settings, reporter, packager=packager,
+                         compression=compression, compression_level=compression_level)
+    from giftbox import records
+
+    if built.build_id is not None:
+        records.add_artifacts(settings, built.build_id, {info.path.name: info.sha256})
+    published = []
+    for channel in publish:
+        from giftbox.repo import publish as publish_files
+
+        with reporter.stage(f"publish {info.path.name} to {channel}"):
+            publish_files(channel, [info.path], settings, reporter)
+        records.record_publish(settings, channel, info.sha256, info.path.name,
+                               build_id=built.build_id)
+        published.append(channel)
+    return TargetResult(build=built, package=info, published=published)
