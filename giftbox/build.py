@@ -56,7 +56,7 @@ SRC_DIR = lock.SRC_DIR
 WHEELHOUSE_DIR = lock.WHEELHOUSE_DIR
 CACHE_DIR = lock.CACHE_DIR
 # Bumped when the way a venv is assembled changes, so old cache entries are not reused.
-RECIPE = "3"
+RECIPE = "4"
 
 _WHEEL_RE = re.compile(r"^(?P<name>[^-]+)-(?P<version>[^-]+)(-\d[^-]*)?-[^-]+-[^-]+-[^-]+\.whl$")
 
@@ -345,6 +345,7 @@ class Builder:
                 site = _site_packages(venv_dir)
                 relocate(venv_dir, prefix)
                 write_bindings_shim(site, spec, distro)
+                place_rootwrap_filters(venv_dir, spec, tree_dir)
             with self._timed(f"bytecode: hash-based .pyc for {spec.name}"):
                 paths = project_paths(site, meta.name)
                 shim = site / "_giftbox_system_bindings.py"
@@ -662,6 +663,27 @@ def relocate(venv: Path, prefix: str) -> None:
                          if not line.startswith(f"{direct_url.parent.name}/direct_url.json")]
                 _replace(record, ("\n".join(lines) + "\n").encode())
             direct_url.unlink()
+
+
+def place_rootwrap_filters(venv: Path, spec: Spec, source_tree: Path) -> None:
+    """Put the project's rootwrap filters where the package installs them from
+    (giftbox.package.layout.rootwrap_share): from the wheel's data files (pbr installs
+    etc/<project>/rootwrap.d into the venv), else from the source tree."""
+    if spec.package.rootwrap is None:
+        return
+    from giftbox.package.layout import rootwrap_share
+
+    target = venv / rootwrap_share(spec.name)
+    for candidate in (venv / "etc" / spec.name / "rootwrap.d",
+                      source_tree / "etc" / spec.name / "rootwrap.d"):
+        if candidate.is_dir():
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copytree(candidate, target, dirs_exist_ok=True)
+            return
+    raise BuildError(f"{spec.name} declares package.rootwrap but ships no rootwrap filters "
+                     f"(etc/{spec.name}/rootwrap.d in its wheel or source)",
+                     hint=f"drop package.rootwrap from specs/{spec.name}.yaml, or add the "
+                          "filters with a patch")
 
 
 def write_bindings_shim(site: Path, spec: Spec, distro: Distro) -> None:

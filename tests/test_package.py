@@ -11,7 +11,6 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from package_fixtures import IMAGE, fake_venv, make_manifest, rpm_distro, write_spec
 
 from giftbox.container import Container, Mount
 from giftbox.distros import Arch, get_distro
@@ -31,6 +30,10 @@ from giftbox.package.layout import stage
 from giftbox.package.lint import lintian
 from giftbox.settings import Settings
 from giftbox.versions import package_version
+
+pytest.register_assert_rewrite("package_fixtures")  # before it is imported, just below
+
+from package_fixtures import IMAGE, fake_venv, make_manifest, rpm_distro, write_spec  # noqa: E402
 
 # The session fixtures (package_tree, session_settings, demo_venvs) live beside the helpers.
 pytest_plugins = ["package_fixtures"]

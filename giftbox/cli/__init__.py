@@ -101,7 +101,10 @@ def main(argv: list[str] | None = None) -> None:
 # Command modules register themselves on import.
 from giftbox.cli import build as _build  # noqa: E402,F401
 from giftbox.cli import builder as _builder  # noqa: E402,F401
+from giftbox.cli import nightly as _nightly  # noqa: E402,F401
+from giftbox.cli import package as _package  # noqa: E402,F401
+from giftbox.cli import patches as _patches  # noqa: E402,F401
 from giftbox.cli import repo as _repo  # noqa: E402,F401
 from giftbox.cli import source as _source  # noqa: E402,F401
 from giftbox.cli import spec as _spec  # noqa: E402,F401
-from giftbox.cli import package as _package  # noqa: E402,F401
+from giftbox.cli import workflow as _workflow  # noqa: E402,F401

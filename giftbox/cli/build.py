@@ -61,7 +61,11 @@ def lock_cmd(app: App, project: str, distros: tuple[str, ...], arches: tuple[str
 
 
 @cli.command("build")
-@click.argument("project")
+@click.argument("project", required=False)
+@click.option("--all", "all_projects", is_flag=True,
+              help="Every spec, each over its matrix runnable here.")
+@click.option("-j", "--jobs", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Targets built at once (with --all or several targets).")
 @click.option("--distro", "distros", multiple=True, help="Target distro (repeatable), e.g. "
               "debian12. Default: the spec's matrix, where runnable here.")
 @click.option("--arch", "arches", multiple=True, help="Target arch (repeatable): x86_64, "
@@ -79,7 +83,8 @@ def lock_cmd(app: App, project: str, distros: tuple[str, ...], arches: tuple[str
               help="Publish the package to CHANNEL (repeatable), signed and atomically.")
 @json_option
 @pass_app
-def build_cmd(app: App, project: str, distros: tuple[str, ...], arches: tuple[str, ...],
+def build_cmd(app: App, project: str | None, all_projects: bool, jobs: int,
+              distros: tuple[str, ...], arches: tuple[str, ...],
               ref: str | None, no_package: bool, packager: str, compression: str | None,
               compression_level: int | None, channels: tuple[str, ...],
               as_json: bool) -> None:
@@ -101,9 +106,22 @@ def build_cmd(app: App, project: str, distros: tuple[str, ...], arches: tuple[st
     \b
       giftbox build nova --distro debian12 --arch x86_64
       giftbox build nova --distro debian12 --arch ppc64le --publish nightly --json
+      giftbox build --all --jobs 4
     """
     from giftbox.pipeline import run_target
 
+    if all_projects == bool(project):
+        raise click.UsageError("name a PROJECT or give --all")
+    if all_projects or jobs > 1:
+        # Several targets at once, with a progress display: giftbox/cli/nightly.py.
+        from giftbox.cli.nightly import build_many
+
+        build_many(app, [project] if project else [], distros=distros, arches=arches,
+                   ref=ref, jobs=jobs, as_json=as_json,
+                   run={"package": not no_package, "publish": channels, "packager": packager,
+                        "compression": compression, "compression_level": compression_level})
+        return
+    assert project is not None
     spec = find_spec(app.settings.root, project, frozenset(load_distros(app.settings.builders_dir)))
     results = []
     for distro, arch in _targets(app, spec, distros, arches):

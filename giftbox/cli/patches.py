@@ -27,7 +27,7 @@ def export_cmd(app: App, project: str, tree: Path, as_json: bool) -> None:
     """Write the commits on top of giftbox-upstream in --from back to patches/PROJECT/.
 
     One format-patch file per commit (author, date and message kept; no commit hashes, no
-    git version, no diffstat, so re-exporting an unchanged tree changes no byte). Existing
+    git version, no series numbers, so re-exporting an unchanged tree changes no byte). Existing
     patches keep their file names; new ones are numbered after the last. Files that left the
     series are removed and the series list (the spec's patches:, or patches/PROJECT/series)
     is updated in place, the rest of the spec untouched.

@@ -457,7 +457,16 @@ def stage(venv_dir: Path, manifest: Manifest, spec: Spec, distro: Distro, root: 
             dirnames[:] = []  # the venv's own modes were normalised above
         os.chmod(dirpath, 0o755)
     staged.conffiles.sort(key=lambda c: c.path)
+    set_mtimes(root, manifest.source_date_epoch)
     return staged
+
+
+def set_mtimes(root: Path, epoch: int) -> None:
+    """Every mtime to SOURCE_DATE_EPOCH, not just clamped: a file older than the epoch would
+    otherwise keep its own time, and two builds of one tree differ by when files were made."""
+    for path in walk_sorted(root):
+        os.utime(path, (epoch, epoch), follow_symlinks=False)
+    os.utime(root, (epoch, epoch))
 
 
 def sha256_file(path: Path) -> str:

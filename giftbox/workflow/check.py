@@ -176,7 +176,6 @@ def check_series(spec: Spec, settings: Settings,
         results = []
         for path in spec.patches:
             status = check_patch(tree, path, upstream.commit, env)
-            reporter.detail(f"{path.name}: {status.status}")
             results.append(status)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

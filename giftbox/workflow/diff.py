@@ -44,6 +44,20 @@ class Side:
 
 
 @dataclass(frozen=True)
+class LockChange:
+    only_in: str | None = None  # "a" or "b" when the lock file exists on one side only
+    added: dict[str, str] = field(default_factory=dict)
+    removed: dict[str, str] = field(default_factory=dict)
+    changed: dict[str, tuple[str, str]] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, object]:
+        if self.only_in:
+            return {"only_in": self.only_in}
+        return {"added": self.added, "removed": self.removed,
+                "changed": {n: list(v) for n, v in self.changed.items()}}
+
+
+@dataclass(frozen=True)
 class Diff:
     project: str
     a: Side
@@ -62,20 +76,20 @@ class Diff:
         }
 
     @property
-    def locks(self) -> dict[str, dict[str, object]]:
-        out: dict[str, dict[str, object]] = {}
+    def locks(self) -> dict[str, LockChange]:
+        """Per lock file present on either side, what changed (files that match are left
+        out)."""
+        out: dict[str, LockChange] = {}
         for file in sorted(set(self.a.locks) | set(self.b.locks)):
             old, new = self.a.locks.get(file), self.b.locks.get(file)
             if old is None or new is None:
-                out[file] = {"only_in": "b" if old is None else "a"}
+                out[file] = LockChange(only_in="b" if old is None else "a")
                 continue
-            entry = {
-                "added": {n: v for n, v in new.items() if n not in old},
-                "removed": {n: v for n, v in old.items() if n not in new},
-                "changed": {n: [old[n], v] for n, v in new.items()
-                            if n in old and old[n] != v},
-            }
-            if any(entry.values()):
+            entry = LockChange(
+                added={n: v for n, v in new.items() if n not in old},
+                removed={n: v for n, v in old.items() if n not in new},
+                changed={n: (old[n], v) for n, v in new.items() if n in old and old[n] != v})
+            if entry.added or entry.removed or entry.changed:
                 out[file] = entry
         return out
 
@@ -85,7 +99,8 @@ class Diff:
                 else [{"commit": c, "subject": s} for c, s in self.commits],
                 "commits_removed": [{"commit": c, "subject": s}
                                     for c, s in self.commits_removed],
-                "patches": self.patches, "locks": self.locks,
+                "patches": self.patches,
+                "locks": {f: c.as_dict() for f, c in self.locks.items()},
                 "versions": {d: [self.a.versions.get(d), self.b.versions.get(d)]
                              for d in sorted(set(self.a.versions) | set(self.b.versions))}}
 

@@ -24,11 +24,12 @@ UPSTREAM_TAG = "giftbox-upstream"
 # --zero-commit: no commit hash in the "From " line (it changes on every rebase);
 # --no-signature: no "-- \n2.39.5" git version trailer (it changes with the packager's git);
 # -N: "[PATCH]", not "[PATCH 2/5]" (adding a patch would otherwise touch every other file);
-# --no-stat: the diffstat adds nothing a reviewer cannot see in the diff;
+# --stat=72: a diffstat of fixed width (git would otherwise size it to the terminal through
+#   $COLUMNS); it also keeps the "---" line that separates message and diff in mail format;
 # --full-index: full blob ids on the index lines; abbreviated ones grow with the size of the
 #   repository, so two clones of one upstream could abbreviate the same blob differently.
-FORMAT_PATCH = ["format-patch", "--zero-commit", "--no-signature", "-N", "--no-stat",
-                "--full-index", "--no-binary"]
+FORMAT_PATCH = ["format-patch", "--zero-commit", "--no-signature", "-N", "--stat=72",
+                "--full-index"]
 _NUMBER_RE = re.compile(r"^(\d{4})-")
 _TRAILER_RE = re.compile(rb"\n+giftbox-patch: [^\n]*\n(?=---\n)")
 
@@ -242,7 +243,8 @@ def write_series(spec: Spec, settings: Settings, patches: Sequence[PatchFile],
     edits other fields of it too)."""
     folder = settings.patches_dir / spec.name
     names = [p.name for p in patches]
-    written, unchanged = [], []
+    written: list[str] = []
+    unchanged: list[str] = []
     for patch in patches:
         (written if change.write(folder / patch.name, patch.data) else unchanged).append(
             patch.name)
