@@ -173,7 +173,7 @@ class Display:
 
     def finish(self, target: str, outcome: Outcome) -> None:
         with self.lock:
-            print(f"[{target}] {outcome.line()}", file=self.stream, flush=True)
+            print(outcome.line(), file=self.stream, flush=True)
 
     def close(self) -> None:
         pass
@@ -228,7 +228,7 @@ class LiveDisplay(Display):
             row[0], row[1], row[3] = outcome.outcome, outcome.version or outcome.detail, \
                 time.monotonic()
             # Finished targets are printed once above the live block, never redrawn.
-            self.done.append(f"[{target}] {outcome.line()}")
+            self.done.append(outcome.line())
             self._draw()
 
     def _loop(self) -> None:
@@ -421,8 +421,8 @@ def resolve_track(spec: Spec, settings: Settings, reporter: Reporter) -> str:
 
 def skipped_reason(spec: Spec) -> str | None:
     if spec.upstream_kind == "pypi":
-        return ("upstream.use is pypi: a release tarball has no branch to follow "
-                "(giftbox build builds it)")
+        return ("upstream.use is pypi: a release tarball has no branch to follow; "
+                "giftbox build builds it")
     if spec.git is None or not spec.git.track:
         return "upstream.git has no track: branch (nothing for nightly to follow)"
     return None
@@ -437,7 +437,8 @@ def _in_channel(settings: Settings, channel: str, filename: str, digest: str) ->
 
 def nightly_target(target: Target, reporter: TargetReporter, settings: Settings,
                    channel: str, heads: dict[str, str | GiftboxError],
-                   heads_lock: threading.Lock) -> Outcome:
+                   heads_lock: threading.Lock,
+                   locks: dict[str, threading.Lock]) -> Outcome:
     """Build, package and (if the channel lacks it) publish one target at its branch head."""
     from giftbox import records
     from giftbox.pipeline import run_target
@@ -446,8 +447,11 @@ def nightly_target(target: Target, reporter: TargetReporter, settings: Settings,
     spec, distro, arch = target.spec, target.distro, target.arch
     assert spec.git is not None and spec.git.track
     track = spec.git.track
-    # One fetch per project, however many targets it has: the first target resolves.
+    # One fetch per project, however many targets it has: the first target resolves while
+    # the project's other targets wait; other projects resolve meanwhile.
     with heads_lock:
+        project_lock = locks.setdefault(spec.name, threading.Lock())
+    with project_lock:
         if spec.name not in heads:
             try:
                 with reporter.stage(f"resolve {spec.name} {track}"):
@@ -531,10 +535,11 @@ def run_nightly(settings: Settings, *, channel: str = "nightly", jobs: int = 1,
                       f"{len(result.outcomes)} skipped, {jobs} at a time")
     heads: dict[str, str | GiftboxError] = {}
     heads_lock = threading.Lock()
+    locks: dict[str, threading.Lock] = {}
     logs = settings.state_dir / "logs" / f"nightly-{run_id}"
 
     def work(target: Target, rep: TargetReporter) -> Outcome:
-        return nightly_target(target, rep, settings, channel, heads, heads_lock)
+        return nightly_target(target, rep, settings, channel, heads, heads_lock, locks)
 
     result.outcomes += run_targets(targets, work, settings, jobs=jobs, display=display,
                                    logs=logs)

@@ -144,6 +144,21 @@ def git_spec(name: str, url: str, ref: str, patches: list[str] | None = None,
     return "\n".join(lines) + "\n" + extra
 
 
+@pytest.fixture(scope="session")
+def build_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One cache for the session, like one machine's: wheelhouses, deps layers and wheels
+    are reused across tests (as across builds on an operator's machine)."""
+    return tmp_path_factory.mktemp("build-cache")
+
+
+def copy_project(root: Path, project: str) -> None:
+    """This repository's spec, patches, files and locks of ``project`` into ``root``."""
+    shutil.copy(REPO / "specs" / f"{project}.yaml", root / "specs")
+    for sub in ("patches", "files", "locks"):
+        if (REPO / sub / project).is_dir():
+            shutil.copytree(REPO / sub / project, root / sub / project)
+
+
 RUNTIME_IMAGE = "giftbox-test/debian12-py:latest"
 
 

@@ -98,6 +98,32 @@ debug = false
 """
 
 
+APT = ["apt-get", "-q", "-y", "-o", "Acquire::Check-Valid-Until=false",
+       "-o", "Dpkg::Options::=--force-confold"]
+# What a file listing of / ignores: apt's and dpkg's own state and logs, and kernel/runtime
+# file systems. The shadow-utils backups (/etc/passwd- ...) are written by useradd itself.
+IGNORED = ("/proc", "/sys", "/dev", "/run", "/tmp", "/pkgs", "/var/lib/apt", "/var/cache",
+           "/var/lib/dpkg", "/var/log")
+SHADOW_BACKUPS = {"/etc/passwd-", "/etc/group-", "/etc/shadow-", "/etc/gshadow-"}
+
+
+
+def prepare(c: Container) -> None:
+    """What every Debian container image has: services never start during package runs
+    (otherwise sudo's maintainer scripts fail on invoke-rc.d without an init system)."""
+    c.call(["sh", "-c", "printf '#!/bin/sh\\nexit 101\\n' > /usr/sbin/policy-rc.d && "
+            "chmod 0755 /usr/sbin/policy-rc.d"], stream=False)
+
+
+def listing(c: Container) -> set[str]:
+    argv = ["find", "/"]
+    for path in IGNORED:
+        argv += ["-path", path, "-prune", "-o"]
+    argv += ["-print"]
+    return set(c.call(argv, stream=False).output.splitlines())
+
+
+
 def spec_yaml(name: str = "demo", *, versioned: bool = False, package: str | None = None,
               prefix: str | None = None, depends_deb: tuple[str, ...] = ("iproute2",),
               entry_points: tuple[str, ...] = ("demo", "demo-rootwrap"),

@@ -9,7 +9,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from conftest import REPO, Upstream, git, git_spec, write_spec
+from conftest import REPO, Upstream, copy_project, git, git_spec, write_spec
 
 from giftbox import build as build_stage
 from giftbox import records
@@ -82,12 +82,6 @@ def demo_upstream(path: Path, requires_python: str = ">=3.9") -> Upstream:
     up.commit("A C extension and a console script")
     up.tag("1.0.0")
     return up
-
-
-@pytest.fixture(scope="session")
-def build_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """One cache for the session, like one machine's: wheelhouses and pip caches are reused."""
-    return tmp_path_factory.mktemp("build-cache")
 
 
 @pytest.fixture(scope="session")
@@ -253,12 +247,7 @@ def test_compile_failure_shows_the_log(root: Path, bsettings: Settings, demo: Up
 @pytest.mark.network
 def test_nova_builds_and_reports_its_patched_version(root: Path, bsettings: Settings) -> None:
     """nova 33.0.0 from its PyPI tarball + our patch, with the committed lock."""
-    for sub in ("specs/nova.yaml", "patches/nova", "files/nova", "locks/nova"):
-        src, dst = REPO / sub, root / sub
-        if src.is_dir():
-            shutil.copytree(src, dst)
-        else:
-            shutil.copy(src, dst)
+    copy_project(root, "nova")
     spec = load_spec(root / "specs" / "nova.yaml", root)
     distro = get_distro(root / "builders", "debian12")
     result = build_stage.build(spec, distro, Arch.x86_64, bsettings)

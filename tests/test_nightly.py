@@ -115,7 +115,7 @@ def nightly_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture
 def farm(root: Path, tmp_path: Path, nightly_cache: Path,
-         keyring_template: Path) -> Iterator[dict[str, object]]:
+         keyring_template: Path) -> Iterator[dict[str, object]]:  # noqa: F811
     """A giftbox tree with a nightly channel and its key, and two tracked upstreams."""
     (root / "channels.yaml").write_text(CHANNELS)
     state = root / ".giftbox"
@@ -301,7 +301,7 @@ def test_a_database_from_a_newer_giftbox_is_refused_cleanly(root: Path, giftbox,
 
 def test_nightly_refuses_a_newer_database_before_building(root: Path, giftbox,  # type: ignore[no-untyped-def]
                                                           settings: Settings,
-                                                          keyring_template: Path) -> None:
+                                                          keyring_template: Path) -> None:  # noqa: F811
     (root / "channels.yaml").write_text(CHANNELS)
     shutil.copytree(keyring_template, settings.state_dir / "gnupg",
                     ignore=shutil.ignore_patterns("S.*", "*.lock", ".#*"))

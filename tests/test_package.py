@@ -33,19 +33,20 @@ from giftbox.versions import package_version
 
 pytest.register_assert_rewrite("package_fixtures")  # before it is imported, just below
 
-from package_fixtures import IMAGE, fake_venv, make_manifest, rpm_distro, write_spec  # noqa: E402
+from package_fixtures import (  # noqa: E402
+    APT,
+    IMAGE,
+    SHADOW_BACKUPS,
+    fake_venv,
+    listing,
+    make_manifest,
+    prepare,
+    rpm_distro,
+    write_spec,
+)
 
 # The session fixtures (package_tree, session_settings, demo_venvs) live beside the helpers.
 pytest_plugins = ["package_fixtures"]
-
-APT = ["apt-get", "-q", "-y", "-o", "Acquire::Check-Valid-Until=false",
-       "-o", "Dpkg::Options::=--force-confold"]
-# What a file listing of / ignores: apt's and dpkg's own state and logs, and kernel/runtime
-# file systems. The shadow-utils backups (/etc/passwd- ...) are written by useradd itself.
-IGNORED = ("/proc", "/sys", "/dev", "/run", "/tmp", "/pkgs", "/var/lib/apt", "/var/cache",
-           "/var/lib/dpkg", "/var/log")
-SHADOW_BACKUPS = {"/etc/passwd-", "/etc/group-", "/etc/shadow-", "/etc/gshadow-"}
-
 
 def sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
@@ -53,21 +54,6 @@ def sha256(path: Path) -> str:
 
 def run(*argv: str) -> str:
     return subprocess.run(list(argv), capture_output=True, text=True, check=True).stdout
-
-
-def prepare(c: Container) -> None:
-    """What every Debian container image has: services never start during package runs
-    (otherwise sudo's maintainer scripts fail on invoke-rc.d without an init system)."""
-    c.call(["sh", "-c", "printf '#!/bin/sh\\nexit 101\\n' > /usr/sbin/policy-rc.d && "
-            "chmod 0755 /usr/sbin/policy-rc.d"], stream=False)
-
-
-def listing(c: Container) -> set[str]:
-    argv = ["find", "/"]
-    for path in IGNORED:
-        argv += ["-path", path, "-prune", "-o"]
-    argv += ["-print"]
-    return set(c.call(argv, stream=False).output.splitlines())
 
 
 # --- layout, conflicts, bad input: no engine needed -----------------------------------------

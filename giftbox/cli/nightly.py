@@ -50,8 +50,14 @@ def nightly_cmd(app: App, projects: tuple[str, ...], channel: str, jobs: int,
         counts = ", ".join(f"{v} {k}" for k, v in result.summary().items() if v) or "nothing"
         click.echo(f"nightly #{result.run_id} into {channel}: {counts} "
                    f"({result.seconds:.0f}s)")
+        skipped: dict[str, list[str]] = {}
         for o in result.outcomes:
+            if o.outcome == "skipped":  # one line per project, not per target
+                skipped.setdefault(f"{o.project}  ({o.detail})", []).append(o.target)
+                continue
             click.echo("  " + o.line().replace("\n", "\n  "))
+        for what, targets in skipped.items():
+            click.echo(f"  skipped   {len(targets)} target(s) of {what}")
     if result.failed:
         sys.exit(max(o.exit_code for o in result.failed) or 1)
 
