@@ -1,6 +1,7 @@
 """Builder images: one per distro and arch, named by the digest of what defines them.
 
-A builder is ``builders/<distro>/Dockerfile`` built ``FROM`` a base image. Debian bases are
+A builder is ``builders/Dockerfile.<family>`` (or the distro's own
+``builders/<distro>/Dockerfile``) built ``FROM`` a base image. Debian bases are
 bootstrapped here with mmdebstrap from the archive (no registry needed); the others are pulled.
 Tags carry the digest of the definition, so a tag that exists is up to date by construction:
 
@@ -280,7 +281,13 @@ def definition(distro: Distro, arch: Arch, settings: Settings) -> Definition:
         if path.is_file() and "__pycache__" not in path.parts:
             files[path.relative_to(distro.directory).as_posix()] = path.read_bytes()
     if "Dockerfile" not in files:
-        raise BuilderError(f"builders/{distro.directory.name}/Dockerfile is missing")
+        # The family's shared Dockerfile, unless the distro's own folder overrides it.
+        shared = distro.directory.parent / f"Dockerfile.{distro.family}"
+        if not shared.is_file():
+            raise BuilderError(f"neither builders/{distro.directory.name}/Dockerfile nor "
+                               f"builders/{shared.name} exists",
+                               hint="a builder needs a Dockerfile: its own or its family's")
+        files["Dockerfile"] = shared.read_bytes()
     tools = _pins(distro, "tools", required=True)
     constraints = _pins(distro, "tools_constraints", required=False)
     files["giftbox/tools.txt"] = "".join(f"{p}\n" for p in tools).encode()

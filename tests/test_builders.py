@@ -113,12 +113,19 @@ def test_digest_follows_the_definition(tmp_path: Path, builder_settings: Setting
     same = builders.definition(get_distro(builder_settings.builders_dir, "debian12"),
                                Arch.x86_64, builder_settings)
     assert before.tag == same.tag  # where the tree lives is not part of the definition
-    dockerfile = tree / "builders" / "debian12" / "Dockerfile"
-    dockerfile.write_text(dockerfile.read_text() + "# changed\n")
+    shared = tree / "builders" / "Dockerfile.deb"
+    shared.write_text(shared.read_text() + "# changed\n")
     after = builders.definition(get_distro(settings.builders_dir, "debian12"), Arch.x86_64,
                                 settings)
     assert after.tag != before.tag
     assert after.base_tag == before.base_tag  # the Dockerfile does not change the base
+    # A distro's own Dockerfile overrides the family's, for that distro alone.
+    (tree / "builders" / "debian12" / "Dockerfile").write_text(shared.read_text() + "# own\n")
+    own = builders.definition(get_distro(settings.builders_dir, "debian12"), Arch.x86_64,
+                              settings)
+    assert own.tag not in (before.tag, after.tag)
+    assert builders.definition(get_distro(settings.builders_dir, "debian13"), Arch.x86_64,
+                               settings).files["Dockerfile"] == shared.read_bytes()
     ppc = builders.definition(get_distro(settings.builders_dir, "debian12"), Arch.ppc64le,
                               settings)
     assert ppc.base_tag != before.base_tag

@@ -8,6 +8,9 @@ import textwrap
 from dataclasses import dataclass
 from importlib import resources
 
+from plumbum import local
+from plumbum.commands.processes import CommandNotFound
+
 from giftbox.errors import PackageError
 from giftbox.package.layout import Staged
 from giftbox.package.runner import Runner
@@ -180,3 +183,20 @@ def check_known(runner: Runner, deps: list[str], staged: Staged) -> None:
             + f" of {staged.name} (checked on the {runner.where})",
             hint=f"fix package.depends.{staged.family} or system_bindings in "
                  f"specs/{staged.spec.path.name}, or drop {staged.distro.name} from its matrix")
+
+
+def tool(name: str, missing: str, hint: str):  # type: ignore[no-untyped-def]
+    """The external tool ``name`` through plumbum, or a PackageError saying how to get it."""
+    try:
+        return local[name]
+    except CommandNotFound:
+        raise PackageError(missing, hint=hint) from None
+
+
+def declared_depends(staged: Staged, runner: Runner, check_deps: bool) -> list[str]:
+    """The interpreter and the spec's runtime packages, each checked to exist in the
+    target's archive (through ``runner``) unless ``check_deps`` is off."""
+    declared = interpreter_depends(staged) + spec_depends(staged)
+    if check_deps:
+        check_known(runner, declared, staged)
+    return declared

@@ -16,18 +16,14 @@ import shutil
 import time
 from pathlib import Path
 
-from plumbum import local
-from plumbum.commands.processes import CommandNotFound
-
 from giftbox.errors import PackageError
 from giftbox.package.common import (
     Compression,
-    check_known,
     data_text,
-    interpreter_depends,
+    declared_depends,
     long_description,
-    spec_depends,
     synopsis,
+    tool,
 )
 from giftbox.package.layout import Staged, walk_sorted
 from giftbox.package.runner import Runner
@@ -155,17 +151,12 @@ def _md5sums(staged: Staged) -> str:
 def build_deb(staged: Staged, out_dir: Path, work: Path, *, compression: Compression,
               runner: Runner, maintainer: str, check_deps: bool) -> tuple[Path, list[str]]:
     """Build the .deb into ``out_dir``; return its path and its Depends."""
-    try:
-        dpkg_deb = local["dpkg-deb"]
-    except CommandNotFound:
-        raise PackageError("dpkg-deb is not installed", hint="apt-get install dpkg") from None
+    dpkg_deb = tool("dpkg-deb", "dpkg-deb is not installed", "apt-get install dpkg")
     _docs(staged, maintainer)
     debian = staged.root / "DEBIAN"
     debian.mkdir(mode=0o755)
     os.chmod(debian, 0o755)
-    declared = interpreter_depends(staged) + spec_depends(staged)
-    if check_deps:
-        check_known(runner, declared, staged)
+    declared = declared_depends(staged, runner, check_deps)
     depends = list(dict.fromkeys(declared + shlib_depends(staged, runner, work)))
 
     for name, text in deb_scripts(staged).items():

@@ -20,11 +20,10 @@ from plumbum.commands.processes import CommandNotFound
 from giftbox.errors import PackageError
 from giftbox.package.common import (
     Compression,
-    check_known,
-    interpreter_depends,
+    declared_depends,
     long_description,
-    spec_depends,
     synopsis,
+    tool,
 )
 from giftbox.package.deb import deb_filename, shlib_depends
 from giftbox.package.layout import Staged
@@ -117,14 +116,9 @@ def fpm_command(staged: Staged, out: Path, scripts_dir: Path, depends: list[str]
 
 def build_fpm(staged: Staged, out_dir: Path, work: Path, *, compression: Compression,
               runner: Runner, maintainer: str, check_deps: bool) -> tuple[Path, list[str]]:
-    try:
-        fpm = local["fpm"]
-    except CommandNotFound:
-        raise PackageError("fpm is not on PATH", hint="use --packager native, or install fpm "
-                           "(gem install fpm)") from None
-    depends = interpreter_depends(staged) + spec_depends(staged)
-    if check_deps:
-        check_known(runner, depends, staged)
+    fpm = tool("fpm", "fpm is not on PATH",
+               "use --packager native, or install fpm (gem install fpm)")
+    depends = declared_depends(staged, runner, check_deps)
     if staged.family == "deb":
         depends = list(dict.fromkeys(depends + shlib_depends(staged, runner, work)))
         out = out_dir / deb_filename(staged.name, staged.version.deb, staged.arch.deb)

@@ -19,17 +19,13 @@ from __future__ import annotations
 import time
 from pathlib import Path, PurePosixPath
 
-from plumbum import local
-from plumbum.commands.processes import CommandNotFound
-
 from giftbox.errors import PackageError
 from giftbox.package.common import (
     Compression,
-    check_known,
-    interpreter_depends,
+    declared_depends,
     long_description,
-    spec_depends,
     synopsis,
+    tool,
 )
 from giftbox.package.layout import Staged
 from giftbox.package.runner import Runner
@@ -168,14 +164,9 @@ def _links(staged: Staged) -> list[str]:
 
 def build_rpm(staged: Staged, out_dir: Path, work: Path, *, compression: Compression,
               runner: Runner, maintainer: str, check_deps: bool) -> tuple[Path, list[str]]:
-    try:
-        rpmbuild = local["rpmbuild"]
-    except CommandNotFound:
-        raise PackageError("rpmbuild is not installed", hint="apt-get install rpm (Debian) "
-                           "or dnf install rpm-build") from None
-    requires = interpreter_depends(staged) + spec_depends(staged)
-    if check_deps:
-        check_known(runner, requires, staged)
+    rpmbuild = tool("rpmbuild", "rpmbuild is not installed",
+                    "apt-get install rpm (Debian) or dnf install rpm-build")
+    requires = declared_depends(staged, runner, check_deps)
     user = staged.spec.package.user
     if user:
         home = staged.path(user.home)
