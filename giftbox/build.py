@@ -196,10 +196,12 @@ class Builder:
             upstream = source.resolve(spec, self.settings, self.reporter, self.ref)
             self.reporter.detail(f"{upstream.ref} -> {upstream.commit[:12]} "
                                  f"(upstream version {upstream.version})")
-            image = ensure(self.distro, self.arch, self.settings, self.reporter)
             meta = lock.project_meta(upstream.repo, upstream.commit,
                                      spec.pypi.name if spec.pypi else spec.name)
+            # Before the image: refusing an incompatible Python costs nothing, while a
+            # builder may have to be bootstrapped or pulled first.
             check_python(spec, meta, upstream.version, self.distro)
+            image = ensure(self.distro, self.arch, self.settings, self.reporter)
             constraints = lock.read_constraints(spec, self.settings)
             inputs = lock.lock_inputs(spec, meta, constraints, self.distro, self.arch)
         return upstream, image, meta, inputs

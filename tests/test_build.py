@@ -262,3 +262,16 @@ def test_nova_builds_and_reports_its_patched_version(root: Path, bsettings: Sett
                  "/opt/openstack/nova/bin/python", "-c",
                  "from nova import version; print(version.NOVA_VENDOR, version.NOVA_PACKAGE)")
     assert out.strip() == "giftbox giftbox"
+
+
+@pytest.mark.network
+def test_first_users_command_on_ubuntu1604_ppc64le_is_refused_clearly(root: Path,
+                                                                      giftbox) -> None:
+    """`giftbox build nova --distro ubuntu16.04 --arch ppc64le`: nova 33 needs Python 3.10,
+    xenial has 3.5. Refused before any image is pulled, saying what to do."""
+    copy_project(root, "nova")
+    result = giftbox("build", "nova", "--distro", "ubuntu16.04", "--arch", "ppc64le")
+    assert result.code == 6
+    assert "nova 33.0.0 requires Python >=3.10, but ubuntu16.04 ships Python 3.5" in result.err
+    assert "pin a nova release that supports Python 3.5" in result.err
+    assert "Traceback" not in result.err
