@@ -55,8 +55,9 @@ BUILD_DIR = lock.BUILD_DIR
 SRC_DIR = lock.SRC_DIR
 WHEELHOUSE_DIR = lock.WHEELHOUSE_DIR
 CACHE_DIR = lock.CACHE_DIR
+LOCK_NAME = "giftbox-lock.txt"  # in the venv root, beside giftbox-manifest.json
 # Bumped when the way a venv is assembled changes, so old cache entries are not reused.
-RECIPE = "4"
+RECIPE = "5"
 
 _WHEEL_RE = re.compile(r"^(?P<name>[^-]+)-(?P<version>[^-]+)(-\d[^-]*)?-[^-]+-[^-]+-[^-]+\.whl$")
 
@@ -450,6 +451,9 @@ class Builder:
                 with self._timed("venv: create and install the lock offline"):
                     self._create_venv(c, prefix, log_path)
                     relocate(tmp / "venv", prefix)
+                    # What is in the venv, pinned with hashes: travels with every package
+                    # (an SBOM for operators; what `giftbox diff` compares between builds).
+                    (tmp / "venv" / LOCK_NAME).write_text(lock_text)
                 with self._timed("bytecode: hash-based .pyc for the dependencies"):
                     self._compile(c, prefix, [f"{prefix}/lib"], log_path)
                 with self._timed("audit: the dependencies"):

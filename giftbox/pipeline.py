@@ -68,6 +68,18 @@ def _cached_package(folder: Path) -> PackageInfo | None:
     return PackageInfo(**data)
 
 
+def check_against_tree(spec: Spec, settings: Settings, family: str) -> None:
+    """Refuse a package that would install a file another spec's package installs too."""
+    from giftbox.distros import load_distros
+    from giftbox.package import check_conflicts
+    from giftbox.spec import find_spec, list_projects
+
+    known = frozenset(load_distros(settings.builders_dir))
+    others = [find_spec(settings.root, name, known) for name in list_projects(settings.root)
+              if name != spec.name]
+    check_conflicts([spec, *others], family=family)
+
+
 def package_build(result: BuildResult, spec: Spec, distro: Distro, arch: Arch,
                   settings: Settings, reporter: Reporter = NULL_REPORTER, *,
                   packager: str = "auto", compression: str | None = None,
@@ -78,6 +90,7 @@ def package_build(result: BuildResult, spec: Spec, distro: Distro, arch: Arch,
     from giftbox.package import build_package
     from giftbox.package.runner import ContainerRunner
 
+    check_against_tree(spec, settings, distro.family)
     options = f"{packager}-{compression or 'default'}-{compression_level or 'default'}"
     folder = result.directory / "package" / options
     cached = _cached_package(folder)

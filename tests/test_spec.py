@@ -191,3 +191,15 @@ def test_unknown_project_suggests(root: Path, giftbox) -> None:
     result = giftbox("source", "dmeo")
     assert result.code == 2
     assert "no spec for project 'dmeo'" in result.err and "did you mean 'demo'" in result.err
+
+
+def test_two_specs_installing_the_same_file_are_refused(root: Path, giftbox) -> None:
+    write_spec(root, "demo", GOOD)
+    write_spec(root, "other", GOOD.replace("name: demo", "name: other").replace(
+        "prefix: /opt/openstack/demo", "prefix: /opt/openstack/other"))
+    assert giftbox("spec", "validate", "--all").code == 0
+    write_spec(root, "other", GOOD.replace("name: demo", "name: other").replace(
+        "prefix: /opt/openstack/demo", "prefix: /opt/openstack/demo/sub"))
+    result = giftbox("spec", "validate", "--all")
+    assert result.code == 7
+    assert "specs/demo.yaml" in result.err and "specs/other.yaml" in result.err

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import click
 
 from giftbox.cli import App, cli, emit_json, json_option, pass_app
@@ -42,8 +44,10 @@ def validate(app: App, projects: tuple[str, ...], all_: bool, as_json: bool) -> 
             problems.extend(exc.problems)
             results.append({"project": name, "ok": False,
                             "problems": [p.as_dict() for p in exc.problems]})
+    conflicts = _conflicts(root, [r["project"] for r in results if r["ok"]], known)
     if as_json:
-        emit_json({"ok": not problems, "specs": results})
+        emit_json({"ok": not problems and not conflicts, "specs": results,
+                   "conflicts": conflicts})
     else:
         for r in results:
             if r["ok"]:
@@ -51,3 +55,24 @@ def validate(app: App, projects: tuple[str, ...], all_: bool, as_json: bool) -> 
     if problems:
         raise SpecError(problems, hint=f"{len(problems)} problem(s) in "
                         f"{sum(1 for r in results if not r['ok'])} spec(s)")
+    if conflicts:
+        from giftbox.errors import PackageError
+        raise PackageError("\n".join(conflicts))
+
+
+def _conflicts(root: Path, names: list[str], known: frozenset[str]) -> list[str]:
+    """Specs whose packages would install the same file (checked per package family)."""
+    from giftbox.errors import PackageError
+    from giftbox.package.layout import check_conflicts
+
+    if len(names) < 2:
+        return []
+    specs = [load_spec(spec_path(root, n), root, known) for n in names]
+    found = []
+    for family in ("deb", "rpm"):
+        try:
+            check_conflicts(specs, family=family)
+        except PackageError as exc:
+            if exc.render() not in found:
+                found.append(exc.render())
+    return found
