@@ -46,7 +46,13 @@ def cli(ctx: click.Context, root: Path | None, verbose: bool) -> None:
     \b
       giftbox spec validate --all           check every specs/*.yaml
       giftbox source nova --into ./nova     the patched upstream tree, one commit per patch
-      giftbox status                        pins, resolved commits, patches, versions
+      giftbox lock nova --distro debian12 --arch x86_64      pin requirements (commit it)
+      giftbox keys init                     a signing key per channel (first run)
+      giftbox build nova --distro debian12 --arch x86_64 --publish nightly
+      giftbox promote nova --from nightly --to stable --reason "passed staging"
+      giftbox status                        pins, commits, last builds, channel versions
+    \b
+    Every command has --help with examples; most have --json for CI.
 
     Errors name the file, field, patch or ref at fault. Exit codes: 1 generic, 2 spec,
     3 source, 4 patch, 5 builder, 6 build, 7 package, 8 repository, 9 state.
