@@ -45,6 +45,7 @@ def tree_for(base: Path, projects: list[str]) -> Path:
     root = base / "tree"
     for sub in ("builders", "constraints"):
         shutil.copytree(REPO / sub, root / sub)
+    shutil.copy(REPO / "channels.yaml", root / "channels.yaml")
     (root / "specs").mkdir()
     for project in projects:
         shutil.copy(REPO / "specs" / f"{project}.yaml", root / "specs")
@@ -82,7 +83,7 @@ def main() -> None:
     try:
         root = tree_for(base, ["nova"])
         cache = base / "cache"
-        target = ["--distro", "debian12", "--arch", "x86_64"]
+        target = ["--distro", "debian12", "--arch", "x86_64", "--no-package"]
         print("nova 33.0.0, debian12/x86_64, to an audited venv")
         if not args.skip_cold:
             row("cold (empty giftbox cache, image present)",
@@ -93,6 +94,9 @@ def main() -> None:
         row("warm (wheelhouse, deps layer and wheel cached)",
             giftbox(root, cache, "build", "nova", *target))
         row("no-change rebuild (cache hit)", giftbox(root, cache, "build", "nova", *target))
+        giftbox(root, cache, "keys", "init")
+        row("package the built venv (.deb, zstd-3, dpkg-shlibdeps, lintian) and publish",
+            giftbox(root, cache, "build", "nova", *target[:-1], "--publish", "nightly"))
         constraints = REPO / "constraints" / "upper-constraints-2026.1.txt"
         host_pip(base, constraints, ["pip"])  # warm pip's cache, as the figure was
         row("host: pip install nova -c upper-constraints (warm pip cache)",
@@ -120,7 +124,7 @@ def main() -> None:
             lock = giftbox(root, cache, "lock", "demo-ext", "--distro", "debian12",
                            "--arch", arch)
             built = giftbox(root, cache, "build", "demo-ext", "--distro", "debian12",
-                            "--arch", arch)
+                            "--arch", arch, "--no-package")
             row(f"{arch}: lock (pip-compile in the builder)", lock)
             row(f"{arch}: build to an audited venv", built)
     finally:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -34,7 +35,7 @@ def validate(app: App, projects: tuple[str, ...], all_: bool, as_json: bool) -> 
     if not names:
         raise click.UsageError(f"no specs found under {root}/specs")
     known = frozenset(load_distros(app.settings.builders_dir))
-    results = []
+    results: list[dict[str, Any]] = []
     problems = []
     for name in names:
         try:
@@ -44,7 +45,7 @@ def validate(app: App, projects: tuple[str, ...], all_: bool, as_json: bool) -> 
             problems.extend(exc.problems)
             results.append({"project": name, "ok": False,
                             "problems": [p.as_dict() for p in exc.problems]})
-    conflicts = _conflicts(root, [r["project"] for r in results if r["ok"]], known)
+    conflicts = _conflicts(root, [str(r["project"]) for r in results if r["ok"]], known)
     if as_json:
         emit_json({"ok": not problems and not conflicts, "specs": results,
                    "conflicts": conflicts})

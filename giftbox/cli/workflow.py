@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import click
 
 from giftbox.cli import App, cli, emit_json, json_option, pass_app
 from giftbox.distros import load_distros
 from giftbox.spec import find_spec
+
+if TYPE_CHECKING:
+    from giftbox.workflow.diff import Side
 
 
 @cli.command("bump")
@@ -104,37 +109,64 @@ def backport_cmd(app: App, project: str, commit: str, as_json: bool) -> None:
 @click.argument("b", required=False)
 @click.option("--spec-from", "rev_a", metavar="REV",
               help="Side A's spec, patches and locks as of this giftbox commit "
-                   "(default: the working tree).")
+                   "(default: the working tree; ref sides only).")
 @click.option("--spec-to", "rev_b", metavar="REV",
               help="Side B's spec, patches and locks as of this giftbox commit "
-                   "(default: the working tree).")
+                   "(default: the working tree; ref sides only).")
+@click.option("--distro", help="For a channel:NAME side: the target's distro (default: the "
+              "only one the channel holds the project for).")
+@click.option("--arch", help="For a channel:NAME side: the target's architecture.")
 @json_option
 @pass_app
 def diff_cmd(app: App, project: str, a: str | None, b: str | None, rev_a: str | None,
-             rev_b: str | None, as_json: bool) -> None:
+             rev_b: str | None, distro: str | None, arch: str | None, as_json: bool) -> None:
     """What differs between A and B: upstream commits, patches, locked versions, versions.
 
-    A and B are upstream git refs; without them each side uses its spec's pin.
+    A and B are each an upstream git ref, build:ID (a build of the build records, read from
+    its manifest.json and venv/giftbox-lock.txt) or channel:NAME[/DISTRO/ARCH] (the project's
+    highest version in that channel, read from the giftbox-manifest.json and giftbox-lock.txt
+    the package carries). Without A and B each side uses its spec's pin. A ref compared with
+    a build or a channel is narrowed to that one target's lock and distro.
 
     \b
       giftbox diff nova 33.0.0 33.0.1           upstream commits between two tags
       giftbox diff nova --spec-from HEAD~1      what the last commit of this repo changed
+      giftbox diff nova build:12 build:15       what changed between two builds
+      giftbox diff nova build:15 channel:stable what stable ships, against a build
+      giftbox diff nova channel:nightly/debian12/x86_64 channel:stable/debian12/x86_64
     """
-    from giftbox.workflow.diff import diff
+    from giftbox.workflow.diff import diff, parse_side
 
     if (a is None) != (b is None):
         raise click.UsageError("give both A and B, or neither (each side's pin)")
-    result = diff(project, app.settings, a, b, rev_a, rev_b)
+    for rev, given, option in ((rev_a, a, "--spec-from"), (rev_b, b, "--spec-to")):
+        if rev and given is not None and parse_side(given).kind != "ref":
+            raise click.UsageError(f"{option} applies to a ref side; {given} carries its own "
+                                   "spec, patches and lock")
+    result = diff(project, app.settings, a, b, rev_a, rev_b, distro=distro, arch=arch)
     if as_json:
         emit_json(result.as_dict())
         return
     sa, sb = result.a, result.b
-    click.echo(f"{project}: {sa.ref} ({sa.upstream_version}"
-               f"{', ' + sa.commit[:12] if sa.commit else ''}) [{sa.label}] -> "
-               f"{sb.ref} ({sb.upstream_version}{', ' + sb.commit[:12] if sb.commit else ''})"
-               f" [{sb.label}]")
+
+    def describe(side: Side) -> str:
+        where = side.label + (f", {side.target}" if side.target else "")
+        commit = f", {side.commit[:12]}" if side.commit else ""
+        return f"{side.ref} ({side.upstream_version}{commit}) [{where}]"
+
+    click.echo(f"{project}: {describe(sa)} -> {describe(sb)}")
+    for key, side in (("A", sa), ("B", sb)):
+        origin = side.origin
+        if side.kind == "build":
+            click.echo(f"  {key}: build {origin['build_id']} in {origin['directory']}")
+        elif side.kind == "channel":
+            click.echo(f"  {key}: {origin['filename']} in {origin['channel']} "
+                       f"(sha256 {str(origin['digest'])[:16]}…)")
+        if not side.locks_recorded:
+            click.echo(f"  {key}: its lock was not recorded (made before giftbox-lock.txt "
+                       "travelled with the venv): compared by digest only")
     if result.commits is None:
-        click.echo("upstream commits: not comparable (PyPI tarballs or different URLs)")
+        click.echo(result.upstream_note or "upstream commits: not comparable")
     else:
         click.echo(f"upstream commits ({len(result.commits)}):")
         for commit, subject in result.commits:
@@ -142,11 +174,15 @@ def diff_cmd(app: App, project: str, a: str | None, b: str | None, rev_a: str | 
         for commit, subject in result.commits_removed:
             click.echo(f"  - {commit[:12]} {subject}")
     patches = result.patches
+
+    def titled(entry: dict[str, str]) -> str:
+        return f"  \"{entry['subject']}\"" if entry.get("subject") else ""
+
     click.echo(f"patches ({sum(len(v) for v in patches.values())} differ):")
     for entry in patches["added"]:
-        click.echo(f"  + {entry['name']}")
+        click.echo(f"  + {entry['name']} ({entry['sha256'][:12]}){titled(entry)}")
     for entry in patches["removed"]:
-        click.echo(f"  - {entry['name']}")
+        click.echo(f"  - {entry['name']} ({entry['sha256'][:12]}){titled(entry)}")
     for entry in patches["changed"]:
         click.echo(f"  ~ {entry['name']} ({entry['from'][:12]} -> {entry['to'][:12]})")
     locks = result.locks
@@ -154,6 +190,10 @@ def diff_cmd(app: App, project: str, a: str | None, b: str | None, rev_a: str | 
     for file, change in locks.items():
         if change.only_in:
             click.echo(f"  {file}: only in {change.only_in.upper()}")
+            continue
+        if change.not_recorded:
+            click.echo(f"  {file}: differs (by digest; {change.not_recorded.upper()}'s lock "
+                       "text was not recorded)")
             continue
         click.echo(f"  {file}:")
         for name, version in change.added.items():
@@ -163,6 +203,10 @@ def diff_cmd(app: App, project: str, a: str | None, b: str | None, rev_a: str | 
         for name, (old, new) in change.changed.items():
             click.echo(f"    ~ {name} {old} -> {new}")
     click.echo("versions:")
-    for distro in sorted(set(sa.versions) | set(sb.versions)):
-        click.echo(f"  {distro:<12} {sa.versions.get(distro, '-')} -> "
-                   f"{sb.versions.get(distro, '-')}")
+    for name in sorted(set(sa.versions) | set(sb.versions)):
+        click.echo(f"  {name:<12} {sa.versions.get(name, '-')} -> "
+                   f"{sb.versions.get(name, '-')}")
+    if sa.builder_image and sb.builder_image and sa.builder_image != sb.builder_image:
+        click.echo(f"builder image: {sa.builder_image[:19]} -> {sb.builder_image[:19]}")
+    if result.same:
+        click.echo("no differences in upstream, patches, locks or versions")
