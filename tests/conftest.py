@@ -15,6 +15,10 @@ from giftbox.settings import Settings
 
 REPO = Path(__file__).resolve().parent.parent
 
+# Session fixtures shared by several test modules (package_tree, session_settings, demo_venvs);
+# declared here, once, so pytest rewrites their asserts before any module imports them.
+pytest_plugins = ["package_fixtures"]
+
 
 @dataclass
 class Result:

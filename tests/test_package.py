@@ -11,6 +11,17 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from package_fixtures import (
+    APT,
+    IMAGE,
+    SHADOW_BACKUPS,
+    fake_venv,
+    listing,
+    make_manifest,
+    prepare,
+    rpm_distro,
+    write_spec,
+)
 
 from giftbox.container import Container, Mount
 from giftbox.distros import Arch, get_distro
@@ -31,22 +42,6 @@ from giftbox.package.lint import lintian
 from giftbox.settings import Settings
 from giftbox.versions import package_version
 
-pytest.register_assert_rewrite("package_fixtures")  # before it is imported, just below
-
-from package_fixtures import (  # noqa: E402
-    APT,
-    IMAGE,
-    SHADOW_BACKUPS,
-    fake_venv,
-    listing,
-    make_manifest,
-    prepare,
-    rpm_distro,
-    write_spec,
-)
-
-# The session fixtures (package_tree, session_settings, demo_venvs) live beside the helpers.
-pytest_plugins = ["package_fixtures"]
 
 def sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
