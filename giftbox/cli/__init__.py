@@ -5,6 +5,7 @@ Each area has its own module (``giftbox/cli/<area>.py``) registering commands on
 
 from __future__ import annotations
 
+import importlib
 import json
 import sys
 import traceback
@@ -31,7 +32,22 @@ pass_app = click.make_pass_decorator(App)
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
 
-@click.group(context_settings=CONTEXT)
+class LazyGroup(click.Group):
+    """Imports a command's module on first use; the modules register on ``cli`` as usual."""
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        module = COMMAND_MODULES.get(cmd_name)
+        if module and cmd_name not in self.commands:
+            importlib.import_module(f"giftbox.cli.{module}")
+        return super().get_command(ctx, cmd_name)
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        for module in sorted(set(COMMAND_MODULES.values())):
+            importlib.import_module(f"giftbox.cli.{module}")
+        return super().list_commands(ctx)
+
+
+@click.group(cls=LazyGroup, context_settings=CONTEXT)
 @click.version_option(__version__, "--version", prog_name="giftbox")
 @click.option("--root", type=click.Path(file_okay=False, path_type=Path),
               help="The giftbox tree (holding specs/, patches/, builders/). "
@@ -104,13 +120,14 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(130)
 
 
-# Command modules register themselves on import.
-from giftbox.cli import build as _build  # noqa: E402,F401
-from giftbox.cli import builder as _builder  # noqa: E402,F401
-from giftbox.cli import nightly as _nightly  # noqa: E402,F401
-from giftbox.cli import package as _package  # noqa: E402,F401
-from giftbox.cli import patches as _patches  # noqa: E402,F401
-from giftbox.cli import repo as _repo  # noqa: E402,F401
-from giftbox.cli import source as _source  # noqa: E402,F401
-from giftbox.cli import spec as _spec  # noqa: E402,F401
-from giftbox.cli import workflow as _workflow  # noqa: E402,F401
+# Which module defines each command. A command's module is imported only when that command
+# runs (or when --help lists them all): `giftbox publish` must not pay for the Docker SDK,
+# PyYAML specs or plumbum it never uses.
+COMMAND_MODULES = {
+    "spec": "spec", "source": "source", "lock": "build", "build": "build",
+    "builder": "builder", "publish": "repo", "promote": "repo", "prune": "repo",
+    "pin": "repo", "unpin": "repo", "keys": "repo", "channel": "repo", "package": "package",
+    "patches": "patches", "bump": "workflow", "backport": "workflow", "diff": "workflow",
+    "nightly": "nightly", "matrix": "nightly", "status": "nightly", "report": "nightly",
+    "builds": "nightly", "log": "nightly",
+}
