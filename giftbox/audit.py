@@ -15,27 +15,21 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import struct
 from importlib import resources
 from pathlib import Path
 
 from giftbox.container import CommandFailed, Container
 from giftbox.distros import Arch
+from giftbox.distros import elf_machine as parse_elf_machine
 from giftbox.errors import BuildError
 from giftbox.lock import BUILD_DIR
 from giftbox.spec import Spec
-
-ELF_MAGIC = b"\x7fELF"
 
 
 def elf_machine(path: Path) -> int | None:
     """e_machine of an ELF file, or None when ``path`` is not ELF."""
     with open(path, "rb") as handle:
-        head = handle.read(20)
-    if len(head) < 20 or not head.startswith(ELF_MAGIC):
-        return None
-    endian = "<" if head[5] == 1 else ">"
-    return int(struct.unpack(endian + "H", head[18:20])[0])
+        return parse_elf_machine(handle.read(20))
 
 
 def scan_tree(tree: Path, arch: Arch, needles: list[str]) -> tuple[list[str],
@@ -52,11 +46,9 @@ def scan_tree(tree: Path, arch: Arch, needles: list[str]) -> tuple[list[str],
                 continue
             data = path.read_bytes()
             rel = str(path.relative_to(tree))
-            if data[:4] == ELF_MAGIC and len(data) >= 20:
-                endian = "<" if data[5] == 1 else ">"
-                machine = int(struct.unpack(endian + "H", data[18:20])[0])
-                if machine != arch.elf_machine:
-                    wrong.append(f"{rel} (e_machine {machine})")
+            machine = parse_elf_machine(data[:20])
+            if machine is not None and machine != arch.elf_machine:
+                wrong.append(f"{rel} (e_machine {machine})")
             found = [n.decode() for n in encoded if n in data]
             if found:
                 hits[rel] = found

@@ -44,6 +44,7 @@ from giftbox.distros import Arch, Distro
 from giftbox.errors import BuildError
 from giftbox.gitutil import locked
 from giftbox.manifest import BuildRecord, Manifest, PatchInfo
+from giftbox.package.layout import install_prefix, rootwrap_share
 from giftbox.patches import spec_series_digest
 from giftbox.settings import Settings
 from giftbox.spec import Spec
@@ -84,14 +85,6 @@ class BuildResult:
                 "venv": str(self.venv_dir), "prefix": self.manifest.prefix,
                 "version": self.manifest.version, "manifest": str(self.manifest_path),
                 "log": str(self.log_path), "cached": self.cached, "timings": self.timings}
-
-
-def install_prefix(spec: Spec, version: PackageVersion) -> str:
-    """Where the venv lives on the target: the spec's prefix, or a versioned directory
-    under it when ``versioned_paths`` lets two versions sit side by side."""
-    if spec.package.versioned_paths:
-        return f"{spec.package.prefix}/{version.upstream}-{version.revision}"
-    return spec.package.prefix
 
 
 def check_python(spec: Spec, meta: lock.ProjectMeta, upstream_version: str,
@@ -135,22 +128,6 @@ def _present_wheels(wheelhouse: Path) -> set[tuple[str, str]]:
                 continue
             found.add((canonicalize_name(match.group("name")), version))
     return found
-
-
-def _lock_blocks(lock_text: str) -> dict[str, str]:
-    """Each pinned requirement's block (the pin line and its --hash lines), by name."""
-    blocks: dict[str, str] = {}
-    current: str | None = None
-    for line in lock_text.splitlines():
-        if line.startswith((" ", "\t")):
-            if current:
-                blocks[current] += line + "\n"
-            continue
-        match = lock._PIN_RE.match(line)
-        current = canonicalize_name(match.group("name")) if match else None
-        if current:
-            blocks[current] = line.split(" #", 1)[0] + "\n"
-    return blocks
 
 
 def _failed_package(output: str) -> str | None:
@@ -498,7 +475,7 @@ class Builder:
                              f"{len(missing)} to fetch or build")
         if not missing:
             return
-        blocks = _lock_blocks(lock_text)
+        blocks = lock.blocks(lock_text)
         (work / "fill.txt").write_text("".join(blocks[p.name] for p in missing))
         argv = [f"{TOOLS}/pip", "wheel", "--require-hashes", "--no-deps", "--progress-bar",
                 "off", "-r", f"{BUILD_DIR}/fill.txt", "--wheel-dir", WHEELHOUSE_DIR]
@@ -532,7 +509,7 @@ class Builder:
                     "--no-compile", *what]
         c.call(argv, log_path=log_path, stream=False)
 
-    def _build_wheel(self, c: Container, upstream_version: str, log_path: Path) -> str:
+    def _build_wheel(self, c: Container, upstream_version: str, log_path: Path) -> None:
         # A private, writable copy: pbr and setuptools write into the tree they build.
         c.call(["rm", "-rf", f"{BUILD_DIR}/src", f"{BUILD_DIR}/dist"], stream=False)
         c.call(["cp", "-a", SRC_DIR, f"{BUILD_DIR}/src"], stream=False)
@@ -552,7 +529,6 @@ class Builder:
         built = [w for w in wheels if w.endswith(".whl")]
         if len(built) != 1:
             raise BuildError(f"expected one wheel from {self.spec.name}, got {built}")
-        return built[0]
 
 
 # --- relocation (host side) ---------------------------------------------------------------
@@ -677,8 +653,6 @@ def place_rootwrap_filters(venv: Path, spec: Spec, source_tree: Path) -> None:
     etc/<project>/rootwrap.d into the venv), else from the source tree."""
     if spec.package.rootwrap is None:
         return
-    from giftbox.package.layout import rootwrap_share
-
     target = venv / rootwrap_share(spec.name)
     for candidate in (venv / "etc" / spec.name / "rootwrap.d",
                       source_tree / "etc" / spec.name / "rootwrap.d"):

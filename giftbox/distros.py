@@ -99,6 +99,14 @@ class Distro:
         return arch in self.arches
 
 
+def elf_machine(head: bytes) -> int | None:
+    """e_machine from the first 20 bytes of a file, or None when they are not an ELF header
+    (compare with ``Arch.elf_machine``)."""
+    if len(head) < 20 or not head.startswith(b"\x7fELF"):
+        return None
+    return int.from_bytes(head[18:20], "little" if head[5] == 1 else "big")
+
+
 def _load(path: Path) -> Distro:
     # The C loader when PyYAML has it: builder definitions are read on every command.
     loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)

@@ -198,6 +198,22 @@ def pins(lock_text: str) -> list[Pin]:
             for m in _PIN_RE.finditer(lock_text)]
 
 
+def blocks(lock_text: str) -> dict[str, str]:
+    """Each pinned requirement's block (its pin line and --hash lines), by canonical name."""
+    found: dict[str, str] = {}
+    current: str | None = None
+    for line in lock_text.splitlines():
+        if line.startswith((" ", "\t")):
+            if current:
+                found[current] += line + "\n"
+            continue
+        match = _PIN_RE.match(line)
+        current = canonicalize_name(match.group("name")) if match else None
+        if current:
+            found[current] = line.split(" #", 1)[0] + "\n"
+    return found
+
+
 def check_fresh(path: Path, spec: Spec, distro: Distro, arch: Arch, inputs: LockInputs) -> str:
     """The committed lock's text, or a BuildError saying how to refresh it."""
     command = f"giftbox lock {spec.name} --distro {distro.name} --arch {arch.value}"

@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from itertools import combinations
 from pathlib import Path, PurePosixPath
 
-from giftbox.distros import Arch, Distro
+from giftbox.distros import Arch, Distro, elf_machine
 from giftbox.errors import PackageError
 from giftbox.manifest import Manifest
 from giftbox.spec import ALLOWED_PREFIX_ROOTS, FAMILIES, Spec
@@ -41,7 +41,6 @@ MANIFEST_NAME = "giftbox-manifest.json"
 SYSTEMD_DIRS = {"deb": "/lib/systemd/system", "rpm": "/usr/lib/systemd/system"}
 SUDOERS_DIR = "/etc/sudoers.d"
 _VERSION_DIR_RE = re.compile(r"[^A-Za-z0-9.+_-]")
-_ELF_MAGIC = b"\x7fELF"
 
 
 # --- paths known from the spec alone ------------------------------------------------------
@@ -214,11 +213,6 @@ def _normalise_modes(top: Path) -> None:
         del dirnames
 
 
-def _elf_machine(head: bytes) -> int:
-    little = head[5] == 1
-    return int.from_bytes(head[18:20], "little" if little else "big")
-
-
 def _scan_venv(staged: Staged, venv_dir: Path) -> None:
     """Find ELF objects (checking their architecture), bundled wheel libraries, and links that
     leave the venv; refuse special files and links back into the build host."""
@@ -250,9 +244,10 @@ def _scan_venv(staged: Staged, venv_dir: Path) -> None:
                                    "devices from the venv")
             with path.open("rb") as fh:
                 head = fh.read(20)
-            if not head.startswith(_ELF_MAGIC):
+            machine = elf_machine(head)
+            if machine is None:
                 continue
-            if len(head) == 20 and _elf_machine(head) != expected:
+            if machine != expected:
                 wrong.append(target_path)
             if bundled_dir:
                 staged.bundled_libs.append(name)
