@@ -479,13 +479,10 @@ def _complete(found: dict[str, bytes]) -> bool:
 
 def _tool(name: str, *args: str) -> subprocess.Popen[bytes]:
     """``name args…`` started through plumbum (no shell), its output piped as bytes."""
-    from plumbum import CommandNotFound, local
+    from giftbox.package.common import tool
 
-    try:
-        command: Any = local[name][args]
-    except CommandNotFound:
-        raise PackageError(f"{name} is not installed: giftbox diff needs it to read packages",
-                           hint="run scripts/setup-machine") from None
+    command: Any = tool(name, f"{name} is not installed: giftbox diff needs it to read "
+                        "packages", "run scripts/setup-machine")[args]
     process: subprocess.Popen[bytes] = command.popen(stdout=subprocess.PIPE,
                                                      stderr=subprocess.PIPE)
     return process
