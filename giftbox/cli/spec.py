@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import click
@@ -10,7 +9,7 @@ import click
 from giftbox.cli import App, cli, emit_json, json_option, pass_app
 from giftbox.distros import load_distros
 from giftbox.errors import SpecError
-from giftbox.spec import list_projects, load_spec, spec_path
+from giftbox.spec import Spec, list_projects, load_spec, spec_path
 
 
 @cli.group()
@@ -37,15 +36,16 @@ def validate(app: App, projects: tuple[str, ...], all_: bool, as_json: bool) -> 
     known = frozenset(load_distros(app.settings.builders_dir))
     results: list[dict[str, Any]] = []
     problems = []
+    valid: list[Spec] = []
     for name in names:
         try:
-            load_spec(spec_path(root, name), root, known)
+            valid.append(load_spec(spec_path(root, name), root, known))
             results.append({"project": name, "ok": True, "problems": []})
         except SpecError as exc:
             problems.extend(exc.problems)
             results.append({"project": name, "ok": False,
                             "problems": [p.as_dict() for p in exc.problems]})
-    conflicts = _conflicts(root, [str(r["project"]) for r in results if r["ok"]], known)
+    conflicts = _conflicts(valid)
     if as_json:
         emit_json({"ok": not problems and not conflicts, "specs": results,
                    "conflicts": conflicts})
@@ -61,14 +61,13 @@ def validate(app: App, projects: tuple[str, ...], all_: bool, as_json: bool) -> 
         raise PackageError("\n".join(conflicts))
 
 
-def _conflicts(root: Path, names: list[str], known: frozenset[str]) -> list[str]:
+def _conflicts(specs: list[Spec]) -> list[str]:
     """Specs whose packages would install the same file (checked per package family)."""
     from giftbox.errors import PackageError
     from giftbox.package.layout import check_conflicts
 
-    if len(names) < 2:
+    if len(specs) < 2:
         return []
-    specs = [load_spec(spec_path(root, n), root, known) for n in names]
     found = []
     for family in ("deb", "rpm"):
         try:
