@@ -2,8 +2,11 @@
 
 An embedded SQLite database (stdlib ``sqlite3``) at ``<state dir>/giftbox.db``; the filesystem
 holds the bytes, this holds the history. ``$GIFTBOX_DATABASE`` names another file (a path or
-``sqlite:///path``); a ``postgresql://`` URL is refused with a StateError saying so (not
-implemented: it would need SQLAlchemy, which giftbox does not depend on).
+``sqlite:///path``) or a PostgreSQL server (``postgresql://user:pass@host:port/db``, through
+psycopg 3) that CI jobs on many machines share: verdicts recorded by one machine gate a
+promotion run on another. Both run the same migrations; the few spelling differences
+(placeholders, ``AUTOINCREMENT``, where the schema version lives, how the write lock is taken)
+are in ``_PgConnection`` and ``Records._migrate``.
 
 Why it is safe to share between concurrent giftbox processes (nightly matrix jobs, a promote
 while a build publishes):
@@ -15,6 +18,10 @@ while a build publishes):
 * The schema version lives in ``PRAGMA user_version``. Older databases are migrated forward in
   one transaction on open; a database from a newer giftbox is refused (an older giftbox cannot
   know what the newer columns mean, and writing into it could lose them).
+* On PostgreSQL the same holds: every write transaction first takes one transaction-scoped
+  advisory lock (``pg_advisory_xact_lock``), so writers queue exactly as on SQLite, bounded by
+  ``lock_timeout``; the schema version is the one row of ``giftbox_schema``; DDL is
+  transactional there too, so a migration lands whole or not at all.
 
 The build stage calls ``start_build``, ``finish_build`` and ``record_publish`` (module-level,
 each opening the database for one transaction), or holds a ``Records`` for several calls.
@@ -26,9 +33,11 @@ import contextlib
 import getpass
 import json
 import os
+import re
 import socket
 import sqlite3
 import time
+import urllib.parse
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
@@ -152,8 +161,36 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         )""",
         "CREATE INDEX nightly_targets_target ON nightly_targets (project, distro, arch, id)",
     ),
+    (  # 3 -> 4: verdicts (giftbox verify) and promotions forced past a gate (giftbox/repo/gates.py)
+        """CREATE TABLE verdicts (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            digest TEXT NOT NULL,
+            filename TEXT NOT NULL DEFAULT '',
+            project TEXT NOT NULL DEFAULT '',
+            version TEXT NOT NULL DEFAULT '',
+            distro TEXT NOT NULL,
+            arch TEXT NOT NULL,
+            check_name TEXT NOT NULL,
+            passed INTEGER NOT NULL CHECK (passed IN (0, 1)),
+            channel TEXT NOT NULL DEFAULT '',
+            against TEXT NOT NULL DEFAULT '',
+            log_path TEXT,
+            duration REAL,
+            timings TEXT NOT NULL DEFAULT '{}',
+            detail TEXT NOT NULL DEFAULT '',
+            at TEXT NOT NULL,
+            who TEXT NOT NULL,
+            host TEXT NOT NULL DEFAULT ''
+        )""",
+        "CREATE INDEX verdicts_artifact ON verdicts (digest, distro, arch, check_name, id)",
+        "ALTER TABLE promotions ADD COLUMN forced TEXT NOT NULL DEFAULT ''",
+    ),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
+_PG_WRITE_LOCK = 0x67696674  # "gift": the advisory lock every PostgreSQL writer takes first
+# Tables whose rows have an id an INSERT hands back (PostgreSQL spells it RETURNING id).
+_ID_TABLES = ("builds", "publishes", "promotions", "channel_events", "nightly_runs",
+              "nightly_targets", "verdicts")
 
 
 def who() -> str:
@@ -226,6 +263,8 @@ class Promotion:
     # channel's entries of those before it, as {filename, digest, version}.
     scope: tuple[tuple[str, str, str], ...] = ()
     snapshot: tuple[dict[str, str], ...] = ()
+    # Non-empty when --force overrode the target's gate: the evidence that was missing.
+    forced: str = ""
 
     def as_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -304,6 +343,33 @@ class NightlyTarget:
         return asdict(self)
 
 
+@dataclass(frozen=True)
+class Verdict:
+    """One check's outcome on one artifact (its exact sha256) for one distro and arch."""
+
+    id: int
+    digest: str
+    filename: str
+    project: str
+    version: str
+    distro: str
+    arch: str
+    check: str  # install | upgrade | migrate | vulns
+    passed: bool
+    channel: str  # the channel the artifact was installed from
+    against: str  # the channel whose version it was upgraded from (upgrade, migrate)
+    log_path: str | None
+    duration: float | None
+    timings: dict[str, float]  # step -> seconds
+    detail: str  # one line: what failed, or what was measured
+    at: str
+    who: str
+    host: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
 # --- the database -------------------------------------------------------------------------
 
 
@@ -313,50 +379,156 @@ def database_location(settings: Settings) -> str:
     return os.environ.get("GIFTBOX_DATABASE") or str(settings.state_dir / DB_FILE)
 
 
+def _is_postgres(location: str) -> bool:
+    return location.startswith(("postgresql://", "postgres://"))
+
+
+def redact(location: str) -> str:
+    """``location`` without its password: what errors and logs may show."""
+    if not _is_postgres(location):
+        return location
+    parts = urllib.parse.urlsplit(location)
+    if parts.password is None:
+        return location
+    netloc = parts.netloc.rsplit("@", 1)[-1]
+    user = urllib.parse.quote(parts.username or "", safe="")
+    return urllib.parse.urlunsplit(parts._replace(netloc=f"{user}:***@{netloc}"))
+
+
 def _sqlite_path(location: str) -> Path:
-    if location.startswith(("postgresql://", "postgresql+", "postgres://")):
-        try:
-            import sqlalchemy  # noqa: F401
-        except ImportError:
-            detail = "and SQLAlchemy is not installed either"
-        else:
-            detail = "even though SQLAlchemy is installed"
-        raise StateError(
-            f"GIFTBOX_DATABASE is a PostgreSQL URL, which this giftbox does not support "
-            f"({detail}): build records are stored in SQLite only",
-            hint="unset GIFTBOX_DATABASE (records go to <state dir>/giftbox.db) or set it to "
-                 "a file path or sqlite:///path")
     if location.startswith("sqlite:///"):
         return Path(location[len("sqlite://"):])
     if "://" in location:
-        raise StateError(f"GIFTBOX_DATABASE '{location}' is not a file path or sqlite:/// URL")
+        raise StateError(f"GIFTBOX_DATABASE '{redact(location)}' is not a file path, "
+                         "sqlite:///path or postgresql:// URL",
+                         hint="e.g. GIFTBOX_DATABASE=postgresql://giftbox:…@db.example:5432/"
+                              "giftbox, or unset it for <state dir>/giftbox.db")
     return Path(location)
 
 
-class Records:
-    """One connection to the records database; use as a context manager or ``close()``."""
+class _Row(dict[str, Any]):
+    """A PostgreSQL row read like ``sqlite3.Row``: by column name or by position."""
 
-    def __init__(self, path: Path, *, timeout: float = DEFAULT_TIMEOUT) -> None:
-        self.path = path
+    def __getitem__(self, key: Any) -> Any:
+        if isinstance(key, int):
+            return list(self.values())[key]
+        return super().__getitem__(key)
+
+
+class _PgResult:
+    """What ``execute`` hands back on PostgreSQL: the rows (read eagerly) and ``lastrowid``."""
+
+    def __init__(self, rows: list[_Row], lastrowid: int | None) -> None:
+        self._rows = rows
+        self.lastrowid = lastrowid
+
+    def fetchone(self) -> _Row | None:
+        return self._rows[0] if self._rows else None
+
+    def fetchall(self) -> list[_Row]:
+        return list(self._rows)
+
+    def __iter__(self) -> Iterator[_Row]:
+        return iter(self._rows)
+
+
+_INSERT_RE = re.compile(r"^\s*INSERT\s+INTO\s+(\w+)", re.IGNORECASE)
+
+
+class _PgConnection:
+    """The slice of ``sqlite3.Connection`` Records uses, over a psycopg 3 connection.
+
+    SQL is written once, in SQLite's spelling; here ``?`` becomes ``%s`` (no statement of ours
+    has a literal ``?`` or ``%``) and an INSERT into a table with an id returns it.
+    """
+
+    def __init__(self, conn: Any) -> None:
+        self.raw = conn
+
+    @staticmethod
+    def _sql(sql: str) -> str:
+        return sql.replace("?", "%s")
+
+    def execute(self, sql: str, args: Sequence[Any] = ()) -> _PgResult:
+        text = self._sql(sql)
+        m = _INSERT_RE.match(sql)
+        returning = bool(m and m.group(1) in _ID_TABLES and "RETURNING" not in sql.upper())
+        if returning:
+            text += " RETURNING id"
+        with self.raw.cursor() as cur:
+            cur.execute(text, tuple(args) if args else None)
+            rows = [_Row(r) for r in cur.fetchall()] if cur.description else []
+        lastrowid = int(rows[0]["id"]) if returning and rows else None
+        return _PgResult(rows, lastrowid)
+
+    def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+        with self.raw.cursor() as cur:
+            cur.executemany(self._sql(sql), [tuple(r) for r in rows])
+
+    def close(self) -> None:
+        self.raw.close()
+
+
+class Records:
+    """One connection to the records database; use as a context manager or ``close()``.
+
+    ``location``: a SQLite file (a Path, a path string or ``sqlite:///path``) or a
+    ``postgresql://`` URL.
+    """
+
+    def __init__(self, location: Path | str, *, timeout: float = DEFAULT_TIMEOUT) -> None:
         self.timeout = timeout
+        self.postgres = isinstance(location, str) and _is_postgres(location)
+        self.conn: Any
+        if self.postgres:
+            assert isinstance(location, str)
+            self.path: Path | str = redact(location)  # what messages name, never the password
+            self._connect_postgres(location)
+        else:
+            path = _sqlite_path(location) if isinstance(location, str) else location
+            self.path = path
+            self._connect_sqlite(path)
+        try:
+            if not self.postgres:
+                self.conn.execute(f"PRAGMA busy_timeout = {int(timeout * 1000)}")
+                self._wal()
+            self._migrate()
+        except BaseException:
+            self.conn.close()
+            raise
+
+    def _connect_sqlite(self, path: Path) -> None:
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             # isolation_level=None: we issue BEGIN IMMEDIATE ourselves (the sqlite3 module's
             # implicit BEGIN is DEFERRED, which upgrades to a write lock mid-transaction and
             # can then fail with SQLITE_BUSY without waiting).
-            self.conn = sqlite3.connect(str(path), timeout=timeout, isolation_level=None,
+            self.conn = sqlite3.connect(str(path), timeout=self.timeout, isolation_level=None,
                                         check_same_thread=False)
         except (OSError, sqlite3.Error) as exc:
             raise StateError(f"cannot open the build records {path}: {exc}",
                              hint="check that the state directory is writable") from None
         self.conn.row_factory = sqlite3.Row
+
+    def _connect_postgres(self, url: str) -> None:
         try:
-            self.conn.execute(f"PRAGMA busy_timeout = {int(timeout * 1000)}")
-            self._wal()
-            self._migrate()
-        except BaseException:
-            self.conn.close()
-            raise
+            import psycopg
+            from psycopg.rows import dict_row
+        except ImportError:
+            raise StateError("GIFTBOX_DATABASE is a PostgreSQL URL but psycopg (3) is not "
+                             "installed", hint="pip install 'psycopg[binary]'") from None
+        try:
+            # autocommit: transactions are ours (BEGIN in _write), as on SQLite.
+            raw = psycopg.connect(url, autocommit=True, row_factory=dict_row,
+                                  connect_timeout=max(1, int(self.timeout)))
+        except psycopg.Error as exc:
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise StateError(f"cannot connect to the build records database {self.path}: "
+                             f"{first.replace(url, str(self.path))}",
+                             hint="check that the PostgreSQL server runs and accepts this user "
+                                  "(GIFTBOX_DATABASE=postgresql://user:password@host:port/db)"
+                             ) from None
+        self.conn = _PgConnection(raw)
 
     def __enter__(self) -> Records:
         return self
@@ -369,12 +541,13 @@ class Records:
 
     # --- transactions ---------------------------------------------------------------------
 
-    def _locked(self, exc: sqlite3.Error) -> StateError:
+    def _locked(self, exc: Exception) -> StateError:
+        how = ("`fuser " + str(self.path) + "` shows who holds it") if not self.postgres else \
+            "pg_stat_activity shows who holds it"
         return StateError(
             f"the build records {self.path} are locked by another giftbox process "
             f"(waited {self.timeout:g}s): {exc}",
-            hint="let the other build or promotion finish and retry; `fuser "
-                 f"{self.path}` shows who holds it")
+            hint=f"let the other build or promotion finish and retry; {how}")
 
     def _wal(self) -> None:
         # Switching to WAL needs a moment of exclusive access, which the busy handler does not
@@ -396,13 +569,16 @@ class Records:
             raise StateError(f"{self.path}: SQLite refused WAL mode (journal_mode={mode})",
                              hint="keep the state directory on a local filesystem")
 
-    def _broken(self, exc: sqlite3.Error) -> StateError:
+    def _broken(self, exc: Exception) -> StateError:
         return StateError(f"{self.path} is not a usable build records database: {exc}",
                           hint="move it aside (giftbox starts a new one) or restore a backup")
 
     @contextlib.contextmanager
-    def _write(self) -> Iterator[sqlite3.Connection]:
+    def _write(self) -> Iterator[Any]:
         """One write transaction, the write lock taken before anything is read."""
+        if self.postgres:
+            yield from self._write_postgres()
+            return
         try:
             self.conn.execute("BEGIN IMMEDIATE")
         except sqlite3.OperationalError as exc:
@@ -420,7 +596,42 @@ class Records:
             self.conn.execute("ROLLBACK")
             raise self._locked(exc) from None
 
+    def _write_postgres(self) -> Iterator[Any]:
+        import psycopg
+
+        try:
+            self.conn.execute("BEGIN")
+            # SET LOCAL does not take parameters; the value is our own integer.
+            self.conn.execute(f"SET LOCAL lock_timeout = {int(self.timeout * 1000)}")
+            self.conn.execute("SELECT pg_advisory_xact_lock(?)", (_PG_WRITE_LOCK,))
+        except psycopg.errors.LockNotAvailable as exc:
+            self._pg_rollback()
+            raise self._locked(exc) from None
+        except psycopg.Error as exc:
+            self._pg_rollback()
+            raise self._broken(exc) from None
+        try:
+            yield self.conn
+        except BaseException:
+            self._pg_rollback()
+            raise
+        try:
+            self.conn.execute("COMMIT")
+        except psycopg.Error as exc:
+            self._pg_rollback()
+            raise self._broken(exc) from None
+
+    def _pg_rollback(self) -> None:
+        with contextlib.suppress(Exception):
+            self.conn.execute("ROLLBACK")
+
     def user_version(self) -> int:
+        if self.postgres:
+            row = self.conn.execute("SELECT to_regclass('giftbox_schema') AS t").fetchone()
+            if row is None or row["t"] is None:
+                return 0
+            row = self.conn.execute("SELECT version FROM giftbox_schema").fetchone()
+            return int(row["version"]) if row is not None else 0
         return int(self.conn.execute("PRAGMA user_version").fetchone()[0])
 
     def _newer(self, version: int) -> StateError:
@@ -434,23 +645,37 @@ class Records:
                  "not delete the file, it holds the build and promotion history")
 
     def _migrate(self) -> None:
+        errors: tuple[type[Exception], ...] = (sqlite3.DatabaseError,)
+        if self.postgres:
+            import psycopg
+
+            errors = (psycopg.Error,)
         try:
             version = self.user_version()
-        except sqlite3.DatabaseError as exc:
+        except errors as exc:
             raise self._broken(exc) from None
         if version > SCHEMA_VERSION:
             raise self._newer(version)
         if version == SCHEMA_VERSION:
             return
         with self._write() as db:
+            if self.postgres:
+                db.execute("CREATE TABLE IF NOT EXISTS giftbox_schema (version INTEGER NOT NULL)")
             version = self.user_version()  # another process may have migrated meanwhile
             if version > SCHEMA_VERSION:
                 raise self._newer(version)
             for step in MIGRATIONS[version:]:
                 for statement in step:
+                    if self.postgres:  # SQLite's REAL is a double; PostgreSQL's is not
+                        statement = re.sub(r"\bREAL\b", "DOUBLE PRECISION", statement.replace(
+                            "INTEGER PRIMARY KEY AUTOINCREMENT", "SERIAL PRIMARY KEY"))
                     db.execute(statement)
-            # PRAGMA does not take parameters; the value is our own integer.
-            db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+            if self.postgres:
+                db.execute("DELETE FROM giftbox_schema")
+                db.execute("INSERT INTO giftbox_schema (version) VALUES (?)", (SCHEMA_VERSION,))
+            else:
+                # PRAGMA does not take parameters; the value is our own integer.
+                db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
     # --- builds ---------------------------------------------------------------------------
 
@@ -609,16 +834,17 @@ class Records:
                          version: str, reason: str = "",
                          scope: Sequence[tuple[str, str, str]] = (),
                          snapshot: Sequence[Mapping[str, str]] = (),
-                         rolls_back: int | None = None, actor: str | None = None) -> Promotion:
+                         rolls_back: int | None = None, actor: str | None = None,
+                         forced: str = "") -> Promotion:
         with self._write() as db:
             cur = db.execute(
                 "INSERT INTO promotions (kind, project, from_channel, to_channel, digests, "
-                "filenames, version, who, at, reason, rolls_back, scope, snapshot) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "filenames, version, who, at, reason, rolls_back, scope, snapshot, forced) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (kind, project, from_channel, to_channel, json.dumps(list(digests)),
                  json.dumps(list(filenames)), version, actor or who(), now(), reason,
                  rolls_back, json.dumps([list(s) for s in scope]),
-                 json.dumps([dict(s) for s in snapshot])))
+                 json.dumps([dict(s) for s in snapshot]), forced))
             new_id = int(cur.lastrowid or 0)
             if rolls_back is not None:
                 db.execute("UPDATE promotions SET rolled_back_by = ? WHERE id = ?",
@@ -652,14 +878,53 @@ class Records:
         row = self.conn.execute(sql + " ORDER BY id DESC LIMIT 1", args).fetchone()
         return _promotion(row) if row is not None else None
 
+    # --- verdicts -------------------------------------------------------------------------
+
+    def record_verdict(self, *, digest: str, distro: str, arch: str, check: str, passed: bool,
+                       filename: str = "", project: str = "", version: str = "",
+                       channel: str = "", against: str = "",
+                       log_path: str | Path | None = None, duration: float | None = None,
+                       timings: Mapping[str, float] | None = None, detail: str = "",
+                       actor: str | None = None) -> Verdict:
+        """Record one check's outcome on the artifact ``digest`` for ``distro``/``arch``."""
+        with self._write() as db:
+            cur = db.execute(
+                "INSERT INTO verdicts (digest, filename, project, version, distro, arch, "
+                "check_name, passed, channel, against, log_path, duration, timings, detail, at, "
+                "who, host) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (digest, filename, project, version, distro, arch, check, int(bool(passed)),
+                 channel, against, str(log_path) if log_path is not None else None, duration,
+                 json.dumps(dict(timings or {}), sort_keys=True), detail, now(),
+                 actor or who(), socket.gethostname()))
+            new_id = int(cur.lastrowid or 0)
+        row = self.conn.execute("SELECT * FROM verdicts WHERE id = ?", (new_id,)).fetchone()
+        return _verdict(row)
+
+    def verdicts(self, digest: str | None = None, *, distro: str | None = None,
+                 arch: str | None = None) -> list[Verdict]:
+        """Verdicts (on ``digest``, for ``distro``/``arch`` when given), oldest first."""
+        sql, args = "SELECT * FROM verdicts WHERE 1 = 1", []
+        for column, value in (("digest", digest), ("distro", distro), ("arch", arch)):
+            if value is not None:
+                sql += f" AND {column} = ?"  # our own column names, never input
+                args.append(value)
+        return [_verdict(r) for r in self.conn.execute(sql + " ORDER BY id", args)]
+
+    def latest_verdicts(self, digest: str, distro: str, arch: str) -> dict[str, Verdict]:
+        """The latest verdict per check on ``digest`` for ``distro``/``arch``: a later failure
+        supersedes an earlier pass (the artifact is what it is; the environment changed)."""
+        return {v.check: v for v in self.verdicts(digest, distro=distro, arch=arch)}
+
     # --- pins and channel events ----------------------------------------------------------
 
     def pin(self, channel: str, package: str, version: str, reason: str = "",
             actor: str | None = None) -> Pin:
         at, by = now(), actor or who()
         with self._write() as db:
-            db.execute("INSERT OR REPLACE INTO pins (channel, package, version, who, at, "
-                       "reason) VALUES (?, ?, ?, ?, ?, ?)",
+            db.execute("INSERT INTO pins (channel, package, version, who, at, reason) "
+                       "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (channel, package, version) "
+                       "DO UPDATE SET who = excluded.who, at = excluded.at, "
+                       "reason = excluded.reason",
                        (channel, package, version, by, at, reason))
             self._event(db, channel, "pin", {"package": package, "version": version},
                         reason, by, at)
@@ -696,7 +961,7 @@ class Records:
             self._event(db, channel, kind, detail, reason, actor or who(), now())
 
     @staticmethod
-    def _event(db: sqlite3.Connection, channel: str, kind: str, detail: Mapping[str, Any],
+    def _event(db: Any, channel: str, kind: str, detail: Mapping[str, Any],
                reason: str, by: str, at: str) -> None:
         db.execute("INSERT INTO channel_events (channel, kind, detail, who, at, reason) "
                    "VALUES (?, ?, ?, ?, ?, ?)",
@@ -746,13 +1011,13 @@ def _event_summary(kind: str, detail: dict[str, Any]) -> str:
     return json.dumps(detail, sort_keys=True)
 
 
-def _build(row: sqlite3.Row) -> Build:
+def _build(row: Mapping[str, Any]) -> Build:
     d = dict(row)
     d["artifacts"] = json.loads(d["artifacts"] or "{}")
     return Build(**d)
 
 
-def _promotion(row: sqlite3.Row) -> Promotion:
+def _promotion(row: Mapping[str, Any]) -> Promotion:
     d = dict(row)
     d["digests"] = tuple(json.loads(d["digests"]))
     d["filenames"] = tuple(json.loads(d["filenames"]))
@@ -761,7 +1026,15 @@ def _promotion(row: sqlite3.Row) -> Promotion:
     return Promotion(**d)
 
 
-def _pin(row: sqlite3.Row) -> Pin:
+def _verdict(row: Mapping[str, Any]) -> Verdict:
+    d = dict(row)
+    d["check"] = d.pop("check_name")
+    d["passed"] = bool(d["passed"])
+    d["timings"] = json.loads(d["timings"] or "{}")
+    return Verdict(**d)
+
+
+def _pin(row: Mapping[str, Any]) -> Pin:
     return Pin(**dict(row))
 
 
@@ -770,7 +1043,7 @@ def _pin(row: sqlite3.Row) -> Pin:
 
 def open_records(settings: Settings, *, timeout: float = DEFAULT_TIMEOUT) -> Records:
     """The records database of ``settings`` (created and migrated as needed)."""
-    return Records(_sqlite_path(database_location(settings)), timeout=timeout)
+    return Records(database_location(settings), timeout=timeout)
 
 
 def start_build(settings: Settings, project: str, distro: str, arch: str, **inputs: Any) -> int:
