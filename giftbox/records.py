@@ -985,6 +985,8 @@ class Records:
                 summary = f"{p.project} {p.version} to {p.to_channel}: {files}"
             if p.rolled_back_by is not None and p.to_channel == channel:
                 summary += f" (rolled back by #{p.rolled_back_by})"
+            if p.forced:
+                summary += f" (FORCED past the gate; missing: {p.forced})"
             events.append((p.at, 1, Event(kind, p.at, p.who, p.reason, f"#{p.id} {summary}",
                                           p.as_dict())))
         for r in self.conn.execute("SELECT * FROM publishes WHERE channel = ? ORDER BY id",

@@ -90,12 +90,18 @@ def _moved_line(e: object, arrow: str) -> str:
 @click.option("--reason", default="", help="Why: recorded, and shown by channel history.")
 @click.option("--rollback", is_flag=True,
               help="Bring back the state of --to before its last promotion (of PROJECT).")
+@click.option("--release", metavar="RELEASE",
+              help="Every project and target of this release (the specs' release:) that the "
+                   "source holds, all or none, in one transaction.")
+@click.option("--force", is_flag=True,
+              help="Promote past the target's gate (channels.yaml requires:); needs --reason, "
+                   "and is recorded with what evidence was missing.")
 @json_option
 @pass_app
 def promote_cmd(app: App, project: str | None, from_channel: str | None, to_channel: str,
                 version: str | None, distro: str | None, arch: str | None,
                 all_projects: bool, dry_run: bool, reason: str, rollback: bool,
-                as_json: bool) -> None:
+                release: str | None, force: bool, as_json: bool) -> None:
     """Move the exact artifacts of PROJECT, by digest, from one channel into another.
 
     \b
@@ -107,6 +113,7 @@ def promote_cmd(app: App, project: str | None, from_channel: str | None, to_chan
       giftbox promote nova --from staging --to stable --version 33.0.0-1 --reason "CI #812"
       giftbox promote --all --from staging --to stable --dry-run
       giftbox promote --rollback --to stable nova --reason "breaks live migration"
+      giftbox promote --release 2026.1 --from staging --to stable
     """
     from giftbox.errors import RepoError
 
@@ -137,7 +144,7 @@ def promote_cmd(app: App, project: str | None, from_channel: str | None, to_chan
 
     results = promote(app.settings, project, from_channel, to_channel, version=version,
                       distro=distro, arch=arch, all_projects=all_projects, dry_run=dry_run,
-                      reason=reason, reporter=app.reporter)
+                      reason=reason, reporter=app.reporter, release=release, force=force)
     if as_json:
         emit_json({"dry_run": dry_run, "promotions": [r.as_dict() for r in results]})
         return
@@ -162,7 +169,7 @@ def promote_cmd(app: App, project: str | None, from_channel: str | None, to_chan
                    "keep in channels.yaml). Pinned versions are kept on top.")
 @click.option("--gc", "collect", is_flag=True,
               help="Also delete pool objects that no channel references any more.")
-@click.option("--min-age", type=float, default=3600.0, show_default=True,
+@click.option("--min-age", type=click.IntRange(min=0), default=3600, show_default=True,
               help="With --gc: leave pool objects younger than this many seconds (a publish "
                    "may be about to link them).")
 @click.option("--dry-run", is_flag=True, help="Change nothing; print what would go.")
@@ -276,17 +283,21 @@ def channel_show(app: App, name: str, as_json: bool) -> None:
       giftbox channel show stable --json
     """
     from giftbox.repo import channel_state, get_channel, public_key_path
+    from giftbox.repo.gates import entry_verdicts, verdict_cell
 
     ch = get_channel(app.settings, name)
     state = channel_state(app.settings, name)
     entries = [state.entries[f] for f in sorted(state.entries)]
+    verdicts = entry_verdicts(app.settings, entries)  # giftbox verify's evidence per artifact
     if as_json:
         emit_json({"channel": name, "description": ch.description, "key": state.key,
                    "keep": ch.keep, "updated": state.updated, "pending": state.pending,
                    "distros": [d.name for d in ch.distros],
                    "public_key": str(public_key_path(app.settings, name)),
                    "generations": state.generations,
-                   "entries": [e.as_dict() for e in entries]})
+                   "requires": list(ch.requires),
+                   "entries": [{**e.as_dict(), "verdicts": verdicts.get(e.filename, {})}
+                               for e in entries]})
         return
     click.echo(f"channel {name}: {len(entries)} package(s), serves "
                f"{', '.join(d.name for d in ch.distros)}")
@@ -295,9 +306,10 @@ def channel_show(app: App, name: str, as_json: bool) -> None:
                    + ", ".join(state.pending))
     if not entries:
         return
-    rows = [("PACKAGE", "VERSION", "ARCH", "DISTRO", "DIGEST")] + [
-        (e.name, e.version, e.arch, e.distro, e.digest[:16]) for e in entries]
-    widths = [max(len(r[i]) for r in rows) for i in range(5)]
+    rows = [("PACKAGE", "VERSION", "ARCH", "DISTRO", "DIGEST", "VERDICTS")] + [
+        (e.name, e.version, e.arch, e.distro, e.digest[:16],
+         verdict_cell(verdicts.get(e.filename, {}), ch.requires)) for e in entries]
+    widths = [max(len(r[i]) for r in rows) for i in range(6)]
     for r in rows:
         click.echo("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
 

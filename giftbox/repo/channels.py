@@ -17,6 +17,7 @@ import yaml
 
 from giftbox.distros import Arch, Distro, load_distros
 from giftbox.errors import BuilderError, RepoError
+from giftbox.repo.gates import Allowance, parse_allow, parse_requires
 from giftbox.settings import Settings
 
 CHANNELS_FILE = "channels.yaml"
@@ -56,6 +57,10 @@ class Channel:
     # (name, family, version_tag) of every known distro, served or not: a package tagged for
     # a distro this channel does not serve is named as such rather than as "untagged".
     known_tags: tuple[tuple[str, str, str], ...] = ()
+    # The checks (giftbox verify) an artifact must have passed to be promoted in, and the
+    # advisories the vulns check allows here (giftbox/repo/gates.py).
+    requires: tuple[str, ...] = ()
+    allowances: tuple[Allowance, ...] = ()
 
     def distro(self, name: str) -> Distro:
         for d in self.distros:
@@ -106,10 +111,12 @@ def _channel(path: Path, root: Path, name: str, body: Any,
         raise RepoError(f"{where}: a channel name is lower-case letters, digits and '-'")
     if not isinstance(body, dict):
         raise RepoError(f"{where}: expected a mapping with key, keep and distros")
-    unknown = set(body) - {"description", "key", "key_file", "keep", "distros", "arches"}
+    unknown = set(body) - {"description", "key", "key_file", "keep", "distros", "arches",
+                           "requires", "allow"}
     if unknown:
         raise RepoError(f"{where}: unknown field(s) {', '.join(sorted(unknown))}",
-                        hint="known: description, key, key_file, keep, distros, arches")
+                        hint="known: description, key, key_file, keep, distros, arches, "
+                             "requires, allow")
     key = body.get("key") or f"giftbox-{name}@giftbox.invalid"
     keep = body.get("keep", 5)
     if not isinstance(keep, int) or isinstance(keep, bool) or keep < 1:
@@ -145,7 +152,9 @@ def _channel(path: Path, root: Path, name: str, body: Any,
                    description=str(body.get("description", "")),
                    key_file=(root / key_file) if key_file else None,
                    known_tags=tuple((d.name, d.family, d.version_tag)
-                                    for d in distros.values()))
+                                    for d in distros.values()),
+                   requires=parse_requires(where, body.get("requires")),
+                   allowances=parse_allow(where, body.get("allow")))
 
 
 def get_channel(settings: Settings, name: str) -> Channel:

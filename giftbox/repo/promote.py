@@ -243,14 +243,28 @@ def _versions(entries: Iterable[Entry]) -> str:
 def promote(settings: Settings, project: str | None, from_channel: str, to_channel: str, *,
             version: str | None = None, distro: str | None = None, arch: str | None = None,
             all_projects: bool = False, dry_run: bool = False, reason: str = "",
-            reporter: Reporter = NULL_REPORTER) -> list[Promoted]:
-    """Promote ``project`` (or every project, ``all_projects``) and record it; one result per
-    project. Raises RepoError, the target unchanged, for anything the source does not hold."""
+            reporter: Reporter = NULL_REPORTER, release: str | None = None,
+            force: bool = False) -> list[Promoted]:
+    """Promote ``project`` (or every project, ``all_projects``, or every project of
+    ``release``) and record it; one result per project. Raises RepoError, the target
+    unchanged, for anything the source does not hold or the target's gate refuses
+    (``force`` overrides the gate, recorded with ``reason``)."""
     from giftbox.records import open_records, who
+    from giftbox.repo.gates import enforce, release_projects
 
     source, target = _channels(settings, from_channel, to_channel)
     state = channel_state(settings, source.name)
-    if all_projects:
+    if release is not None:  # every project and target of the release, in one publish
+        if project is not None or version is not None or all_projects or distro or arch:
+            raise RepoError("--release moves every project and target of the release at its "
+                            "highest version: give no PROJECT, --version, --all, --distro or "
+                            "--arch with it")
+        projects = release_projects(
+            settings, {project_of(settings, e.name) for e in state.entries.values()}, release)
+        if not projects:
+            raise RepoError(f"channel '{source.name}' holds no project of release {release}",
+                            hint="a project's release is its spec's release: field")
+    elif all_projects:
         if project is not None or version is not None:
             raise RepoError("--all promotes every project at its highest version: give no "
                             "PROJECT and no --version with it")
@@ -273,6 +287,7 @@ def promote(settings: Settings, project: str | None, from_channel: str, to_chann
     for entries in chosen.values():
         for e in entries:
             entry_for(target, Pool(settings.repos_dir).load(e.digest))  # served by the target?
+    forced = enforce(settings, source, target, chosen, force=force, reason=reason)  # gates.py
     actor = who()
     if dry_run:
         held = channel_state(settings, target.name).entries
@@ -300,7 +315,8 @@ def promote(settings: Settings, project: str | None, from_channel: str, to_chann
                         kind="promote", project=p, from_channel=source.name,
                         to_channel=target.name, digests=[e.digest for e in moved],
                         filenames=[e.filename for e in moved], version=_versions(moved),
-                        reason=reason, scope=scope, snapshot=snapshot, actor=actor).id
+                        reason=reason, scope=scope, snapshot=snapshot, actor=actor,
+                        forced=forced).id
                 results.append(Promoted(p, source.name, target.name, moved, unchanged, False,
                                         reason, actor, pid))
 

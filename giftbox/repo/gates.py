@@ -1,0 +1,262 @@
+"""Evidence gates: a channel that ``requires:`` checks takes only artifacts that passed them.
+
+``channels.yaml`` names, per channel, the checks (``giftbox verify``) an artifact must have
+passed before ``promote`` links it in, and the vulnerability advisories the ``vulns`` check may
+allow there, each with its reason::
+
+    stable:
+      requires: [install, upgrade, migrate, vulns]
+      allow:
+        - advisory: GHSA-xxxx-xxxx-xxxx   # or PYSEC-…, CVE-…
+          package: requests               # optional: only for this dependency
+          reason: not reachable: we never pass user URLs to requests
+
+The evidence is a verdict in the records (giftbox/records.py) for the exact sha256 of the
+artifact, its distro and its architecture; the latest verdict per check counts, so a check that
+failed after it once passed blocks again. The gate is judged before the target's lock is taken
+and before anything is linked: a refusal leaves every channel as it was. ``--force --reason``
+moves the artifacts anyway and records, with the promotion, what evidence was missing.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from giftbox.errors import RepoError
+
+if TYPE_CHECKING:
+    from giftbox.records import Records, Verdict
+    from giftbox.repo.channels import Channel
+    from giftbox.repo.publish import Entry
+    from giftbox.settings import Settings
+
+CHECKS = ("install", "upgrade", "migrate", "vulns")
+
+
+@dataclass(frozen=True)
+class Allowance:
+    """A known vulnerability the ``vulns`` check accepts in one channel, and why."""
+
+    advisory: str  # an advisory id or alias (GHSA-…, PYSEC-…, CVE-…)
+    reason: str
+    package: str | None = None  # only in this dependency (any when None)
+
+    def covers(self, advisory_ids: Iterable[str], package: str) -> bool:
+        if self.package is not None and self.package.lower() != package.lower():
+            return False
+        return self.advisory.upper() in {a.upper() for a in advisory_ids}
+
+
+def parse_requires(where: str, value: Any) -> tuple[str, ...]:
+    """``channels.<name>.requires``: a list of known checks."""
+    if value is None:
+        return ()
+    if not isinstance(value, list) or not all(isinstance(c, str) for c in value):
+        raise RepoError(f"{where}.requires: expected a list of checks",
+                        hint="known checks: " + ", ".join(CHECKS))
+    for check in value:
+        if check not in CHECKS:
+            close = difflib.get_close_matches(check, CHECKS, n=1)
+            raise RepoError(f"{where}.requires: unknown check '{check}'",
+                            hint=(f"did you mean '{close[0]}'? " if close else "")
+                            + "known checks: " + ", ".join(CHECKS))
+    return tuple(dict.fromkeys(value))
+
+
+def parse_allow(where: str, value: Any) -> tuple[Allowance, ...]:
+    """``channels.<name>.allow``: advisories the vulns check accepts, each with a reason."""
+    if value is None:
+        return ()
+    if not isinstance(value, list):
+        raise RepoError(f"{where}.allow: expected a list of {{advisory, reason}} entries")
+    out = []
+    for i, item in enumerate(value):
+        at = f"{where}.allow[{i}]"
+        if not isinstance(item, dict):
+            raise RepoError(f"{at}: expected a mapping with advisory and reason")
+        unknown = set(item) - {"advisory", "reason", "package"}
+        if unknown:
+            raise RepoError(f"{at}: unknown field(s) {', '.join(sorted(map(str, unknown)))}",
+                            hint="known: advisory, reason, package")
+        advisory = item.get("advisory")
+        if not isinstance(advisory, str) or not advisory.strip():
+            raise RepoError(f"{at}.advisory: name the advisory (GHSA-…, PYSEC-…, CVE-…)")
+        reason = item.get("reason")
+        if not isinstance(reason, str) or not reason.strip():
+            raise RepoError(f"{at}: the allowance of {advisory} has no reason",
+                            hint="say why the advisory does not apply here (reason: …); an "
+                                 "allowance without one is refused")
+        package = item.get("package")
+        if package is not None and not isinstance(package, str):
+            raise RepoError(f"{at}.package: expected a dependency name")
+        out.append(Allowance(advisory.strip(), reason.strip(), package))
+    return tuple(out)
+
+
+# --- judging ------------------------------------------------------------------------------
+
+
+def _arch(entry_arch: str) -> str | None:
+    """giftbox's name of a package's architecture; None for all/noarch (any arch counts)."""
+    if entry_arch in ("all", "noarch"):
+        return None
+    from giftbox.distros import Arch
+
+    return Arch.parse(entry_arch).value
+
+
+@dataclass(frozen=True)
+class Missing:
+    """One check an artifact lacks for a channel: never run, or failed last time."""
+
+    project: str
+    filename: str
+    digest: str
+    distro: str
+    arch: str
+    check: str
+    why: str  # "no verdict" | "failed <when>: <detail>"
+    command: str  # what produces the verdict
+
+    def line(self) -> str:
+        return (f"{self.project} {self.distro}/{self.arch} {self.filename} "
+                f"(sha256:{self.digest[:16]}): {self.check}: {self.why}; run: {self.command}")
+
+    def as_dict(self) -> dict[str, str]:
+        return {"project": self.project, "filename": self.filename, "digest": self.digest,
+                "distro": self.distro, "arch": self.arch, "check": self.check,
+                "why": self.why, "command": self.command}
+
+
+def verdicts_for(db: Records, entry: Entry) -> dict[str, Verdict]:
+    """The latest verdict per check on ``entry``'s exact bytes for its distro and arch."""
+    arch = _arch(entry.arch)
+    if arch is not None:
+        return db.latest_verdicts(entry.digest, entry.distro, arch)
+    latest: dict[str, Verdict] = {}
+    for v in db.verdicts(entry.digest, distro=entry.distro):
+        latest[v.check] = v
+    return latest
+
+
+def missing(db: Records, source: Channel, target: Channel,
+            chosen: Mapping[str, Iterable[Entry]]) -> list[Missing]:
+    """What ``target``'s gate lacks for each entry of ``chosen`` (project -> entries)."""
+    out: list[Missing] = []
+    if not target.requires:
+        return out
+    for project, entries in chosen.items():
+        for e in entries:
+            have = verdicts_for(db, e)
+            arch = _arch(e.arch) or e.arch
+            for check in target.requires:
+                v = have.get(check)
+                if v is not None and v.passed:
+                    continue
+                why = "no verdict" if v is None else \
+                    f"failed {v.at}: {v.detail or 'see ' + str(v.log_path)}"
+                against = f" --against {target.name}" if check in ("upgrade", "migrate") else ""
+                command = (f"giftbox verify {project} --channel {source.name} --distro "
+                           f"{e.distro} --arch {arch} --check {check}{against}")
+                out.append(Missing(project, e.filename, e.digest, e.distro, arch, check, why,
+                                   command))
+    return out
+
+
+def enforce(settings: Settings, source: Channel, target: Channel,
+            chosen: Mapping[str, Iterable[Entry]], *, force: bool = False,
+            reason: str = "") -> str:
+    """Refuse (RepoError) a promotion into ``target`` lacking required evidence; with
+    ``force`` (and a reason) let it through and return what was missing, to be recorded."""
+    from giftbox.records import open_records
+
+    if force and not reason.strip():
+        raise RepoError("--force needs --reason: a promotion past a gate is recorded with why",
+                        hint='e.g. --force --reason "hotfix for CVE-…, verified by hand"')
+    if not target.requires:
+        return ""
+    chosen = {p: list(es) for p, es in chosen.items()}
+    with open_records(settings) as db:
+        lacking = missing(db, source, target, chosen)
+    if not lacking:
+        return ""
+    if force:
+        return "; ".join(m.line() for m in lacking)
+    shown = lacking[:12]
+    more = f"\n  … and {len(lacking) - len(shown)} more" if len(lacking) > len(shown) else ""
+    raise GateRefused(
+        f"'{target.name}' requires {', '.join(target.requires)}; refused, nothing moved:\n"
+        + "\n".join("  " + m.line() for m in shown) + more,
+        lacking,
+        hint="run the checks named (their verdicts are recorded for the exact sha256), or "
+             "override with --force --reason \"…\" (recorded with the promotion)")
+
+
+class GateRefused(RepoError):
+    """A promotion refused by a channel's gate; ``missing`` says what evidence lacks."""
+
+    def __init__(self, message: str, lacking: list[Missing], *, hint: str | None = None) -> None:
+        super().__init__(message, hint=hint)
+        self.missing = lacking
+
+
+# --- releases -----------------------------------------------------------------------------
+
+
+def spec_release(settings: Settings, project: str) -> str | None:
+    """``release:`` of specs/<project>.yaml, read with plain YAML (as promote reads specs)."""
+    import yaml
+
+    path = settings.specs_dir / f"{project}.yaml"
+    if not path.is_file():
+        return None
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError:
+        return None
+    value = data.get("release") if isinstance(data, dict) else None
+    return str(value) if value is not None else None
+
+
+def release_projects(settings: Settings, projects: Iterable[str], release: str) -> list[str]:
+    """Which of ``projects`` belong to ``release`` (by their spec's ``release:``)."""
+    return sorted(p for p in set(projects) if spec_release(settings, p) == release)
+
+
+__all__ = ["CHECKS", "Allowance", "GateRefused", "Missing", "enforce", "missing",
+           "parse_allow", "parse_requires", "release_projects", "spec_release",
+           "verdicts_for"]
+
+
+# --- showing ------------------------------------------------------------------------------
+
+
+def entry_verdicts(settings: Settings, entries: Iterable[Entry]) -> dict[str, dict[str, Any]]:
+    """filename -> check -> the latest verdict (as a dict) on that entry's exact bytes; for
+    ``channel show`` and the report. Empty when the records cannot be opened."""
+    from giftbox.errors import StateError
+    from giftbox.records import open_records
+
+    out: dict[str, dict[str, Any]] = {}
+    try:
+        with open_records(settings) as db:
+            for e in entries:
+                out[e.filename] = {c: v.as_dict() for c, v in verdicts_for(db, e).items()}
+    except StateError:
+        return {}
+    return out
+
+
+def verdict_cell(verdicts: Mapping[str, Any], requires: Iterable[str] = ()) -> str:
+    """``install:pass upgrade:FAIL migrate:- …``: every required check, then any other."""
+    checks = list(dict.fromkeys([*requires, *[c for c in CHECKS if c in verdicts]]))
+    if not checks:
+        return "-"
+    parts = []
+    for c in checks:
+        v = verdicts.get(c)
+        parts.append(f"{c}:" + ("-" if v is None else "pass" if v["passed"] else "FAIL"))
+    return " ".join(parts)

@@ -1,0 +1,196 @@
+"""Evidence-gated promotion, told as the operator's story.
+
+stable requires install and vulns: a candidate nightly holds but nobody verified is refused,
+naming what is missing and the command that produces it, and no channel changes; once its exact
+sha256 has passing verdicts it moves; ``--force --reason`` moves it anyway and says so in the
+records. A release moves whole or not at all. ``giftbox verify`` itself runs keystone through the
+checks in a clean container further down (slow, marked docker).
+"""
+
+# Fixtures are imported from tests/repo_fixtures.py (the lead owns conftest.py), so pytest
+# parameters shadow the imported names by design.
+# ruff: noqa: F811
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from giftbox.errors import RepoError
+from giftbox.records import open_records
+from giftbox.repo import channel_state, publish
+from giftbox.repo.channels import load_channels
+from giftbox.repo.gates import GateRefused
+from giftbox.repo.promote import history, promote
+from tests.repo_fixtures import (
+    Tree,
+    giftbox_cli,
+    keyring_template,  # noqa: F401  (fixture)
+    make_deb,
+    make_tree,
+)
+
+GATED = """\
+channels:
+  nightly:
+    key: giftbox-nightly@giftbox.invalid
+    distros: [debian12]
+  stable:
+    key: giftbox-stable@giftbox.invalid
+    distros: [debian12]
+    requires: [install, vulns]
+    allow:
+      - advisory: GHSA-0000-test-0000
+        reason: the vulnerable code path is never imported by the service
+"""
+
+
+@pytest.fixture
+def gated(tmp_path: Path, keyring_template: Path) -> Iterator[Tree]:
+    import shutil
+
+    from plumbum import local
+
+    t = make_tree(tmp_path, GATED)
+    t.settings.state_dir.mkdir(parents=True)
+    shutil.copytree(keyring_template, t.settings.state_dir / "gnupg",
+                    ignore=shutil.ignore_patterns("S.*", "*.lock", ".#*"))
+    for project in ("alpha", "beta"):
+        (t.root / "specs" / f"{project}.yaml").write_text(
+            f'name: {project}\nrelease: "2026.1"\npackage: {{name: giftbox-{project}}}\n')
+    yield t
+    local["gpgconf"]["--homedir", str(t.settings.state_dir / "gnupg"), "--kill", "all"] \
+        .run(retcode=None)
+
+
+@pytest.fixture(autouse=True)
+def _actor(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("GIFTBOX_USER", "alice")
+    monkeypatch.delenv("GIFTBOX_DATABASE", raising=False)
+
+
+def _sha(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _snapshot(tree: Tree) -> dict[str, bytes]:
+    """Every channel's state and index files, to show a refusal changed nothing."""
+    out = {}
+    for ch in ("nightly", "stable"):
+        base = tree.repos / ch
+        if base.is_dir():
+            for p in sorted(base.rglob("*")):
+                if p.is_file() and ".lock" not in p.name:
+                    out[str(p.relative_to(tree.repos))] = p.read_bytes()
+    return out
+
+
+def _pass(tree: Tree, deb: Path, *checks: str, passed: bool = True) -> None:
+    with open_records(tree.settings) as db:
+        for check in checks:
+            db.record_verdict(digest=_sha(deb), distro="debian12", arch="x86_64", check=check,
+                              passed=passed, channel="nightly", detail="test verdict")
+
+
+def test_the_gate_refuses_an_unverified_candidate_and_takes_a_verified_one(
+        gated: Tree, tmp_path: Path) -> None:
+    deb = make_deb(tmp_path / "a", name="giftbox-alpha", version="1.0-1~deb12", arch="amd64")
+    publish("nightly", [deb], gated.settings)
+    before = _snapshot(gated)
+    with pytest.raises(GateRefused) as err:
+        promote(gated.settings, "alpha", "nightly", "stable")
+    text = err.value.render()
+    assert "'stable' requires install, vulns" in text and "nothing moved" in text
+    assert f"sha256:{_sha(deb)[:16]}" in text and "install: no verdict" in text
+    assert ("giftbox verify alpha --channel nightly --distro debian12 --arch x86_64 "
+            "--check vulns") in text
+    assert err.value.exit_code == 8 and _snapshot(gated) == before
+
+    _pass(gated, deb, "install")
+    _pass(gated, deb, "vulns", passed=False)  # a failed verdict blocks, and says when and why
+    with pytest.raises(GateRefused) as err:
+        promote(gated.settings, "alpha", "nightly", "stable")
+    assert [m.check for m in err.value.missing] == ["vulns"]
+    assert "vulns: failed" in err.value.message and "test verdict" in err.value.message
+    assert _snapshot(gated) == before
+
+    # A passing verdict on other bytes of the same version does not count: the exact sha256.
+    with open_records(gated.settings) as db:
+        db.record_verdict(digest="0" * 64, distro="debian12", arch="x86_64", check="vulns",
+                          passed=True)
+    with pytest.raises(GateRefused):
+        promote(gated.settings, "alpha", "nightly", "stable")
+
+    _pass(gated, deb, "vulns")
+    [moved] = promote(gated.settings, "alpha", "nightly", "stable", reason="verified")
+    assert [e.digest for e in moved.moved] == [_sha(deb)]
+    out = giftbox_cli(gated, "channel", "show", "stable")()
+    assert "install:pass vulns:pass" in out
+    shown = json.loads(giftbox_cli(gated, "channel", "show", "stable", "--json")())
+    assert shown["requires"] == ["install", "vulns"]
+    assert shown["entries"][0]["verdicts"]["vulns"]["passed"] is True
+
+
+def test_force_needs_a_reason_and_is_recorded(gated: Tree, tmp_path: Path) -> None:
+    deb = make_deb(tmp_path / "a", name="giftbox-alpha", version="1.0-1~deb12", arch="amd64")
+    publish("nightly", [deb], gated.settings)
+    before = _snapshot(gated)
+    code, out, err = giftbox_cli(gated, "promote", "alpha", "--from", "nightly", "--to",
+                                 "stable", "--force").run(retcode=None)
+    assert code == 8 and "--force needs --reason" in err and "Traceback" not in err
+    assert _snapshot(gated) == before
+    giftbox_cli(gated, "promote", "alpha", "--from", "nightly", "--to", "stable", "--force",
+                "--reason", "hotfix, verified by hand")()
+    [p] = [e for e in history(gated.settings, "stable") if e.kind == "promote"]
+    assert "FORCED past the gate" in p.summary and "install: no verdict" in p.summary
+    assert p.reason == "hotfix, verified by hand" and p.detail["forced"]
+
+
+def test_a_release_moves_whole_or_not_at_all(gated: Tree, tmp_path: Path) -> None:
+    alpha = make_deb(tmp_path / "a", name="giftbox-alpha", version="1.0-1~deb12", arch="amd64")
+    beta = make_deb(tmp_path / "b", name="giftbox-beta", version="2.0-1~deb12", arch="amd64")
+    publish("nightly", [alpha, beta], gated.settings)
+    _pass(gated, alpha, "install", "vulns")
+    _pass(gated, beta, "install")  # beta's vulns verdict is missing
+    before = _snapshot(gated)
+    code, out, err = giftbox_cli(gated, "promote", "--release", "2026.1", "--from", "nightly",
+                                 "--to", "stable").run(retcode=None)
+    assert code == 8, out + err
+    assert "beta debian12/x86_64" in err and "vulns: no verdict" in err and "alpha" not in \
+        err.split("refused")[1].split("run the checks")[0].replace("giftbox-alpha", "")
+    assert _snapshot(gated) == before  # neither alpha nor beta moved; nightly untouched
+
+    _pass(gated, beta, "vulns")
+    results = promote(gated.settings, None, "nightly", "stable", release="2026.1")
+    assert sorted(r.project for r in results) == ["alpha", "beta"]
+    assert sorted(e.name for e in channel_state(gated.settings, "stable").entries.values()) \
+        == ["giftbox-alpha", "giftbox-beta"]
+    with pytest.raises(RepoError, match="holds no project of release 2025.2"):
+        promote(gated.settings, None, "nightly", "stable", release="2025.2")
+
+
+@pytest.mark.parametrize("body, problem", [
+    ("    requires: [install, upgrad]\n",
+     "channels.stable.requires: unknown check 'upgrad'"),
+    ("    allow:\n      - advisory: GHSA-1234-5678-9abc\n",
+     "channels.stable.allow[0]: the allowance of GHSA-1234-5678-9abc has no reason"),
+    ("    allow:\n      - advisory: GHSA-1234-5678-9abc\n        reason: '  '\n",
+     "has no reason"),
+])
+def test_bad_gates_are_named(gated: Tree, tmp_path: Path, body: str, problem: str) -> None:
+    deb = make_deb(tmp_path / "a", name="giftbox-alpha", version="1.0-1~deb12", arch="amd64")
+    publish("nightly", [deb], gated.settings)
+    before = _snapshot(gated)
+    (gated.root / "channels.yaml").write_text(
+        GATED.split("    requires:")[0] + body)
+    with pytest.raises(RepoError) as err:
+        load_channels(gated.settings)
+    assert problem in err.value.message
+    code, out, stderr = giftbox_cli(gated, "promote", "alpha", "--from", "nightly", "--to",
+                                    "stable", "--force", "--reason", "x").run(retcode=None)
+    assert code == 8 and problem in stderr and "Traceback" not in stderr
+    assert _snapshot(gated) == before
