@@ -15,6 +15,7 @@ import subprocess
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from typing import IO
 from urllib.parse import urlsplit
 
 from giftbox.errors import SourceError
@@ -41,11 +42,16 @@ def git_env(url: str | None = None, ca_bundle: Path | None = None,
         "LC_ALL": "C",
         # Configuration given through the environment, not via a config file we would have
         # to write: hooks off, no redirects, no automatic gc racing a concurrent build.
-        "GIT_CONFIG_COUNT": "4",
+        # A tree's own attributes can name a filter or an encoding, never a command: no
+        # attributes file outside the repository, no fsmonitor hook, no CRLF guessing.
+        "GIT_CONFIG_COUNT": "7",
         "GIT_CONFIG_KEY_0": "core.hooksPath", "GIT_CONFIG_VALUE_0": os.devnull,
         "GIT_CONFIG_KEY_1": "http.followRedirects", "GIT_CONFIG_VALUE_1": "false",
         "GIT_CONFIG_KEY_2": "gc.auto", "GIT_CONFIG_VALUE_2": "0",
         "GIT_CONFIG_KEY_3": "advice.detachedHead", "GIT_CONFIG_VALUE_3": "false",
+        "GIT_CONFIG_KEY_4": "core.fsmonitor", "GIT_CONFIG_VALUE_4": "false",
+        "GIT_CONFIG_KEY_5": "core.attributesFile", "GIT_CONFIG_VALUE_5": os.devnull,
+        "GIT_CONFIG_KEY_6": "core.autocrlf", "GIT_CONFIG_VALUE_6": "false",
     })
     env.update(IDENTITY)
     if url is not None:
@@ -59,14 +65,42 @@ def git_env(url: str | None = None, ca_bundle: Path | None = None,
 
 
 def run_git(args: Sequence[str], *, cwd: Path | None = None, env: dict[str, str] | None = None,
-            check: bool = True, input: str | None = None) -> subprocess.CompletedProcess[str]:
+            check: bool = True, input: str | None = None,
+            stdin: IO[bytes] | None = None) -> subprocess.CompletedProcess[str]:
     """``git <args>`` with an argument list (never a shell), captured."""
     proc = subprocess.run(  # noqa: S603 - argument list, validated inputs
         ["git", *args], cwd=cwd, env=env if env is not None else git_env(),
-        capture_output=True, text=True, input=input, check=False)
+        capture_output=True, text=True, input=input, stdin=stdin, check=False,
+        errors="replace")
     if check and proc.returncode != 0:
         raise GitFailed(list(args), proc.returncode, proc.stdout, proc.stderr)
     return proc
+
+
+def redact_url(url: str) -> str:
+    """``url`` as it may be printed or stored: never a password, never an http(s) user name.
+
+    An http(s) user name without a password is as secret as a password (a token as user
+    name); an ssh user name (``ssh://git@host/..``) is not, and stays.
+    """
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "(a malformed URL)"
+    if "@" not in parts.netloc:
+        return url
+    userinfo, _, hostport = parts.netloc.rpartition("@")
+    if ":" not in userinfo and parts.scheme.lower() not in ("http", "https"):
+        return url
+    return url.replace(parts.netloc, f"***@{hostport}", 1)
+
+
+def url_credential_problem(url: str) -> str | None:
+    """Why git must not be given ``url`` (it carries a credential), or None."""
+    if redact_url(url) == url:
+        return None
+    return ("carries credentials in its user info; giftbox never stores or prints them: "
+            "use an ssh key, GIT_ASKPASS or a git credential helper instead")
 
 
 class GitFailed(SourceError):

@@ -21,7 +21,8 @@ from typing import Any
 
 from giftbox import __version__
 from giftbox.distros import Arch, load_distros
-from giftbox.errors import GiftboxError, RepoError, SourceError
+from giftbox.errors import GiftboxError
+from giftbox.gitutil import redact_url
 from giftbox.settings import Settings
 from giftbox.spec import Spec, find_spec, list_projects
 from giftbox.ui import NULL_REPORTER, Reporter
@@ -162,15 +163,24 @@ def _channel_versions(settings: Settings) -> tuple[dict[str, dict[str, list[Any]
 
     try:
         names = list(load_channels(settings))
-    except RepoError as exc:
+    except GiftboxError as exc:
         return {}, exc.render()
     out: dict[str, dict[str, list[Any]]] = {}
+    problems: list[str] = []
     for name in names:
+        # One channel whose state cannot be read is reported; the others are still shown.
         per_name: dict[str, list[Any]] = {}
-        for entry in channel_state(settings, name).entries.values():
-            per_name.setdefault(entry.name, []).append(entry)
+        try:
+            for entry in channel_state(settings, name).entries.values():
+                per_name.setdefault(entry.name, []).append(entry)
+        except GiftboxError as exc:
+            problems.append(f"{name}: {exc.render()}")
+            continue
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+            problems.append(f"{name}: its state cannot be read ({type(exc).__name__}: {exc})")
+            continue
         out[name] = per_name
-    return out, None
+    return out, "\n".join(problems) or None
 
 
 def _highest(entries: list[Any]) -> dict[str, str]:
@@ -179,12 +189,63 @@ def _highest(entries: list[Any]) -> dict[str, str]:
 
     best: dict[str, Any] = {}
     for e in entries:
-        arch = Arch.parse(e.arch).value if e.arch not in ("all", "noarch") else e.arch
+        try:
+            arch = Arch.parse(e.arch).value if e.arch not in ("all", "noarch") else e.arch
+        except GiftboxError:
+            arch = str(e.arch)
         key = f"{e.distro}/{arch}"
         order = sort_key(e.kind)
         if key not in best or order(e.version) > order(best[key].version):
             best[key] = e
     return {k: v.version for k, v in sorted(best.items())}
+
+
+def _fill_row(row: ProjectStatus, spec: Spec, settings: Settings, distros: dict[str, Any],
+              last: list[Any], nightly: dict[tuple[str, str, str], Any],
+              channel_entries: dict[str, dict[str, list[Any]]], *, offline: bool,
+              resolve: bool, reporter: Reporter) -> None:
+    name = spec.name
+    row.upstream, row.url, row.ref = (spec.upstream_kind, redact_url(spec.upstream_url),
+                                      spec.pinned_ref)
+    row.patches, row.package = len(spec.patches), spec.package.name
+    for d in spec.distros:
+        for a in spec.arches:
+            if Arch.parse(a) in distros[d].arches:
+                row.targets.append(f"{d}/{Arch.parse(a).value}")
+    if resolve:
+        try:
+            refs = resolve_refs(spec, settings, offline=offline, reporter=reporter)
+        except GiftboxError as exc:
+            row.notes.append(exc.render())
+        else:
+            row.commit, row.upstream_version = refs.get("commit"), \
+                refs.get("upstream_version")
+            row.track, row.track_commit = refs.get("track"), refs.get("track_commit")
+            row.track_version = refs.get("track_upstream_version")
+            if row.upstream_version:
+                from giftbox.patches import spec_series_digest
+                from giftbox.versions import for_target
+
+                digest = spec_series_digest(spec)
+                for target_distro in (distros[n] for n in spec.distros):
+                    row.versions[target_distro.name] = for_target(
+                        row.upstream_version, spec.package.release, len(spec.patches),
+                        digest, target_distro.family, target_distro.version_tag,
+                    ).for_family(target_distro.family)
+            row.notes += [refs[k] for k in ("note", "error", "track_error") if k in refs]
+    for b in last:
+        if b.project == name:
+            key = f"{b.distro}/{b.arch}"
+            row.builds[key] = _build_summary(b)
+    for (project, distro, arch), t in nightly.items():
+        if project == name:
+            row.nightly[f"{distro}/{arch}"] = {
+                "run": t.run_id, "outcome": t.outcome, "version": t.version,
+                "detail": t.detail, "build_id": t.build_id, "at": t.at}
+    for channel, per_name in channel_entries.items():
+        versions = _highest(per_name.get(spec.package.name, []))
+        if versions:
+            row.channels[channel] = versions
 
 
 def collect(settings: Settings, projects: list[str] | tuple[str, ...] = (), *,
@@ -217,48 +278,20 @@ def collect(settings: Settings, projects: list[str] | tuple[str, ...] = (), *,
         except GiftboxError as exc:
             row.error = exc.render()
             continue
-        row.upstream, row.url, row.ref = spec.upstream_kind, spec.upstream_url, spec.pinned_ref
-        row.patches, row.package = len(spec.patches), spec.package.name
-        for d in spec.distros:
-            for a in spec.arches:
-                if Arch.parse(a) in distros[d].arches:
-                    row.targets.append(f"{d}/{Arch.parse(a).value}")
+        except (OSError, ValueError, RecursionError) as exc:
+            row.error = f"{name}: its spec cannot be read ({type(exc).__name__}: {exc})"
+            continue
+        # One project whose tarball, mirror or records cannot be read is reported as such;
+        # every other project is still shown.
+        try:
+            _fill_row(row, spec, settings, distros, last, nightly, channel_entries,
+                      offline=offline, resolve=resolve, reporter=reporter)
+        except GiftboxError as exc:
+            row.error = exc.render()
+        except (OSError, ValueError) as exc:
+            row.error = f"{name}: cannot be shown ({type(exc).__name__}: {exc})"
         columns.update(row.targets)
-        if resolve:
-            try:
-                refs = resolve_refs(spec, settings, offline=offline, reporter=reporter)
-            except SourceError as exc:
-                row.notes.append(exc.render())
-            else:
-                row.commit, row.upstream_version = refs.get("commit"), \
-                    refs.get("upstream_version")
-                row.track, row.track_commit = refs.get("track"), refs.get("track_commit")
-                row.track_version = refs.get("track_upstream_version")
-                if row.upstream_version:
-                    from giftbox.patches import spec_series_digest
-                    from giftbox.versions import for_target
-
-                    digest = spec_series_digest(spec)
-                    for target_distro in (distros[n] for n in spec.distros):
-                        row.versions[target_distro.name] = for_target(
-                            row.upstream_version, spec.package.release, len(spec.patches),
-                            digest, target_distro.family, target_distro.version_tag,
-                        ).for_family(target_distro.family)
-                row.notes += [refs[k] for k in ("note", "error", "track_error") if k in refs]
-        for b in last:
-            if b.project == name:
-                key = f"{b.distro}/{b.arch}"
-                row.builds[key] = _build_summary(b)
-                columns.add(key)
-        for (project, distro, arch), t in nightly.items():
-            if project == name:
-                row.nightly[f"{distro}/{arch}"] = {
-                    "run": t.run_id, "outcome": t.outcome, "version": t.version,
-                    "detail": t.detail, "build_id": t.build_id, "at": t.at}
-        for channel, per_name in channel_entries.items():
-            versions = _highest(per_name.get(spec.package.name, []))
-            if versions:
-                row.channels[channel] = versions
+        columns.update(row.builds)
     return Overview(
         generated=time.strftime("%Y-%m-%d %H:%M:%SZ", time.gmtime()), projects=rows,
         channels=list(channel_entries), columns=sorted(columns),
@@ -356,7 +389,8 @@ def render(overview: Overview, settings: Settings, out: Path) -> Path:
                         + (f"<br>tracks <code>{_e(p.track)}</code>" if p.track else "")
                         + (f"<br><code>{_e((p.track_commit or p.commit or '')[:12])}</code>"
                            if p.track_commit or p.commit else "")
-                        + f"<br>{p.patches} patch(es)")
+                        + f"<br>{p.patches} patch(es)"
+                        + "".join(f"<div class=\"small note\">{_e(n)}</div>" for n in p.notes))
             if p.error:
                 upstream = f"<span class=\"status\">error</span> {_e(p.error)}"
             cells = []

@@ -59,6 +59,8 @@ class Settings:
     index_url: str = DEFAULT_INDEX_URL
     extra_index_urls: tuple[str, ...] = ()
     ca_bundle: Path | None = None
+    # Index credentials for hosts whose URL carries none (as pip and requests read it).
+    netrc_file: Path | None = None
     verbose: bool = False
     json_output: bool = False
     # Environment handed to git so that the host's git config cannot redirect or widen fetches.
@@ -102,8 +104,10 @@ class Settings:
             if candidate and os.path.isfile(candidate):
                 ca = Path(candidate)
                 break
+        netrc_file = Path(env.get("NETRC") or Path.home() / ".netrc")
         return cls(root=root, cache_dir=cache_dir, state_dir=state_dir,
                    index_url=index_url.rstrip("/"),
                    extra_index_urls=tuple(u.rstrip("/") for u in extra.split()
                                           if u.startswith(("http://", "https://"))),
-                   ca_bundle=ca, verbose=verbose, json_output=json_output)
+                   ca_bundle=ca, verbose=verbose, json_output=json_output,
+                   netrc_file=netrc_file if netrc_file.is_file() else None)

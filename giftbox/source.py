@@ -12,10 +12,13 @@ Both kinds of upstream end up as a git commit, so patches apply the same way:
 
 from __future__ import annotations
 
+import base64
 import difflib
 import hashlib
 import html.parser
 import json
+import lzma
+import netrc
 import shutil
 import ssl
 import tarfile
@@ -23,14 +26,24 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from urllib.parse import urljoin, urlsplit
+from typing import IO
+from urllib.parse import SplitResult, unquote, urljoin, urlsplit, urlunsplit
 
 import git
 
 from giftbox.errors import SourceError
-from giftbox.gitutil import GitFailed, git_env, locked, run_git
+from giftbox.gitutil import (
+    IDENTITY,
+    GitFailed,
+    git_env,
+    locked,
+    redact_url,
+    run_git,
+    url_credential_problem,
+)
 from giftbox.patches import AppliedPatch, apply_series, series_digest
 from giftbox.settings import Settings
 from giftbox.spec import GitUpstream, PyPIUpstream, Spec, check_git_url, check_ref
@@ -92,9 +105,12 @@ class GitMirror:
     """A bare mirror of one upstream URL in the cache, updated incrementally."""
 
     def __init__(self, url: str, settings: Settings) -> None:
-        problem = check_git_url(url)
+        # Credentials never go into the mirror's config (nor any output): git gets them
+        # from ssh keys, GIT_ASKPASS or a credential helper.
+        problem = url_credential_problem(url) or check_git_url(url)
         if problem:
-            raise SourceError(f"git URL '{url}' {problem}")
+            raise SourceError(f"git URL '{redact_url(url)}' {problem}",
+                              hint="fix upstream.git.url in the spec")
         self.url = url
         self.path = settings.cache_dir / "git" / f"{_slug(url)}.git"
         self.env = git_env(url, settings.ca_bundle)
@@ -233,30 +249,93 @@ def _ssl_context(settings: Settings) -> ssl.SSLContext:
 
 
 def _redact(url: str) -> str:
-    parts = urlsplit(url)
-    if parts.password or parts.username:
-        return url.replace(parts.netloc, f"***@{parts.hostname}", 1)
-    return url
+    """``url`` with its user name and password replaced: what may be printed or stored."""
+    return redact_url(url)
+
+
+def _origin(parts: SplitResult) -> tuple[str, str, int | None]:
+    return parts.scheme.lower(), (parts.hostname or "").lower(), parts.port
+
+
+def _authorize(url: str, settings: Settings,
+               credentials_from: str | None = None) -> tuple[str, str | None]:
+    """(``url`` without user info, the ``Authorization`` header value or None).
+
+    Credentials come from the URL itself, else from ``credentials_from`` (the index a file
+    link was listed by) when it is the same origin, else from netrc. The user info never
+    stays in the URL: urllib would take ``user:password@host`` for the host name and look
+    the password up in DNS.
+    """
+    try:
+        parts = urlsplit(url)
+        origin = _origin(parts)
+    except ValueError as exc:  # a port that is not a number, a malformed IPv6 host
+        raise SourceError(f"the URL {_redact(url)} is malformed: {exc}",
+                          hint="check the index URL (pip's index-url) or the link it "
+                               "served") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise SourceError(f"the URL {_redact(url)} is not an http(s) URL with a host",
+                          hint="giftbox downloads from http:// and https:// indexes only")
+    user = unquote(parts.username) if parts.username is not None else None
+    password = unquote(parts.password) if parts.password is not None else None
+    if user is None and credentials_from is None:
+        credentials_from = _listed_by(url, settings)
+    if user is None and credentials_from is not None:
+        source = urlsplit(credentials_from)
+        if _origin(source) == origin and source.username is not None:
+            user = unquote(source.username)
+            password = unquote(source.password) if source.password is not None else None
+    if user is None and settings.netrc_file is not None:
+        try:
+            found = netrc.netrc(str(settings.netrc_file)).authenticators(origin[1])
+        except (OSError, netrc.NetrcParseError):
+            found = None
+        if found:
+            user, password = found[0], found[2]
+    host = parts.hostname
+    if ":" in host:
+        host = f"[{host}]"
+    netloc = host + (f":{parts.port}" if parts.port is not None else "")
+    clean = urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+    if user is None:
+        return clean, None
+    token = base64.b64encode(f"{user}:{password or ''}".encode()).decode("ascii")
+    return clean, f"Basic {token}"
 
 
 def _http_get(url: str, settings: Settings, accept: str | None = None,
-              attempts: int = 3) -> urllib.request._UrlopenRet:  # type: ignore[name-defined]
+              attempts: int = 3, credentials_from: str | None = None,
+              ) -> urllib.request._UrlopenRet:  # type: ignore[name-defined]
+    clean, authorization = _authorize(url, settings, credentials_from)
     headers = {"User-Agent": "giftbox"}
     if accept:
         headers["Accept"] = accept
     last: Exception | None = None
     for attempt in range(attempts):
         try:
-            request = urllib.request.Request(url, headers=headers)  # noqa: S310 - http(s) only
+            request = urllib.request.Request(clean, headers=headers)  # noqa: S310 - http(s)
+            if authorization:
+                # Unredirected: a redirect (possibly to another host) never carries it.
+                request.add_unredirected_header("Authorization", authorization)
             return urllib.request.urlopen(request, context=_ssl_context(settings), timeout=60)
         except urllib.error.HTTPError as exc:
             if exc.code == 404:
                 raise
+            if exc.code in (401, 403):
+                how = ("with the credentials given" if authorization
+                       else "without credentials")
+                raise SourceError(
+                    f"{_redact(url)} refused the download {how} (HTTP {exc.code})",
+                    hint="put the index's user and password in PIP_INDEX_URL "
+                         "(https://USER:PASSWORD@host/simple) or in ~/.netrc (machine HOST "
+                         "login USER password PASSWORD); giftbox never prints them") from None
             last = exc
         except (urllib.error.URLError, TimeoutError, ConnectionError) as exc:
             last = exc
-        time.sleep(1 + 2 * attempt)
-    raise SourceError(f"cannot download {_redact(url)} after {attempts} attempts: {last}",
+        if attempt + 1 < attempts:
+            time.sleep(1 + 2 * attempt)
+    reason = getattr(last, "reason", None) or last
+    raise SourceError(f"cannot download {_redact(url)} after {attempts} attempts: {reason}",
                       hint="check the network and the index URL (pip's index-url)")
 
 
@@ -279,18 +358,28 @@ def find_sdist(pypi: PyPIUpstream, settings: Settings) -> tuple[str, str | None]
     from packaging.utils import canonicalize_name
     indexes = (settings.index_url, *settings.extra_index_urls)
     for index in indexes:
-        page = f"{index}/{canonicalize_name(pypi.name)}/"
+        # Links are joined to the page without its user info: the URLs returned, printed
+        # and recorded never carry the index's credentials (they are added per request).
+        page = _authorize(f"{index}/{canonicalize_name(pypi.name)}/", settings)[0]
         try:
-            with _http_get(page, settings,
+            with _http_get(page, settings, credentials_from=index,
                            accept="application/vnd.pypi.simple.v1+json, text/html;q=0.1") as r:
                 body = r.read().decode()
                 content_type = r.headers.get("Content-Type", "")
         except urllib.error.HTTPError:
             continue
+        except (UnicodeDecodeError, OSError) as exc:
+            raise SourceError(f"cannot read the index page {page}: {exc}") from None
         if "json" in content_type:
-            for entry in json.loads(body).get("files", []):
-                if _sdist_matches(entry["filename"], pypi.name, pypi.version):
-                    return urljoin(page, entry["url"]), entry.get("hashes", {}).get("sha256")
+            try:
+                for entry in json.loads(body).get("files", []):
+                    if _sdist_matches(str(entry["filename"]), pypi.name, pypi.version):
+                        return (urljoin(page, str(entry["url"])),
+                                (entry.get("hashes") or {}).get("sha256"))
+            except (ValueError, KeyError, TypeError, AttributeError) as exc:
+                raise SourceError(f"the index page {page} is not a PEP 691 project page "
+                                  f"({type(exc).__name__}: {exc})",
+                                  hint="check the index URL (pip's index-url)") from None
         else:
             parser = _Links()
             parser.feed(body)
@@ -315,17 +404,27 @@ def download_sdist(pypi: PyPIUpstream, settings: Settings,
         return existing[0]
     url, _index_sha = find_sdist(pypi, settings)
     name = Path(urlsplit(url).path).name
-    folder.mkdir(parents=True, exist_ok=True)
-    partial = folder / f".{name}.part"
-    digest = hashlib.sha256()
     reporter.detail(f"downloading {_redact(url)}")
-    with _http_get(url, settings) as response, open(partial, "wb") as out:
-        while chunk := response.read(1 << 20):
-            digest.update(chunk)
-            out.write(chunk)
+    digest = hashlib.sha256()
+    partial = folder / f".{name}.part"
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with _http_get(url, settings) as response, open(partial, "wb") as out:
+            while chunk := response.read(1 << 20):
+                digest.update(chunk)
+                out.write(chunk)
+    except OSError as exc:
+        try:
+            partial.unlink(missing_ok=True)
+        except OSError:
+            pass  # it could not be created either (a name too long)
+        _remove_empty(folder)
+        raise SourceError(f"cannot store {name} in {folder}: {exc.strerror or exc}",
+                          hint="check upstream.pypi.version (a file name has at most 255 "
+                               "bytes) and that the cache directory is writable") from None
     if digest.hexdigest() != pypi.sha256:
         partial.unlink()
-        folder.rmdir()
+        _remove_empty(folder)
         raise SourceError(
             f"{name} from {_redact(url)} has sha256 {digest.hexdigest()}, but the spec pins "
             f"upstream.pypi.sha256 {pypi.sha256}",
@@ -336,52 +435,263 @@ def download_sdist(pypi: PyPIUpstream, settings: Settings,
     return final
 
 
-def _safe_members(tar: tarfile.TarFile) -> tuple[str, list[tarfile.TarInfo]]:
+def _listed_by(url: str, settings: Settings) -> str | None:
+    """The configured index on ``url``'s origin (whose credentials the file link gets)."""
+    for index in (settings.index_url, *settings.extra_index_urls):
+        try:
+            if _origin(urlsplit(index)) == _origin(urlsplit(url)):
+                return index
+        except ValueError:
+            continue
+    return None
+
+
+def _remove_empty(folder: Path) -> None:
+    try:
+        folder.rmdir()
+    except OSError:
+        pass
+
+
+# --- a tarball, read as data --------------------------------------------------------------
+#
+# A release tarball is data. It is never unpacked on the host and git never runs in it: its
+# members are checked, then streamed into ``git fast-import`` in a repository giftbox
+# created, so nothing the tarball carries (a .git directory or file, .gitattributes naming a
+# filter, hooks) is ever read as git configuration, and what is committed is the tarball's
+# bytes, unconverted.
+
+
+@dataclass(frozen=True)
+class _Blob:
+    path: str  # inside the top-level directory
+    mode: str  # 100644, 100755 or 120000
+    member: tarfile.TarInfo
+    link: str | None = None  # a symlink's target
+
+
+def _is_git_dir_name(component: str) -> bool:
+    """``.git`` as git itself recognises it on any file system (``.GIT``, ``.git.``,
+    ``git~1``)."""
+    folded = component.lower().rstrip(". ")
+    return folded == ".git" or folded == "git~1"
+
+
+def _link_escapes(link: str, target: str, symlinks: dict[str, str]) -> bool:
+    """Whether symlink ``link`` -> ``target`` resolves (through the archive's other
+    symlinks) outside the top-level directory or into a ``.git``."""
+    stack = link.split("/")[:-1]
+    pending = target.split("/")
+    hops = 0
+    while pending:
+        part = pending.pop(0)
+        if part in ("", "."):
+            continue
+        if part == "..":
+            if len(stack) <= 1:
+                return True
+            stack.pop()
+            continue
+        if _is_git_dir_name(part):
+            return True
+        stack.append(part)
+        inner = symlinks.get("/".join(stack))
+        if inner is not None:
+            hops += 1
+            if hops > 40 or inner.startswith("/"):
+                return True
+            stack.pop()
+            pending = inner.split("/") + pending
+    return False
+
+
+def _bad_tarball(tarball: Path, problem: str) -> SourceError:
+    return SourceError(
+        f"the release tarball {tarball.name} {problem}; giftbox did not import it",
+        hint="a release tarball holds one top-level directory of regular files, "
+             "directories and symlinks that stay inside it; check upstream.pypi (name, version, "
+             "sha256) in the spec, or build from upstream.git instead")
+
+
+def _plan_sdist(tarball: Path, tar: tarfile.TarFile,
+                reporter: Reporter) -> tuple[list[_Blob], int]:
+    """The tarball's files as blobs to commit (paths inside its top-level directory), and
+    the newest member's mtime; refuses whatever could not be a plain source tree."""
     members = tar.getmembers()
-    tops = {m.name.split("/", 1)[0] for m in members}
+    if not members:
+        raise _bad_tarball(tarball, "is empty")
+    tops: set[str] = set()
+    kept: list[tuple[list[str], tarfile.TarInfo]] = []
+    dropped: list[str] = []
+    for m in members:
+        shown = repr(m.name) if not m.name.isprintable() else m.name
+        if m.name.startswith("/"):
+            raise _bad_tarball(tarball, f"has a member with an absolute path, {shown}")
+        parts = [p for p in m.name.split("/") if p not in ("", ".")]
+        if ".." in parts:
+            raise _bad_tarball(tarball, f"has a member outside its directory, {shown}")
+        if not parts:
+            continue
+        tops.add(parts[0])
+        if any(_is_git_dir_name(p) for p in parts):
+            dropped.append(m.name)
+            continue
+        if m.ischr() or m.isblk():
+            raise _bad_tarball(tarball, f"has a device file, {shown}")
+        if m.isfifo():
+            raise _bad_tarball(tarball, f"has a FIFO, {shown}")
+        if not (m.isreg() or m.isdir() or m.issym() or m.islnk()):
+            raise _bad_tarball(tarball, f"has {shown} of unsupported type {m.type!r}")
+        if len(parts) == 1 and not m.isdir():
+            raise _bad_tarball(tarball, f"holds the file {shown} at its top level (a release "
+                                        "tarball unpacks into one directory)")
+        kept.append((parts, m))
     if len(tops) != 1:
-        raise SourceError(f"{Path(str(tar.name)).name} does not unpack into one top-level directory")
-    return tops.pop(), members
+        names = ", ".join(sorted(tops)[:5]) + (", …" if len(tops) > 5 else "")
+        raise _bad_tarball(tarball, f"does not unpack into one top-level directory (it holds "
+                                    f"{names})")
+    # The last member of a path wins, as when tar unpacks it.
+    final: dict[str, tuple[list[str], tarfile.TarInfo]] = {}
+    for parts, m in kept:
+        if len(parts) > 1:
+            final["/".join(parts)] = (parts, m)
+    symlinks = {path: m.linkname for path, (_p, m) in final.items() if m.issym()}
+    files = {path for path, (_p, m) in final.items() if not m.isdir()}
+    blobs: list[_Blob] = []
+    for path, (parts, m) in final.items():
+        for depth in range(2, len(parts)):
+            above = "/".join(parts[:depth])
+            if above in files:
+                what = "symlink" if above in symlinks else "file"
+                raise _bad_tarball(tarball, f"has {m.name} under the {what} {above}")
+        if m.isdir():
+            continue
+        inner = "/".join(parts[1:])
+        if m.issym():
+            if not m.linkname or m.linkname.startswith("/"):
+                raise _bad_tarball(tarball, f"has an absolute symlink, {m.name} -> "
+                                            f"{m.linkname or '(empty)'}")
+            if _link_escapes(path, m.linkname, symlinks):
+                raise _bad_tarball(tarball, f"has a symlink that leads outside its directory, "
+                                            f"{m.name} -> {m.linkname}")
+            blobs.append(_Blob(inner, "120000", m, link=m.linkname))
+        elif m.islnk():
+            target = "/".join(p for p in m.linkname.split("/") if p not in ("", "."))
+            linked = final.get(target)
+            if (m.linkname.startswith("/") or ".." in target.split("/") or linked is None
+                    or not linked[1].isreg()):
+                raise _bad_tarball(tarball, f"has a hard link to something that is not a file "
+                                            f"of the tarball, {m.name} -> {m.linkname}")
+            blobs.append(_Blob(inner, "100755" if linked[1].mode & 0o100 else "100644",
+                               linked[1]))
+        else:
+            blobs.append(_Blob(inner, "100755" if m.mode & 0o100 else "100644", m))
+    if not blobs:
+        raise _bad_tarball(tarball, "holds no files")
+    if dropped:
+        reporter.detail(f"{tarball.name}: left out {len(dropped)} member(s) inside a .git "
+                        f"({dropped[0]}{', …' if len(dropped) > 1 else ''})")
+    epoch = int(max((m.mtime for m in members), default=0))
+    return blobs, max(epoch, 0)
 
 
-def import_sdist(tarball: Path, pypi: PyPIUpstream, settings: Settings) -> tuple[Path, str, int]:
+def _quote_path(path: str) -> bytes:
+    """A path as fast-import reads it: C-style quoted, so any byte is literal."""
+    out = bytearray(b'"')
+    for byte in path.encode("utf-8", "surrogateescape"):
+        if byte in (0x22, 0x5C):
+            out += b"\\" + bytes([byte])
+        elif byte < 0x20 or byte >= 0x7F:
+            out += b"\\%03o" % byte
+        else:
+            out.append(byte)
+    return bytes(out + b'"')
+
+
+def _fast_import_stream(tar: tarfile.TarFile, blobs: list[_Blob], out: IO[bytes],
+                        message: str, epoch: int) -> None:
+    marks: dict[str, int] = {}  # a member's name -> the mark of its blob (hard links share)
+    lines: list[bytes] = []
+    for blob in blobs:
+        key = blob.member.name if blob.link is None else "\0" + blob.path
+        if key not in marks:
+            if blob.link is not None:
+                data = blob.link.encode("utf-8", "surrogateescape")
+            else:
+                handle = tar.extractfile(blob.member)
+                data = handle.read() if handle is not None else b""
+            marks[key] = len(marks) + 1
+            out.write(b"blob\nmark :%d\ndata %d\n" % (marks[key], len(data)) + data + b"\n")
+        lines.append(b"M %s :%d %s\n" % (blob.mode.encode(), marks[key],
+                                          _quote_path(blob.path)))
+    who = f"{IDENTITY['GIT_COMMITTER_NAME']} <{IDENTITY['GIT_COMMITTER_EMAIL']}> {epoch} +0000"
+    text = message.encode()
+    out.write(b"commit refs/heads/upstream\nmark :%d\n" % (len(marks) + 1))
+    out.write(f"author {who}\ncommitter {who}\n".encode())
+    out.write(b"data %d\n" % len(text) + text + b"\n")
+    out.writelines(lines)
+    out.write(b"\nreset refs/tags/upstream\nfrom :%d\n\ndone\n" % (len(marks) + 1))
+
+
+def import_sdist(tarball: Path, pypi: PyPIUpstream, settings: Settings,
+                 reporter: Reporter = NULL_REPORTER) -> tuple[Path, str, int]:
     """The tarball's content as one commit in a cache repository: (repo, commit, epoch)."""
     repo = settings.cache_dir / "pypi-git" / f"{pypi.sha256}.git"
     with locked(repo):
         if (repo / "HEAD").exists():
-            proc = run_git(["rev-parse", "--verify", "refs/tags/upstream"], cwd=repo)
+            proc = run_git(["--git-dir", str(repo), "rev-parse", "--verify",
+                            "refs/tags/upstream^{commit}"])
             commit = proc.stdout.strip()
             epoch = int(git.Repo(repo).commit(commit).committed_date)
             return repo, commit, epoch
-        with tempfile.TemporaryDirectory(prefix="giftbox-sdist-") as tmp:
-            work = Path(tmp) / "tree"
-            with tarfile.open(tarball) as tar:
-                top, members = _safe_members(tar)
-                # The "data" filter refuses absolute paths, links out of the tree and devices.
-                tar.extractall(Path(tmp) / "x", members=members, filter="data")
-                epoch = int(max((m.mtime for m in members), default=0))
-            (Path(tmp) / "x" / top).rename(work)
+        digest = hashlib.sha256()
+        try:
+            with open(tarball, "rb") as handle:
+                while chunk := handle.read(1 << 20):
+                    digest.update(chunk)
+        except OSError as exc:
+            raise SourceError(f"cannot read {tarball}: {exc.strerror or exc}") from None
+        if digest.hexdigest() != pypi.sha256:
+            raise SourceError(
+                f"the cached {tarball} has sha256 {digest.hexdigest()}, not the pinned "
+                f"upstream.pypi.sha256 {pypi.sha256}",
+                hint=f"remove {tarball.parent} so that giftbox downloads it again")
+        message = (f"{pypi.name} {pypi.version} from its PyPI release tarball\n\n"
+                   f"sha256: {pypi.sha256}\n")
+        repo.parent.mkdir(parents=True, exist_ok=True)
+        tmp_repo = Path(tempfile.mkdtemp(prefix=f".{pypi.sha256[:12]}.", dir=repo.parent))
+        try:
+            stream = tmp_repo.parent / f"{tmp_repo.name}.stream"
+            try:
+                with tarfile.open(tarball, "r:*") as tar, open(stream, "wb") as out:
+                    blobs, epoch = _plan_sdist(tarball, tar, reporter)
+                    _fast_import_stream(tar, blobs, out, message, epoch)
+            except (tarfile.TarError, EOFError, zlib.error, lzma.LZMAError) as exc:
+                raise _bad_tarball(tarball, f"cannot be read as a tar archive ({exc})") \
+                    from None
+            except OSError as exc:  # gzip.BadGzipFile, or the stream could not be written
+                raise _bad_tarball(tarball, f"cannot be read ({exc.strerror or exc})") \
+                    from None
             env = git_env()
-            stamp = f"@{epoch} +0000"
-            env.update({"GIT_AUTHOR_DATE": stamp, "GIT_COMMITTER_DATE": stamp})
-            run_git(["init", "--quiet", "-b", "upstream"], cwd=work, env=env)
-            run_git(["add", "--all", "--force", "."], cwd=work, env=env)
-            run_git(["commit", "--quiet", "--no-verify", "-m",
-                     f"{pypi.name} {pypi.version} from its PyPI release tarball\n\n"
-                     f"sha256: {pypi.sha256}"], cwd=work, env=env)
-            commit = run_git(["rev-parse", "HEAD"], cwd=work, env=env).stdout.strip()
-            run_git(["tag", "upstream", commit], cwd=work, env=env)
-            tmp_repo = repo.parent / f".{repo.name}.new"
-            shutil.rmtree(tmp_repo, ignore_errors=True)
-            run_git(["clone", "--quiet", "--bare", str(work), str(tmp_repo)], env=env)
+            run_git(["init", "--bare", "--quiet", "-b", "upstream", str(tmp_repo)],
+                    cwd=tmp_repo.parent, env=env)
+            with open(stream, "rb") as feed:
+                run_git(["--git-dir", str(tmp_repo), "fast-import", "--quiet", "--done"],
+                        cwd=tmp_repo.parent, env=env, stdin=feed)
+            commit = run_git(["--git-dir", str(tmp_repo), "rev-parse", "--verify",
+                              "refs/tags/upstream^{commit}"], cwd=tmp_repo.parent,
+                             env=env).stdout.strip()
             tmp_repo.rename(repo)
+        finally:
+            stream.unlink(missing_ok=True)
+            shutil.rmtree(tmp_repo, ignore_errors=True)
     return repo, commit, epoch
 
 
 def resolve_pypi(pypi: PyPIUpstream, settings: Settings,
                  reporter: Reporter = NULL_REPORTER) -> Upstream:
     tarball = download_sdist(pypi, settings, reporter)
-    repo, commit, epoch = import_sdist(tarball, pypi, settings)
+    repo, commit, epoch = import_sdist(tarball, pypi, settings, reporter)
     return Upstream(kind="pypi", url=f"pypi:{pypi.name}=={pypi.version}", ref=pypi.version,
                     commit=commit, repo=repo, version=str(parse_upstream(pypi.version)),
                     source_date_epoch=epoch, sha256=pypi.sha256)
@@ -424,6 +734,11 @@ def checkout(spec: Spec, upstream: Upstream, into: Path, settings: Settings,
     try:
         run_git(["clone", "--quiet", "--no-checkout", "--", str(upstream.repo), str(staging)],
                 env=env)
+        # The tree's own .gitattributes may name a filter, an encoding or line-ending
+        # conversions: info/attributes outranks it, so the checkout is the commit's bytes.
+        (staging / ".git" / "info").mkdir(exist_ok=True)
+        (staging / ".git" / "info" / "attributes").write_text(
+            "* -text -filter -ident -working-tree-encoding\n")
         branch = f"giftbox/{spec.name}"
         run_git(["checkout", "--quiet", "-B", branch, upstream.commit], cwd=staging, env=env)
         run_git(["tag", "--force", "giftbox-upstream", upstream.commit], cwd=staging, env=env)

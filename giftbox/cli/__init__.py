@@ -107,7 +107,11 @@ def main(argv: list[str] | None = None) -> None:
         click.secho("error: ", fg="red", bold=True, err=True, nl=False)
         click.echo(exc.render(), err=True)
         sys.exit(exc.exit_code)
-    except click.exceptions.Abort:
+    except click.exceptions.Abort as exc:
+        # click turns an EOFError escaping a command into Abort, as if ^C: it is a bug
+        # (e.g. reading a truncated archive), not an interruption, so it keeps its traceback.
+        if isinstance(exc.__cause__, EOFError):
+            raise exc.__cause__ from None
         click.echo("interrupted", err=True)
         sys.exit(130)
     except click.ClickException as exc:
