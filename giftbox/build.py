@@ -19,9 +19,12 @@ Flow for one (project, distro, arch):
 
 from __future__ import annotations
 
+import base64
 import contextlib
+import csv
 import dataclasses
 import hashlib
+import io
 import json
 import os
 import re
@@ -58,7 +61,7 @@ WHEELHOUSE_DIR = lock.WHEELHOUSE_DIR
 CACHE_DIR = lock.CACHE_DIR
 LOCK_NAME = "giftbox-lock.txt"  # in the venv root, beside giftbox-manifest.json
 # Bumped when the way a venv is assembled changes, so old cache entries are not reused.
-RECIPE = "5"
+RECIPE = "6"
 
 _WHEEL_RE = re.compile(r"^(?P<name>[^-]+)-(?P<version>[^-]+)(-\d[^-]*)?-[^-]+-[^-]+-[^-]+\.whl$")
 
@@ -345,6 +348,12 @@ class Builder:
                     report[kind] = {**deps[kind], **report[kind]}
                 full = {**report, **tree_report, "layer": layer.name}
                 (directory / "audit.json").write_text(json.dumps(full, indent=2) + "\n")
+        stale = timestamp_pycs(venv_dir)
+        if stale:
+            raise BuildError(f"{len(stale)} timestamp-based .pyc in the venv (their bytes change "
+                             f"with every build), e.g. {stale[0].relative_to(venv_dir)}",
+                             hint="every .pyc must be hash-based: compile it with "
+                                  "--invalidation-mode checked-hash")
         manifest = Manifest(
             project=spec.name, package_name=spec.package.name,
             upstream_kind=upstream.kind, upstream_url=upstream.url, upstream_ref=upstream.ref,
@@ -462,8 +471,11 @@ class Builder:
         tmp.rename(folder)
 
     def _compile(self, c: Container, prefix: str, paths: list[str], log_path: Path) -> None:
+        # -f: a .pyc written by an earlier import (site.py imports _distutils_hack through
+        # distutils-precedence.pth) is timestamp-based, and compileall keeps a timestamp .pyc
+        # that matches its source even in checked-hash mode; -B: that import writes none.
         if paths:
-            c.call([f"{prefix}/bin/python", "-m", "compileall", "-q", "-j", "0",
+            c.call([f"{prefix}/bin/python", "-B", "-m", "compileall", "-q", "-f", "-j", "0",
                     "--invalidation-mode", "checked-hash", *paths],
                    log_path=log_path, stream=False)
 
@@ -603,6 +615,7 @@ def relocate(venv: Path, prefix: str) -> None:
     bin_dir = venv / "bin"
     shebangs = (f"#!{prefix}/bin/python".encode(), b"#!/bin/sh\n'''exec' " +
                 f"{prefix}/bin/python".encode())
+    changed: set[Path] = set()  # rewritten files whose RECORD entries need a new hash
     for script in sorted(bin_dir.iterdir()):
         if script.is_symlink() or not script.is_file():
             continue
@@ -613,7 +626,9 @@ def relocate(venv: Path, prefix: str) -> None:
             body = data.split(b"\n", 3)[3]  # pip's and uv's long-shebang form
         else:
             continue
-        _replace(script, _TRAMPOLINE.encode() + body)
+        if _TRAMPOLINE.encode() + body != data:  # a deps layer's scripts are done already
+            _replace(script, _TRAMPOLINE.encode() + body)
+            changed.add(script)
     activate = bin_dir / "activate"
     if activate.is_file():
         text = activate.read_text()
@@ -636,15 +651,61 @@ def relocate(venv: Path, prefix: str) -> None:
     for litter in (".gitignore", "CACHEDIR.TAG", ".lock"):
         (venv / litter).unlink(missing_ok=True)
     site = _site_packages(venv)
+    removed: set[Path] = set()
     for direct_url in site.glob("*.dist-info/direct_url.json"):
         if '"file://' in direct_url.read_text():
             # Names the builder's dist/ directory: a build path, and useless on the target.
-            record = direct_url.parent / "RECORD"
-            if record.is_file():
-                lines = [line for line in record.read_text().splitlines()
-                         if not line.startswith(f"{direct_url.parent.name}/direct_url.json")]
-                _replace(record, ("\n".join(lines) + "\n").encode())
             direct_url.unlink()
+            removed.add(direct_url)
+    for cache_note in site.glob("*.dist-info/uv_cache.json"):
+        # uv's cache bookkeeping: the wall-clock time of the install (two builds of the same
+        # inputs would differ), nothing the installed distribution needs.
+        cache_note.unlink()
+        removed.add(cache_note)
+    fix_records(site, changed, removed)
+
+
+def _record_hash(data: bytes) -> str:
+    digest = base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=")
+    return "sha256=" + digest.decode()
+
+
+def fix_records(site: Path, changed: set[Path], removed: set[Path]) -> None:
+    """Keep every dist-info's RECORD true to the tree: entries of ``removed`` files and of
+    files that are not there go (virtualenv's seeder lists .pyc files outside __pycache__ and
+    directories), entries of ``changed`` files get their new hash and size (PEP 376/627); the
+    rest of each line is kept byte for byte. Only RECORDs that change are rewritten (by
+    rename)."""
+    for record in sorted(site.glob("*.dist-info/RECORD")):
+        text = record.read_text()
+        out: list[str] = []
+        edited = False
+        for line in text.splitlines():
+            row = next(csv.reader([line]), [])
+            target = Path(os.path.normpath(site / row[0])) if row else None
+            if target is not None and (target in removed or not target.is_file()):
+                edited = True
+                continue
+            if target is not None and target in changed and len(row) >= 3 and row[1]:
+                data = target.read_bytes()
+                buf = io.StringIO()
+                csv.writer(buf, lineterminator="").writerow(
+                    [row[0], _record_hash(data), str(len(data))])
+                line, edited = buf.getvalue(), True
+            out.append(line)
+        if edited:
+            _replace(record, ("\n".join(out) + "\n").encode())
+
+
+def timestamp_pycs(venv: Path) -> list[Path]:
+    """The .pyc files under ``venv`` that embed their source's mtime (PEP 552 flags 0)."""
+    found = []
+    for pyc in sorted(venv.rglob("*.pyc")):
+        with pyc.open("rb") as fh:
+            header = fh.read(8)
+        if len(header) == 8 and int.from_bytes(header[4:8], "little") & 1 == 0:
+            found.append(pyc)
+    return found
 
 
 def place_rootwrap_filters(venv: Path, spec: Spec, source_tree: Path) -> None:

@@ -82,8 +82,13 @@ def _docs(staged: Staged, maintainer: str) -> None:
     _write(doc / "changelog.Debian.gz", _gzip(changelog))
     _write(staged.root / "usr/share/lintian/overrides" / staged.name,
            data_text("lintian-overrides"))
-    for path in (doc, doc.parent, staged.root / "usr/share/lintian/overrides"):
-        os.chmod(path, 0o755)
+    # Every directory made here, up to the root (usr/, usr/share/ may be new too): 0755
+    # whatever the umask, or two builds differ by the builder's umask.
+    for top in (doc, staged.root / "usr/share/lintian/overrides"):
+        for path in (top, *top.parents):
+            if path == staged.root:
+                break
+            os.chmod(path, 0o755)
 
 
 def shlib_depends(staged: Staged, runner: Runner, work: Path) -> list[str]:
