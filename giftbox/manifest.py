@@ -55,16 +55,33 @@ class Manifest:
         return json.dumps(asdict(self), indent=2, sort_keys=True) + "\n"
 
     @classmethod
-    def from_json(cls, text: str) -> Manifest:
-        data = json.loads(text)
-        data["patches"] = tuple(PatchInfo(**p) for p in data["patches"])
-        data["system_bindings"] = tuple(data.get("system_bindings", ()))
-        data["depends"] = tuple(data.get("depends", ()))
-        return cls(**data)
+    def from_json(cls, text: str, where: str = "the manifest") -> Manifest:
+        from giftbox.errors import PackageError
+
+        try:
+            data = json.loads(text)
+            if not isinstance(data, dict):
+                raise TypeError("it is not a JSON object")
+            data["patches"] = tuple(PatchInfo(**p) for p in data["patches"])
+            data["system_bindings"] = tuple(data.get("system_bindings", ()))
+            data["depends"] = tuple(data.get("depends", ()))
+            return cls(**data)
+        except (ValueError, TypeError, KeyError, RecursionError) as exc:
+            detail = f"misses field {exc}" if isinstance(exc, KeyError) else str(exc)[:200]
+            raise PackageError(f"{where} is not a giftbox manifest ({detail})",
+                               hint="use the manifest.json a build wrote, unedited; "
+                                    "rebuild to get a new one") from None
 
     @classmethod
     def read(cls, path: Path) -> Manifest:
-        return cls.from_json(path.read_text())
+        from giftbox.errors import PackageError
+
+        try:
+            text = path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise PackageError(f"{path} cannot be read as a manifest: "
+                               f"{getattr(exc, 'strerror', None) or exc}") from None
+        return cls.from_json(text, str(path))
 
 
 @dataclass(frozen=True)

@@ -34,7 +34,7 @@ from pathlib import Path, PurePosixPath
 from giftbox.distros import Arch, Distro, elf_machine
 from giftbox.errors import PackageError
 from giftbox.manifest import Manifest
-from giftbox.spec import ALLOWED_PREFIX_ROOTS, FAMILIES, Spec
+from giftbox.spec import ALLOWED_PREFIX_ROOTS, FAMILIES, Spec, path_problem, system_dir
 from giftbox.versions import PackageVersion
 
 MANIFEST_NAME = "giftbox-manifest.json"
@@ -189,7 +189,11 @@ class Staged:
         return self.spec.package.name
 
     def path(self, target: str) -> Path:
-        """The staged location of an absolute target path."""
+        """The staged location of an absolute target path; no '..' leads out of the tree."""
+        parts = PurePosixPath(target).parts
+        if not target.startswith("/") or ".." in parts or "\x00" in target:
+            raise PackageError(f"target path '{target}' is not a plain absolute path",
+                               hint=f"fix the spec field it comes from ({_spec_file(self.spec)})")
         return self.root / target.lstrip("/")
 
 
@@ -381,8 +385,28 @@ def _owned_parents(prefix: str) -> list[str]:
     return sorted(parents)
 
 
+def _check_paths(spec: Spec) -> None:
+    """What spec validation refuses, refused again before anything is staged: a Spec made
+    some other way must not put a package over a system directory (invariant 9)."""
+    package = spec.package
+    checked = [("package.prefix", package.prefix)]
+    if package.user:
+        checked.append(("package.user.home", package.user.home))
+    checked += [("package.config_files", c.path) for c in package.config_files]
+    if package.rootwrap:
+        checked += [("package.rootwrap", package.rootwrap.config),
+                    ("package.rootwrap", package.rootwrap.filters_path)]
+    for field_name, value in checked:
+        problem = path_problem(value) or (
+            "is a system directory" if system_dir(value) or value.count("/") < 2 else None)
+        if problem:
+            raise PackageError(f"{_spec_file(spec)}: {field_name} '{value}' {problem}",
+                               hint="giftbox spec validate names what to change")
+
+
 def stage(venv_dir: Path, manifest: Manifest, spec: Spec, distro: Distro, root: Path) -> Staged:
     """Lay the package's files out under ``root`` (which must not exist yet)."""
+    _check_paths(spec)
     _check_inputs(venv_dir, manifest, spec, distro)
     arch = Arch.parse(manifest.arch)
     if not distro.supports(arch):

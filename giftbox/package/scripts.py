@@ -18,17 +18,24 @@ are plain POSIX sh; what they do, per family:
 * runtime leftovers: a venv run as root can write ``__pycache__`` files the package did not
   ship. Once the package's files are gone (its ``pyvenv.cfg`` no longer exists, i.e. on
   remove, or on upgrade away from a versioned directory) the postrm removes ``__pycache__``
-  directories and empty directories under its own prefix, then empty parents up to /opt.
+  directories and empty directories under its own prefix (never crossing into another
+  filesystem), then empty parents up to /opt.
 * purge (deb): the service's state under ``/var/lib/<...>`` (the user's home, only when it is
-  below /var/lib) is removed; dpkg itself removes the conffiles.
+  a directory of its own below /var/lib and still owned by the service user) is removed; dpkg
+  itself removes the conffiles.
+
+A script only ever cleans what its package created: a prefix or home that is a system
+directory (``giftbox.spec.system_dir``) is refused here too, though spec validation already
+refuses it, so that no spec, however it got here, yields ``find /usr/lib -delete``.
 """
 
 from __future__ import annotations
 
 from shlex import quote
 
+from giftbox.errors import PackageError
 from giftbox.package.layout import Staged
-from giftbox.spec import ALLOWED_PREFIX_ROOTS
+from giftbox.spec import ALLOWED_PREFIX_ROOTS, path_problem, system_dir
 
 _HEADER = "#!/bin/sh\n# Written by giftbox for {name}; see giftbox/package/scripts.py.\nset -e\n"
 
@@ -37,19 +44,33 @@ def _q(*words: str) -> str:
     return " ".join(quote(w) for w in words)
 
 
+def _own_dir(what: str, path: str) -> str:
+    """``path`` if a script may clean it: plain, absolute, not a system directory."""
+    problem = path_problem(path)
+    if problem or system_dir(path) or path.count("/") < 2:
+        raise PackageError(f"{what} '{path}' "
+                           + (problem or "is a system directory or directly below /")
+                           + "; maintainer scripts clean only the package's own directories",
+                           hint="fix the spec (giftbox spec validate names the field)")
+    return path
+
+
 def _state_dir(staged: Staged) -> str | None:
     user = staged.spec.package.user
-    if user and user.home.startswith("/var/lib/") and user.home.count("/") >= 3:
-        return user.home
+    if user and user.home.startswith("/var/lib/"):
+        home = _own_dir("package.user.home", user.home)
+        return home if home.count("/") >= 3 else None
     return None
 
 
 def _cleanup_block(staged: Staged) -> str:
-    prefix = staged.prefix
+    prefix = _own_dir("the venv prefix", staged.prefix)
+    _own_dir("package.prefix", staged.spec.package.prefix)
     lines = [
         f"    if [ -d {_q(prefix)} ] && [ ! -e {_q(prefix + '/pyvenv.cfg')} ]; then",
-        f"        find {_q(prefix)} -depth -type d -name __pycache__ -exec rm -rf {{}} +",
-        f"        find {_q(prefix)} -depth -type d -empty -delete",
+        f"        find {_q(prefix)} -xdev -depth -type d -name __pycache__ "
+        "-exec rm -rf {} +",
+        f"        find {_q(prefix)} -xdev -depth -type d -empty -delete",
         "    fi",
     ]
     parents = sorted(set(staged.owned_dirs) | ({staged.spec.package.prefix}
@@ -164,8 +185,12 @@ def deb_scripts(staged: Staged) -> dict[str, str]:
                        f"    if [ ! -d {_q(root)} ]; then mkdir -m 0755 {_q(root)}; fi\n"
                        "fi\n")
     state = _state_dir(staged)
-    if state:
-        post_rm.append(f'if [ "$1" = purge ]; then\n    rm -rf {_q(state)}\nfi\n')
+    if state and user:
+        # only the home the service user still owns: not a directory someone else made
+        post_rm.append(f'if [ "$1" = purge ] && [ -d {_q(state)} ] && [ ! -L {_q(state)} ] '
+                       f'&& [ "$(stat -c %U {_q(state)})" = {_q(user.name)} ]; then\n'
+                       f"    rm -rf {_q(state)}\n"
+                       "fi\n")
     post_rm.append("exit 0\n")
     return {"postinst": "".join(post), "prerm": "".join(pre_rm), "postrm": "".join(post_rm)}
 

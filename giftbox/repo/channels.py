@@ -19,10 +19,33 @@ from giftbox.distros import Arch, Distro, load_distros
 from giftbox.errors import BuilderError, RepoError
 from giftbox.repo.gates import Allowance, parse_allow, parse_requires
 from giftbox.settings import Settings
+from giftbox.spec import TreeFileError, control_char_problem, read_tree_text, shown, yaml_depth_line
 
 CHANNELS_FILE = "channels.yaml"
 # Channel names become directory names and apt Suite values.
 _CHANNEL_RE = re.compile(r"^[a-z][a-z0-9-]{0,39}$")
+# What gpg is given as the key: a fingerprint or key id (hex), or an email matched exactly.
+# Never something gpg could read as an option or a pattern matching every key.
+_KEY_RE = re.compile(r"^((0x)?([0-9A-Fa-f]{16}|[0-9A-Fa-f]{40}|[0-9A-Fa-f]{64})"
+                     r"|[A-Za-z0-9_+][A-Za-z0-9._+-]*@[A-Za-z0-9][A-Za-z0-9.-]*)$")
+_FIELDS = ("description", "key", "key_file", "keep", "distros", "arches", "requires", "allow")
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, refusing a mapping that names a key twice (it keeps the last)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: dict[str, int] = {}
+        for key_node, _value in node.value:
+            if isinstance(key_node, yaml.ScalarNode):
+                line = key_node.start_mark.line + 1
+                if key_node.value in seen:
+                    raise RepoError(f"{CHANNELS_FILE}:{line}: '{shown(key_node.value, 40)}' "
+                                    f"appears twice in one mapping (first at line "
+                                    f"{seen[key_node.value]})",
+                                    hint="YAML would silently keep the last one; keep one")
+                seen[key_node.value] = line
+        return super().construct_mapping(node, deep)
 
 
 @dataclass(frozen=True)
@@ -93,9 +116,19 @@ def load_channels(settings: Settings) -> dict[str, Channel]:
                         hint="channels are configured there; see the one in giftbox's "
                              "repository for the format")
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        text = read_tree_text(path, settings.root.resolve())
+    except TreeFileError as exc:
+        raise RepoError(f"{path}: {exc}") from None
+    try:
+        deep = yaml_depth_line(text)
+        if deep is not None:
+            raise RepoError(f"{path}:{deep}: nests lists or mappings too deeply",
+                            hint="channels.yaml is a mapping of channels to a few fields")
+        data = yaml.load(text, Loader=_UniqueKeyLoader) or {}  # noqa: S506 (a SafeLoader)
     except yaml.YAMLError as exc:
-        raise RepoError(f"{path}: not valid YAML: {exc}") from None
+        raise RepoError(f"{path}: not valid YAML: {shown(str(exc), 300)}") from None
+    except RecursionError:
+        raise RepoError(f"{path}: nests too deeply to read") from None
     raw = data.get("channels") if isinstance(data, dict) else None
     if not isinstance(raw, dict) or not raw:
         raise RepoError(f"{path}: expected a mapping 'channels:' of channel name to settings")
@@ -106,36 +139,56 @@ def load_channels(settings: Settings) -> dict[str, Channel]:
 
 def _channel(path: Path, root: Path, name: str, body: Any,
              distros: dict[str, Distro]) -> Channel:
-    where = f"{path.name}: channels.{name}"
+    where = f"{path.name}: channels.{shown(name, 40)}"
     if not _CHANNEL_RE.match(name):
         raise RepoError(f"{where}: a channel name is lower-case letters, digits and '-'")
     if not isinstance(body, dict):
         raise RepoError(f"{where}: expected a mapping with key, keep and distros")
-    unknown = set(body) - {"description", "key", "key_file", "keep", "distros", "arches",
-                           "requires", "allow"}
+    unknown = {shown(str(k), 40) for k in body if k not in _FIELDS}
     if unknown:
         raise RepoError(f"{where}: unknown field(s) {', '.join(sorted(unknown))}",
-                        hint="known: description, key, key_file, keep, distros, arches, "
-                             "requires, allow")
+                        hint="known: " + ", ".join(_FIELDS))
+    for field_name in ("description", "key", "key_file"):
+        value = body.get(field_name)
+        if value is None:
+            continue
+        problem = (None if isinstance(value, str) else "expected a string") or \
+            control_char_problem(value, allow_newlines=field_name == "description") or \
+            (None if len(value) <= 1000 else "is longer than 1000 characters")
+        if problem:
+            raise RepoError(f"{where}.{field_name}: {problem}")
     key = body.get("key") or f"giftbox-{name}@giftbox.invalid"
+    if not _KEY_RE.match(key):
+        raise RepoError(f"{where}.key: '{shown(key, 60)}' is not a key fingerprint or an "
+                        "email address",
+                        hint="gpg would read a leading '-' as an option and a partial name "
+                             "as a pattern; use the key's 40-hex fingerprint or its email")
     keep = body.get("keep", 5)
-    if not isinstance(keep, int) or isinstance(keep, bool) or keep < 1:
+    if not isinstance(keep, int) or isinstance(keep, bool) or not 1 <= keep <= 100000:
         raise RepoError(f"{where}.keep: expected a whole number of versions, at least 1")
     names = body.get("distros")
-    if not isinstance(names, list) or not names:
+    if (not isinstance(names, list) or not names
+            or not all(isinstance(d, str) for d in names)):
         raise RepoError(f"{where}.distros: expected a list of distro names",
                         hint="known: " + ", ".join(sorted(distros)))
+    if len(set(names)) != len(names):
+        raise RepoError(f"{where}.distros: lists a distro twice")
     arches: tuple[Arch, ...] | None = None
     if body.get("arches") is not None:
+        raw_arches = body["arches"]
+        if (not isinstance(raw_arches, list) or not raw_arches
+                or not all(isinstance(a, str) for a in raw_arches)):
+            raise RepoError(f"{where}.arches: expected a non-empty list of architectures "
+                            "(leave it out to serve every architecture of each distro)")
         try:
-            arches = tuple(Arch.parse(str(a)) for a in body["arches"])
+            arches = tuple(Arch.parse(a) for a in raw_arches)
         except BuilderError as exc:
             raise RepoError(f"{where}.arches: {exc.message}", hint=exc.hint) from None
     served: list[Distro] = []
     for d in names:
         if d not in distros:
             close = difflib.get_close_matches(str(d), list(distros), n=1)
-            raise RepoError(f"{where}.distros: unknown distro '{d}'",
+            raise RepoError(f"{where}.distros: unknown distro '{shown(d, 40)}'",
                             hint=(f"did you mean '{close[0]}'? " if close else "")
                             + "known: " + ", ".join(sorted(distros)))
         distro = distros[d]

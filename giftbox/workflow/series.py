@@ -16,7 +16,7 @@ from giftbox.errors import PatchError
 from giftbox.gitutil import git_env, run_git
 from giftbox.patches import is_mbox
 from giftbox.settings import Settings
-from giftbox.spec import Spec
+from giftbox.spec import Spec, TreeFileError, tree_folder
 from giftbox.workflow import specedit
 
 UPSTREAM_TAG = "giftbox-upstream"
@@ -241,7 +241,10 @@ def write_series(spec: Spec, settings: Settings, patches: Sequence[PatchFile],
     the list (the spec's ``patches:``, or the quilt ``series`` file when that is what the
     project uses). Returns the update and the new spec text, which the caller writes (a bump
     edits other fields of it too)."""
-    folder = settings.patches_dir / spec.name
+    try:
+        folder = tree_folder(settings.root, f"patches/{spec.name}")
+    except TreeFileError as exc:
+        raise PatchError(f"cannot write the series of {spec.name}: {exc}") from None
     names = [p.name for p in patches]
     written: list[str] = []
     unchanged: list[str] = []
