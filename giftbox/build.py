@@ -41,6 +41,7 @@ from packaging.utils import canonicalize_name
 from packaging.version import InvalidVersion, Version
 
 from giftbox import __version__, audit, lock, source
+from giftbox import wheelhouse as wheelhouses
 from giftbox.builders import BuilderImage, ensure
 from giftbox.container import CommandFailed, Container, Mount
 from giftbox.distros import Arch, Distro
@@ -112,8 +113,7 @@ def _key(parts: dict[str, object]) -> str:
 
 
 def _wheelhouse(settings: Settings, spec: Spec, distro: Distro, arch: Arch) -> Path:
-    abi = "cp" + distro.python.replace(".", "")
-    return settings.cache_dir / "wheelhouse" / f"{spec.release}-{distro.name}-{arch.value}-{abi}"
+    return wheelhouses.directory(settings, wheelhouses.Target(spec.release, distro, arch))
 
 
 def _tool_cache(settings: Settings, distro: Distro, arch: Arch) -> Path:
@@ -481,6 +481,13 @@ class Builder:
 
     def _fill_wheelhouse(self, c: Container, lock_text: str, pinned: list[lock.Pin],
                          wheelhouse: Path, work: Path, log_path: Path) -> None:
+        # Under the wheelhouse's lock: a parallel build of the same target waits, then finds
+        # the wheels this one built (each wheel is built once per release and target).
+        with wheelhouses.filling(wheelhouse):
+            self._fill_locked(c, lock_text, pinned, wheelhouse, work, log_path)
+
+    def _fill_locked(self, c: Container, lock_text: str, pinned: list[lock.Pin],
+                     wheelhouse: Path, work: Path, log_path: Path) -> None:
         present = _present_wheels(wheelhouse)
         missing = [p for p in pinned if (p.name, str(Version(p.version))) not in present]
         self.reporter.detail(f"{len(pinned) - len(missing)} of {len(pinned)} wheels cached, "
@@ -488,17 +495,62 @@ class Builder:
         if not missing:
             return
         blocks = lock.blocks(lock_text)
-        (work / "fill.txt").write_text("".join(blocks[p.name] for p in missing))
-        argv = [f"{TOOLS}/pip", "wheel", "--require-hashes", "--no-deps", "--progress-bar",
-                "off", "-r", f"{BUILD_DIR}/fill.txt", "--wheel-dir", WHEELHOUSE_DIR]
+        target = wheelhouses.Target(self.spec.release, self.distro, self.arch)
+        problems = self._preflight(c, target, missing, blocks, log_path)
+        buildable = [p for p in missing if p.line not in problems]
+        failure: str | None = None
+        if buildable:
+            (work / "fill.txt").write_text("".join(blocks[p.name] for p in buildable))
+            argv = [f"{TOOLS}/pip", "wheel", "--require-hashes", "--no-deps", "--progress-bar",
+                    "off", "-r", f"{BUILD_DIR}/fill.txt", "--wheel-dir", WHEELHOUSE_DIR]
+            try:
+                c.call(argv, log_path=log_path)
+            except CommandFailed as exc:
+                failed = re.findall(r"^(?:ERROR: )?Failed to build (?:installable wheels for "
+                                    r"some pyproject\.toml based projects \()?(.+?)\)?$",
+                                    exc.output, re.M)
+                names = failed[-1].replace(",", " ").split() if failed else \
+                    [n for n in [_failed_package(exc.output)] if n]
+                why = wheelhouses.diagnose(exc.output)
+                failure = ("filling the wheelhouse failed"
+                           + (f" ({', '.join(names)})" if names else "")
+                           + (f": {why}" if why else "") + ":\n"
+                           + "\n".join(exc.output.splitlines()[-15:]))
+        if problems:
+            listed = "\n".join(f"  {pin}: {why}" for pin, why in sorted(problems.items()))
+            raise BuildError(
+                f"{len(problems)} locked requirement(s) have no wheel for "
+                f"{self.distro.name}/{self.arch.value} and this builder cannot build them "
+                f"(named before compiling; the other {len(buildable)} were filled"
+                + (", with failures" if failure else "") + f"):\n{listed}"
+                + (f"\n{failure}" if failure else ""),
+                hint="fill the wheelhouse from a machine that can build them (a native "
+                     f"{self.arch.value} runner: `giftbox wheelhouse export`, then `giftbox "
+                     "wheelhouse import` here; see docs/nightly.md), or give the builder what "
+                     f"it lacks. Full log: {log_path}")
+        if failure:
+            raise BuildError(failure, hint=f"full log: {log_path}")
+
+    def _preflight(self, c: Container, target: wheelhouses.Target, missing: list[lock.Pin],
+                   blocks: dict[str, str], log_path: Path) -> dict[str, str]:
+        """pin line -> why the builder cannot build it, before anything is compiled."""
+        wanted = {p.name: (p.version, set(re.findall(r"sha256:([0-9a-f]{64})", blocks[p.name])))
+                  for p in missing}
+        builds = wheelhouses.sdist_builds(self.settings, target, wanted)
+        if not builds:
+            return {}
+        self.reporter.detail(f"built from sdist for {self.distro.name}/{self.arch.value}: "
+                             + ", ".join(b.pin for b in builds))
+        probe_run = c.call(["python3", "-c", wheelhouses.PROBE], check=False, stream=False,
+                           log_path=log_path)
         try:
-            c.call(argv, log_path=log_path)
-        except CommandFailed as exc:
-            failed = _failed_package(exc.output)
-            what = f" ({failed})" if failed else ""
-            raise BuildError(f"filling the wheelhouse failed{what}:\n"
-                             + "\n".join(exc.output.splitlines()[-15:]),
-                             hint=f"full log: {log_path}") from None
+            probe = json.loads(probe_run.output.strip().splitlines()[-1])
+        except (ValueError, IndexError):
+            return {}
+        problems = wheelhouses.toolchain_problems(builds, probe, target)
+        for pin, why in sorted(problems.items()):
+            self.reporter.info(f"==> cannot build {pin}: {why}")
+        return problems
 
     def _create_venv(self, c: Container, prefix: str, log_path: Path) -> None:
         """virtualenv at the final prefix with the builder's pinned virtualenv, then the lock

@@ -22,11 +22,16 @@ import fcntl
 import hashlib
 import http.server
 import json
+import os
 import re
 import secrets
 import subprocess
+import tarfile
 import tempfile
 import threading
+import time
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -308,6 +313,170 @@ def definition(distro: Distro, arch: Arch, settings: Settings) -> Definition:
                       build_args=build_args)
 
 
+# -- what the archive serves ----------------------------------------------------------------
+
+# A Release file read less than this long ago is trusted (an archive drops an arch rarely).
+ARCHIVE_TTL = 6 * 3600
+# mmdebstrap against a mirror caught mid-sync: how often, and how far apart, to try again.
+MIRROR_RETRIES = 3
+MIRROR_RETRY_DELAY = 60.0
+_MID_SYNC = ("Mirror sync in progress", "File has unexpected size", "Hash Sum mismatch",
+             "Clearsigned file isn't valid")
+
+
+@dataclass(frozen=True)
+class Served:
+    """What a suite's Release says about one arch: served, not served, or unknown (offline)."""
+
+    distro: str
+    arch: Arch
+    url: str  # the Release file read
+    suite: str
+    arches: tuple[str, ...] | None  # Architectures: as the archive spells them; None: unknown
+
+    @property
+    def known(self) -> bool:
+        return self.arches is not None
+
+    @property
+    def ok(self) -> bool:
+        """Served, or unknown (an unreachable archive is the bootstrap's to report)."""
+        return self.arches is None or self.arch.deb in self.arches
+
+    def problem(self) -> str:
+        return (f"{self.distro}/{self.arch.value} cannot be built: the archive's {self.suite} "
+                f"suite does not serve {self.arch.deb} (Architectures: in {self.url} lists "
+                f"{' '.join(self.arches or ())})")
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"distro": self.distro, "arch": self.arch.value, "suite": self.suite,
+                "release": self.url, "served": self.ok if self.known else None,
+                "archive_arches": list(self.arches) if self.arches is not None else None}
+
+
+def release_architectures(text: str) -> tuple[str, ...] | None:
+    """``Architectures:`` of a Release/InRelease file (None when it has no such field)."""
+    for line in text.splitlines():
+        key, sep, value = line.partition(":")
+        if sep and key == "Architectures":
+            return tuple(value.split())
+    return None
+
+
+def _fetch_release(mirror: str, suite: str, timeout: float) -> tuple[str, str] | None:
+    for name in ("InRelease", "Release"):
+        url = f"{mirror.rstrip('/')}/dists/{suite}/{name}"
+        try:
+            with urllib.request.urlopen(url, timeout=timeout) as response:  # noqa: S310
+                return url, response.read(4 * 1024 * 1024).decode("utf-8", errors="replace")
+        except (urllib.error.URLError, OSError, ValueError):
+            continue
+    return None
+
+
+def served(distro: Distro, arch: Arch, settings: Settings, *, timeout: float = 15.0) -> Served:
+    """Whether the suite distro bootstraps from serves arch, read from its Release file
+    (cached for ``ARCHIVE_TTL``). Distros that are pulled from a registry: unknown."""
+    boot = distro.bootstrap
+    if boot.method != "mmdebstrap" or not boot.mirror or not boot.suite:
+        return Served(distro.name, arch, "", str(boot.suite or ""), None)
+    url = f"{boot.mirror.rstrip('/')}/dists/{boot.suite}/InRelease"
+    cache = settings.cache_dir / "archive" / (_sha(url.encode())[:16] + ".json")
+    with contextlib.suppress(OSError, ValueError, KeyError):
+        data = json.loads(cache.read_text())
+        if time.time() - float(data["fetched"]) < ARCHIVE_TTL:
+            return Served(distro.name, arch, data["url"], boot.suite, tuple(data["arches"]))
+    fetched = _fetch_release(boot.mirror, boot.suite, timeout)
+    arches = release_architectures(fetched[1]) if fetched else None
+    if fetched is None or arches is None:
+        return Served(distro.name, arch, url, boot.suite, None)
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    tmp = cache.with_suffix(f".{os.getpid()}.tmp")
+    tmp.write_text(json.dumps({"url": fetched[0], "arches": list(arches),
+                               "fetched": time.time()}))
+    tmp.replace(cache)
+    return Served(distro.name, arch, fetched[0], boot.suite, arches)
+
+
+def check_served(distro: Distro, arch: Arch, settings: Settings) -> None:
+    """Refuse, naming suite and arch, a cell whose archive does not serve the arch."""
+    s = served(distro, arch, settings)
+    if not s.ok:
+        raise BuilderError(s.problem(),
+                           hint=f"drop {arch.value} from {_where(distro)}'s arches (or the "
+                                "spec's matrix), or point bootstrap.mirror at an archive that "
+                                f"serves {arch.deb} (for an LTS suite: its archive's mirror)")
+
+
+# -- the bootstrap's own checks -------------------------------------------------------------
+
+# What a minbase bootstrap always has: a shell, dpkg and apt, and these packages installed.
+_ESSENTIAL_FILES = (("bin/sh", "usr/bin/sh"), ("usr/bin/dpkg",), ("usr/bin/apt-get",),
+                    ("etc/os-release", "usr/lib/os-release"))
+_ESSENTIAL_PACKAGES = ("base-files", "bash", "coreutils", "dpkg", "libc6", "apt")
+
+
+def _status_packages(status: str) -> dict[str, tuple[str, str]]:
+    """package -> (Status, Architecture) from a dpkg status file."""
+    out: dict[str, tuple[str, str]] = {}
+    for block in status.split("\n\n"):
+        fields: dict[str, str] = {}
+        for line in block.splitlines():
+            key, sep, value = line.partition(": ")
+            if sep and not line.startswith(" "):
+                fields[key] = value.strip()
+        if "Package" in fields:
+            out[fields["Package"]] = (fields.get("Status", ""), fields.get("Architecture", ""))
+    return out
+
+
+def check_rootfs(rootfs: Path, distro: Distro, arch: Arch) -> None:
+    """The bootstrapped tarball is a system of this arch before it is imported: the essential
+    files are there and the essential packages installed for ``arch``."""
+    what = f"the {distro.name} {arch.value} bootstrap ({rootfs.stat().st_size} bytes)"
+    names: set[str] = set()
+    status = None
+    try:
+        with tarfile.open(rootfs) as tar:
+            for member in tar:
+                name = member.name.removeprefix("./").rstrip("/")
+                names.add(name)
+                if name == "var/lib/dpkg/status" and member.isfile():
+                    handle = tar.extractfile(member)
+                    status = handle.read().decode("utf-8", errors="replace") if handle else ""
+    except (tarfile.TarError, OSError) as exc:
+        raise BuilderError(f"{what} is not a readable tarball: {exc}; nothing was imported",
+                           hint="run `giftbox builder ensure` again; if it repeats, try "
+                                "mmdebstrap by hand") from None
+    missing = ["/" + alts[0] for alts in _ESSENTIAL_FILES if not any(a in names for a in alts)]
+    packages = _status_packages(status or "")
+    absent = [p for p in _ESSENTIAL_PACKAGES
+              if not packages.get(p, ("", ""))[0].endswith(" installed")]
+    wrong = sorted({a for p, (_s, a) in packages.items()
+                    if p in _ESSENTIAL_PACKAGES and a not in ("all", arch.deb, "")})
+    if missing or absent or wrong:
+        parts = []
+        if missing:
+            parts.append("no " + ", ".join(missing))
+        if absent:
+            parts.append("essential packages not installed: " + ", ".join(absent))
+        if wrong:
+            parts.append(f"packages for {', '.join(wrong)} instead of {arch.deb}")
+        raise BuilderError(f"{what} is not a usable {distro.name} system: " + "; ".join(parts)
+                           + "; nothing was imported",
+                           hint=f"check that {distro.bootstrap.mirror} serves "
+                                f"{distro.bootstrap.suite}/{arch.deb} (its Release's "
+                                "Architectures:) and that mmdebstrap's output has no errors")
+
+
+def _mid_sync(tail: collections.deque[str] | list[str]) -> str | None:
+    """The apt error line that says a mirror is mid-sync, if any."""
+    for line in tail:
+        if any(marker in line for marker in _MID_SYNC):
+            return line.strip()
+    return None
+
+
 # -- ensure ---------------------------------------------------------------------------------
 
 
@@ -355,6 +524,8 @@ def ensure(distro: str | Distro, arch: str | Arch, settings: Settings,
             if image is not None:
                 return _builder_image(d, image, built=False)
             if _image(client, d.base_tag) is None:
+                if dist.bootstrap.method == "mmdebstrap":
+                    check_served(dist, arch, settings)
                 with reporter.stage(f"base image {dist.name}/{arch.value}"):
                     if dist.bootstrap.method == "mmdebstrap":
                         _bootstrap_debian(client, d, settings, reporter)
@@ -389,8 +560,31 @@ def _bootstrap_debian(client: docker.DockerClient, d: Definition, settings: Sett
         reporter.detail(f"mmdebstrap {d.distro.bootstrap.suite} {d.arch.deb} from "
                         + ", ".join(mask_url(s.split()[1]) + " " + s.split()[2]
                                     for s in d.sources))
-        _run_streaming(mmdebstrap[args], reporter,
-                       step=f"mmdebstrap of {d.distro.name} ({d.arch.deb})")
+        step = f"mmdebstrap of {d.distro.name} ({d.arch.deb})"
+        retries = int(os.environ.get("GIFTBOX_MIRROR_RETRIES", MIRROR_RETRIES))
+        delay = float(os.environ.get("GIFTBOX_MIRROR_RETRY_DELAY", MIRROR_RETRY_DELAY))
+        for attempt in range(1, max(retries, 1) + 1):
+            code, tail = _stream(mmdebstrap[args], reporter)
+            if code == 0:
+                break
+            synced = _mid_sync(tail)
+            if synced is None:
+                _raise_failed(step, code, tail)
+            if attempt < retries:
+                reporter.info(f"==> the mirror looks mid-sync ({synced}); trying again in "
+                              f"{delay:.0f} s (attempt {attempt + 1} of {retries})")
+                rootfs.unlink(missing_ok=True)
+                time.sleep(delay)
+                continue
+            raise BuilderError(
+                f"cannot bootstrap {d.distro.name}/{d.arch.value}: the mirror was caught "
+                f"mid-sync for {d.distro.bootstrap.suite} ({d.arch.deb}) {retries} times, "
+                f"{delay:.0f} s apart: {synced}",
+                hint="the archive's indexes disagree with its Release file while it syncs: "
+                     "try again later, or set bootstrap.mirror to another mirror in "
+                     f"{_where(d.distro)} (GIFTBOX_MIRROR_RETRIES and "
+                     "GIFTBOX_MIRROR_RETRY_DELAY set how long to insist)")
+        check_rootfs(rootfs, d.distro, d.arch)
         (Path(tmp) / "Dockerfile").write_text(_BASE_DOCKERFILE)
         labels = _labels(d, "base", d.base_digest)
         _docker_build(client, Path(tmp), d.base_tag, d.arch, {}, labels, reporter,
@@ -398,6 +592,19 @@ def _bootstrap_debian(client: docker.DockerClient, d: Definition, settings: Sett
 
 
 def _run_streaming(command: Any, reporter: Reporter, *, step: str) -> None:
+    code, tail = _stream(command, reporter)
+    if code != 0:
+        _raise_failed(step, code, tail)
+
+
+def _raise_failed(step: str, code: int, tail: list[str]) -> None:
+    failing = [line for line in tail if line.startswith("E:")]
+    raise BuilderError(f"{step} failed (exit {code})" + (f": {failing[0]}" if failing else ""),
+                       hint="last output:\n" + "\n".join(tail))
+
+
+def _stream(command: Any, reporter: Reporter) -> tuple[int, list[str]]:
+    """Run command, every line to the reporter; its exit code and last 25 lines."""
     tail: collections.deque[str] = collections.deque(maxlen=25)
     proc = command.popen(stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     try:
@@ -412,11 +619,7 @@ def _run_streaming(command: Any, reporter: Reporter, *, step: str) -> None:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
-    if code != 0:
-        failing = [line for line in tail if line.startswith("E:")]
-        raise BuilderError(f"{step} failed (exit {code})"
-                           + (f": {failing[0]}" if failing else ""),
-                           hint="last output:\n" + "\n".join(tail))
+    return code, list(tail)
 
 
 def _pull_base(d: Definition, reporter: Reporter, timeout: float) -> None:

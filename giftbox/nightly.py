@@ -581,6 +581,8 @@ def matrix(settings: Settings, *, runnable_here: bool = False,
     own, so the job needs qemu-user (docker/setup-qemu-action); ``ref``: the branch a
     nightly builds (empty: the pinned ref).
     """
+    from giftbox import builders
+
     distros = load_distros(settings.builders_dir)
     cells = []
     for spec in load_specs(settings):
@@ -588,7 +590,10 @@ def matrix(settings: Settings, *, runnable_here: bool = False,
         if tracked_only and not tracked:
             continue
         for t in matrix_targets(spec, distros, runnable_only=runnable_here):
+            # Whether the distro's archive serves the arch (its Release's Architectures:).
+            archive = builders.served(t.distro, t.arch, settings)
             cells.append({
+                "served": archive.ok, "problem": "" if archive.ok else archive.problem(),
                 "project": spec.name, "distro": t.distro.name, "arch": t.arch.value,
                 "family": t.distro.family, "runnable_here": t.distro.runnable_here,
                 "emulated": t.arch is not Arch.x86_64, "runs_on": GITHUB_RUNNER,

@@ -136,6 +136,8 @@ def matrix_cmd(app: App, runnable_here: bool, tracked: bool, as_json: bool) -> N
     for c in cells:
         marks = [m for m, on in (("emulated", c["emulated"]), ("tracked", c["tracked"]),
                                  ("not-runnable-here", not c["runnable_here"])) if on]
+        if not c["served"]:
+            marks.append(f"not-served: {c['problem']}")
         click.echo(f"{c['project']:<24} {c['distro']:<12} {c['arch']:<8} {' '.join(marks)}")
 
 
