@@ -134,7 +134,5 @@ COMMAND_MODULES = {
     "patches": "patches", "bump": "workflow", "backport": "workflow", "diff": "workflow",
     "nightly": "nightly", "matrix": "nightly", "status": "nightly", "report": "nightly",
     "builds": "nightly", "log": "nightly",
-    "verify": "verify", "sbom": "verify",
-    "rebuild": "rebuild",
     "wheelhouse": "wheelhouse",
 }
