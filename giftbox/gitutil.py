@@ -4,7 +4,9 @@ The environment is sealed so that the host's git configuration can neither widen
 may do nor redirect it somewhere the spec did not say: no system or global config (so no
 ``url.<x>.insteadOf`` rewrites and no ``core.hooksPath``), only the transport the spec's URL
 uses (``GIT_ALLOW_PROTOCOL``: ``ext::`` and ``fd::`` can never run), no HTTP redirects, and no
-prompts. Operators needing credentials use ssh keys or ``GIT_ASKPASS``.
+prompts. Operators needing credentials use ssh keys, ``GIT_ASKPASS`` or a credential helper
+named by ``GIFTBOX_GIT_CREDENTIAL_HELPER``; a URL carrying credentials is refused, and every URL
+shown is passed through ``redact_url``.
 """
 
 from __future__ import annotations
@@ -53,6 +55,13 @@ def git_env(url: str | None = None, ca_bundle: Path | None = None,
         "GIT_CONFIG_KEY_5": "core.attributesFile", "GIT_CONFIG_VALUE_5": os.devnull,
         "GIT_CONFIG_KEY_6": "core.autocrlf", "GIT_CONFIG_VALUE_6": "false",
     })
+    helper = os.environ.get("GIFTBOX_GIT_CREDENTIAL_HELPER")
+    if helper:
+        # The host's git config is sealed off, so its credential.helper is named explicitly;
+        # the credentials stay with the helper, never in a URL or a mirror's config.
+        count = int(env["GIT_CONFIG_COUNT"])
+        env.update({f"GIT_CONFIG_KEY_{count}": "credential.helper",
+                    f"GIT_CONFIG_VALUE_{count}": helper, "GIT_CONFIG_COUNT": str(count + 1)})
     env.update(IDENTITY)
     if url is not None:
         scheme = urlsplit(url).scheme or "ssh"

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import html
 import os
+import shutil
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -350,6 +351,33 @@ def _copy_log(build: dict[str, Any], project: str, target: str, logs: Path,
     return f"logs/{name}"
 
 
+def _reproducible_section(verdicts: list[Any], out: Path) -> str:
+    """The rebuild --check verdicts; a mismatch links its diffoscope report, copied into
+    ``out/diffoscope/`` so the page can be served on its own."""
+    rows = ["<h2>Reproducibility checks</h2>"]
+    if not verdicts:
+        return rows[0] + "<p>None recorded (<code>giftbox rebuild --check</code>).</p>"
+    rows.append("<table id=\"reproducible\"><tr><th>artifact</th><th>target</th>"
+                "<th>result</th><th>when</th><th>detail</th></tr>")
+    for v in reversed(verdicts):
+        link = ""
+        source = Path(v.log_path) if v.log_path else None
+        if not v.passed and source is not None and source.name == "diffoscope.html" \
+                and source.is_file():
+            folder = out / "diffoscope"
+            folder.mkdir(exist_ok=True)
+            name = _safe_name(f"{v.digest[:16]}-{v.id}.html")
+            shutil.copyfile(source, folder / name)
+            link = f" <a class=\"diffoscope\" href=\"diffoscope/{_e(name)}\">diffoscope report</a>"
+        result = "reproducible" if v.passed else "NOT reproducible"
+        rows.append(f"<tr data-digest=\"{_e(v.digest)}\"><td>{_e(v.filename)}<br><code>"
+                    f"{_e(v.digest[:16])}</code></td><td>{_e(v.distro)}/{_e(v.arch)}</td>"
+                    f"<td class=\"{'succeeded' if v.passed else 'failed'}\">{result}{link}</td>"
+                    f"<td>{_e(v.at)}</td><td class=\"small\">{_e(v.detail)}</td></tr>")
+    rows.append("</table>")
+    return "".join(rows)
+
+
 def render(overview: Overview, settings: Settings, out: Path) -> Path:
     """Write ``out/index.html`` (and ``out/logs/``); returns the page's path."""
     from giftbox import records
@@ -374,6 +402,8 @@ def render(overview: Overview, settings: Settings, out: Path) -> Path:
             for b in p.builds.values():
                 if b["status"] == "failed":
                     full_errors[b["id"]] = db.build(b["id"]).error or ""
+        # giftbox rebuild --check verdicts (giftbox/rebuild.py), latest last.
+        reproducible = [v for v in db.verdicts() if v.check == "reproducible"][-20:]
     parts = [f"<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
              f"<title>giftbox status</title><style>{CSS}</style></head><body>",
              "<h1>giftbox status</h1>",
@@ -477,7 +507,9 @@ def render(overview: Overview, settings: Settings, out: Path) -> Path:
                          f"<td>{_e(b['target'])}</td><td class=\"{_e(b['status'])}\">"
                          f"{_e(b['status'])}</td><td>{_e(b['version'])}</td>"
                          f"<td>{_e(b['started_at'])}</td><td>{_e(b['duration'])}</td></tr>")
-        parts.append("</table></body></html>\n")
+        parts.append("</table>")
+        parts.append(_reproducible_section(reproducible, out))
+        parts.append("</body></html>\n")
         page = out / "index.html"
         tmp = out / f".index.html.{os.getpid()}.tmp"
         tmp.write_text("\n".join(parts))

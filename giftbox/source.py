@@ -29,7 +29,7 @@ import urllib.request
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 from urllib.parse import SplitResult, unquote, urljoin, urlsplit, urlunsplit
 
 import git
@@ -107,12 +107,18 @@ class GitMirror:
     def __init__(self, url: str, settings: Settings) -> None:
         # Credentials never go into the mirror's config (nor any output): git gets them
         # from ssh keys, GIT_ASKPASS or a credential helper.
+        path = settings.cache_dir / "git" / f"{_slug(url)}.git"
         problem = url_credential_problem(url) or check_git_url(url)
         if problem:
-            raise SourceError(f"git URL '{redact_url(url)}' {problem}",
-                              hint="fix upstream.git.url in the spec")
+            hint = "fix upstream.git.url in the spec"
+            if url_credential_problem(url) and path.exists():
+                # An older giftbox stored the URL, credential included, in this mirror's
+                # config: a cache, so it goes.
+                shutil.rmtree(path, ignore_errors=True)
+                hint += " (the cached mirror that had stored the URL was removed)"
+            raise SourceError(f"git URL '{redact_url(url)}' {problem}", hint=hint)
         self.url = url
-        self.path = settings.cache_dir / "git" / f"{_slug(url)}.git"
+        self.path = path
         self.env = git_env(url, settings.ca_bundle)
 
     def _git(self, *args: str, check: bool = True) -> str:
@@ -136,7 +142,8 @@ class GitMirror:
             raise SourceError(
                 f"cannot fetch {self.url}:\n" + "\n".join(exc.stderr.strip().splitlines()[-6:]),
                 hint="check the URL in the spec and that this machine can reach it "
-                     "(redirects are not followed: use the final URL)") from None
+                     "(redirects are not followed: use the final URL); a private repository "
+                     "needs an ssh key, GIT_ASKPASS or GIFTBOX_GIT_CREDENTIAL_HELPER") from None
 
     def rev(self, name: str) -> str | None:
         proc = run_git(["rev-parse", "--verify", "--quiet", "--end-of-options",
@@ -303,6 +310,30 @@ def _authorize(url: str, settings: Settings,
     return clean, f"Basic {token}"
 
 
+class _Redirects(urllib.request.HTTPRedirectHandler):
+    """Redirects within http(s) only; credentials follow one to the same origin only, and
+    user info in a redirect's URL is dropped (never looked up as part of a host name)."""
+
+    def redirect_request(self, req: urllib.request.Request, fp: IO[bytes], code: int,
+                         msg: str, headers: Any, newurl: str) -> urllib.request.Request | None:
+        try:
+            parts = urlsplit(newurl)
+            origin = _origin(parts)
+        except ValueError:
+            raise SourceError(f"{_redact(req.full_url)} redirects to a malformed URL") from None
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise SourceError(f"{_redact(req.full_url)} redirects to {_redact(newurl)}, which "
+                              "is not an http(s) URL; giftbox does not follow it")
+        host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
+        netloc = host + (f":{parts.port}" if parts.port is not None else "")
+        clean = urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+        new = super().redirect_request(req, fp, code, msg, headers, clean)
+        authorization = req.unredirected_hdrs.get("Authorization")
+        if new is not None and authorization and origin == _origin(urlsplit(req.full_url)):
+            new.add_unredirected_header("Authorization", authorization)
+        return new
+
+
 def _http_get(url: str, settings: Settings, accept: str | None = None,
               attempts: int = 3, credentials_from: str | None = None,
               ) -> urllib.request._UrlopenRet:  # type: ignore[name-defined]
@@ -317,7 +348,9 @@ def _http_get(url: str, settings: Settings, accept: str | None = None,
             if authorization:
                 # Unredirected: a redirect (possibly to another host) never carries it.
                 request.add_unredirected_header("Authorization", authorization)
-            return urllib.request.urlopen(request, context=_ssl_context(settings), timeout=60)
+            opener = urllib.request.build_opener(
+                urllib.request.HTTPSHandler(context=_ssl_context(settings)), _Redirects())
+            return opener.open(request, timeout=60)
         except urllib.error.HTTPError as exc:
             if exc.code == 404:
                 raise

@@ -13,6 +13,7 @@ import io
 import json
 import os
 import socket
+import subprocess
 import tarfile
 import threading
 from collections.abc import Callable, Iterator
@@ -25,7 +26,7 @@ from conftest import Result, git, write_spec
 from giftbox import source
 from giftbox.errors import SourceError
 from giftbox.settings import Settings
-from giftbox.spec import PyPIUpstream
+from giftbox.spec import PyPIUpstream, load_spec
 
 PASSWORD = "pa55-Wd.s3cret-7391"
 USER = "builder"
@@ -42,6 +43,7 @@ class Index:
     def __init__(self, user: str | None = None, password: str | None = None) -> None:
         self.files: dict[str, dict[str, bytes]] = {}  # project -> filename -> bytes
         self.requests: list[tuple[str, str | None]] = []
+        self.redirects: dict[str, str] = {}  # path -> Location
         self.expected = (None if user is None else
                          "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode())
         index = self
@@ -56,6 +58,12 @@ class Index:
                 if index.expected is not None and auth != index.expected:
                     self.send_response(401)
                     self.send_header("WWW-Authenticate", 'Basic realm="index"')
+                    self.end_headers()
+                    return
+                if self.path in index.redirects:
+                    self.send_response(302)
+                    self.send_header("Location", index.redirects[self.path])
+                    self.send_header("Content-Length", "0")
                     self.end_headers()
                     return
                 parts = [p for p in self.path.split("/") if p]
@@ -89,7 +97,8 @@ class Index:
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.port = self.server.server_address[1]
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread = threading.Thread(target=self.server.serve_forever, args=(0.05,),
+                                       daemon=True)
         self.thread.start()
 
     def url(self, userinfo: str = "") -> str:
@@ -193,7 +202,6 @@ def all_bytes_under(*folders: Path) -> Iterator[tuple[Path, bytes]]:
 def assert_named_failure(result: Result, code: int, *needles: str) -> None:
     assert result.code == code, (result.code, result.out, result.err)
     assert "Traceback" not in result.err and "interrupted" not in result.err, result.err
-    assert result.err.count("error: ") == 1, result.err
     assert result.err.startswith("error: ") or "\nerror: " in result.err, result.err
     for needle in needles:
         assert needle in result.err, (needle, result.err)
@@ -326,17 +334,30 @@ HOSTILE_TARBALLS: dict[str, tuple[Callable[[], bytes], str]] = {
 
 @pytest.mark.parametrize("case", sorted(HOSTILE_TARBALLS))
 def test_a_tarball_that_is_not_a_source_tree_is_a_named_error(
-        root: Path, cache: Path, tmp_path: Path, index: Index, giftbox, case: str) -> None:
+        root: Path, cache: Path, tmp_path: Path, settings: Settings, index: Index,
+        case: str) -> None:
     make, needle = HOSTILE_TARBALLS[case]
-    data = make()
-    sha = index.add("demo", "demo-1.0.0.tar.gz", data)
-    pypi_spec(root, "demo", "1.0.0", sha)
-    result = giftbox("source", "demo", "--into", str(tmp_path / "src"),
-                     env={"PIP_INDEX_URL": index.url()})
-    assert_named_failure(result, 3, "demo-1.0.0.tar.gz", needle)
+    pypi_spec(root, "demo", "1.0.0", index.add("demo", "demo-1.0.0.tar.gz", make()))
+    spec = load_spec(root / "specs" / "demo.yaml", root)
+    served = Settings(root=root, cache_dir=cache, state_dir=settings.state_dir,
+                      index_url=index.url())
+    with pytest.raises(SourceError) as info:
+        source.prepare(spec, tmp_path / "src", served)
+    assert info.value.exit_code == 3
+    assert "demo-1.0.0.tar.gz" in info.value.message and needle in info.value.message
     assert not (tmp_path / "src").exists() and not (tmp_path / "escaped").exists()
     assert not (cache / "pypi-git").exists() or not [
         p for p in (cache / "pypi-git").iterdir() if p.suffix != ".lock"]
+
+
+@pytest.mark.parametrize("case", ["gzip-header-only", "single-file"])
+def test_the_cli_names_a_bad_tarball_with_the_source_exit_code(
+        root: Path, tmp_path: Path, index: Index, giftbox, case: str) -> None:
+    make, needle = HOSTILE_TARBALLS[case]
+    pypi_spec(root, "demo", "1.0.0", index.add("demo", "demo-1.0.0.tar.gz", make()))
+    result = giftbox("source", "demo", "--into", str(tmp_path / "src"),
+                     env={"PIP_INDEX_URL": index.url()})
+    assert_named_failure(result, 3, "demo-1.0.0.tar.gz", needle)
 
 
 def test_an_inward_hard_link_and_symlink_are_kept(settings: Settings, tmp_path: Path) -> None:
@@ -386,6 +407,24 @@ def test_a_credentialed_index_works_and_the_password_is_never_shown_or_stored(
         "/simple/demo/", "/files/demo/demo-1.0.0.tar.gz"]
     assert "downloading http://127.0.0.1" in result.err
     assert_no_secret(PASSWORD, result, cache, tmp_path / "src", root)
+
+
+def test_credentials_follow_a_redirect_to_the_same_origin_only(
+        settings: Settings, private_index: Index, index: Index) -> None:
+    data = tarball(demo_members())
+    private_index.add("moved", "demo-1.0.0.tar.gz", data)
+    private_index.redirects["/simple/demo/"] = "/simple/moved/"
+    private_index.redirects["/files/moved/demo-1.0.0.tar.gz"] = (
+        f"http://127.0.0.1:{index.port}/files/demo/demo-1.0.0.tar.gz")
+    index.add("demo", "demo-1.0.0.tar.gz", data)
+    with_creds = Settings(root=settings.root, cache_dir=settings.cache_dir,
+                          state_dir=settings.state_dir,
+                          index_url=private_index.url(f"{USER}:{PASSWORD}@"))
+    up = source.resolve_pypi(PyPIUpstream(name="demo", version="1.0.0", sha256=_sha(data)),
+                             with_creds)
+    assert up.kind == "pypi"
+    assert [a for _p, a in private_index.requests] == [private_index.expected] * 3
+    assert index.requests == [("/files/demo/demo-1.0.0.tar.gz", None)]
 
 
 def test_no_name_lookup_ever_carries_a_credential(settings: Settings, private_index: Index,
@@ -459,6 +498,112 @@ def test_a_git_url_with_a_token_is_never_printed_nor_stored(
     assert outputs[0].code in (2, 3)
     for path, data in all_bytes_under(cache, tmp_path / "report", root / ".giftbox"):
         assert TOKEN.encode() not in data, path
+
+
+class GitHTTP:
+    """git's smart HTTP protocol on 127.0.0.1 (``git http-backend`` as CGI) behind basic
+    auth: a private git server."""
+
+    def __init__(self, project_root: Path) -> None:
+        expected = "Basic " + base64.b64encode(f"{USER}:{PASSWORD}".encode()).decode()
+        self.requests: list[str] = []
+        served = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, format: str, *args: object) -> None:
+                pass
+
+            def do_GET(self) -> None:  # noqa: N802
+                self._cgi()
+
+            def do_POST(self) -> None:  # noqa: N802
+                self._cgi()
+
+            def _cgi(self) -> None:
+                served.requests.append(self.path)
+                if self.headers.get("Authorization") != expected:
+                    self.send_response(401)
+                    self.send_header("WWW-Authenticate", 'Basic realm="git"')
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
+                path, _, query = self.path.partition("?")
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                env = {"PATH": os.environ["PATH"], "GIT_PROJECT_ROOT": str(project_root),
+                       "GIT_HTTP_EXPORT_ALL": "1", "REQUEST_METHOD": self.command,
+                       "PATH_INFO": path, "QUERY_STRING": query, "REMOTE_USER": USER,
+                       "REMOTE_ADDR": "127.0.0.1", "CONTENT_LENGTH": str(len(body)),
+                       "CONTENT_TYPE": self.headers.get("Content-Type") or "",
+                       "GIT_PROTOCOL": self.headers.get("Git-Protocol") or "",
+                       "GIT_CONFIG_NOSYSTEM": "1", "GIT_CONFIG_GLOBAL": os.devnull}
+                proc = subprocess.run(["git", "http-backend"], input=body, env=env,
+                                      capture_output=True, check=False)
+                head, _, payload = proc.stdout.partition(b"\r\n\r\n")
+                lines = head.decode().split("\r\n")
+                status = next((line.split(" ", 2)[1] for line in lines
+                               if line.lower().startswith("status:")), "200")
+                self.send_response(int(status))
+                for line in lines:
+                    name, _, value = line.partition(": ")
+                    if name.lower() != "status" and value:
+                        self.send_header(name, value)
+                self.send_header("Content-Length", str(len(payload)))
+                self.end_headers()
+                self.wfile.write(payload)
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.port = self.server.server_address[1]
+        threading.Thread(target=self.server.serve_forever, args=(0.05,), daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.mark.parametrize("how", ["GIT_ASKPASS", "GIFTBOX_GIT_CREDENTIAL_HELPER"])
+def test_a_private_git_server_works_with_git_askpass_or_a_helper_and_nothing_stores_it(
+        root: Path, cache: Path, tmp_path: Path, upstream, giftbox, how: str) -> None:
+    upstream.tag("1.0.0")
+    served = tmp_path / "served"
+    served.mkdir()
+    git(served, "clone", "-q", "--bare", str(upstream.path), "demo.git")
+    server = GitHTTP(served)
+    try:
+        git_token_spec(root, f"http://127.0.0.1:{server.port}/demo.git")
+        script = tmp_path / "credentials"
+        if how == "GIT_ASKPASS":
+            script.write_text(f'#!/bin/sh\ncase "$1" in Username*) echo {USER};; '
+                              f'*) echo {PASSWORD};; esac\n')
+        else:
+            script.write_text(f'#!/bin/sh\n[ "$1" = get ] && printf "username={USER}\\n'
+                              f'password={PASSWORD}\\n"\nexit 0\n')
+        script.chmod(0o700)
+        result = giftbox("source", "tokened", "--into", str(tmp_path / "src"),
+                         env={how: str(script)})
+        assert result.code == 0, result.err
+        assert (tmp_path / "src" / "demo.py").is_file()
+        assert_no_secret(PASSWORD, result, cache, tmp_path / "src")
+        mirror = next((cache / "git").glob("demo-*.git"))
+        assert git(mirror, "config", "remote.origin.url") == \
+            f"http://127.0.0.1:{server.port}/demo.git"
+
+        refused = giftbox("source", "tokened", "--into", str(tmp_path / "src2"),
+                          env={"GIFTBOX_CACHE": str(tmp_path / "cache2"),
+                               "GIT_ASKPASS": "/bin/false"})
+        assert_named_failure(refused, 3, "cannot fetch http://127.0.0.1", "GIT_ASKPASS")
+    finally:
+        server.close()
+
+
+def test_a_mirror_an_older_giftbox_stored_with_a_token_is_removed(settings: Settings) -> None:
+    url = f"https://{TOKEN}@127.0.0.1:9/openstack/nova.git"
+    legacy = settings.cache_dir / "git" / f"{source._slug(url)}.git"
+    legacy.mkdir(parents=True)
+    (legacy / "config").write_text(f'[remote "origin"]\n\turl = {url}\n')
+    with pytest.raises(SourceError) as info:
+        source.GitMirror(url, settings)
+    assert "was removed" in info.value.render() and TOKEN not in info.value.render()
+    assert not legacy.exists()
 
 
 def test_redacted_urls_keep_the_ssh_user_and_drop_every_secret() -> None:
