@@ -3,18 +3,23 @@
 ``giftbox build`` and ``giftbox nightly`` both go through ``run_target``. Packaging runs its
 target-sensitive steps (dpkg-shlibdeps, the check that every runtime dependency exists in the
 target's archive) inside the target's builder, so the answers are the target's, not the host's.
-A package is keyed by its build: building again with nothing changed reuses it.
+A package is keyed by its venv's key plus every packaging input (``giftbox.package.package_key``):
+building again with nothing changed reuses it; a packaging edit (depends, units, config files,
+user, rootwrap, entry points, description, lintian overrides, compression) repackages the
+cached venv without rebuilding it.
 """
 
 from __future__ import annotations
 
 import json
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from giftbox.build import BuildResult, build
 from giftbox.distros import Arch, Distro
+from giftbox.package import Artifact, Runner
 from giftbox.settings import Settings
 from giftbox.spec import Spec
 from giftbox.ui import NULL_REPORTER, Reporter
@@ -33,13 +38,14 @@ class PackageInfo:
     compression: str
     depends: tuple[str, ...]
     cached: bool
+    key: str = ""  # giftbox.package.package_key: the venv's key plus every packaging input
 
     def as_dict(self) -> dict[str, Any]:
         return {"path": str(self.path), "name": self.name, "version": self.version,
                 "arch": self.arch, "family": self.family, "size": self.size,
                 "sha256": self.sha256, "packager": self.packager,
                 "compression": self.compression, "depends": list(self.depends),
-                "cached": self.cached}
+                "cached": self.cached, "key": self.key}
 
 
 @dataclass(frozen=True)
@@ -54,18 +60,23 @@ class TargetResult:
                 "published": self.published}
 
 
-def _cached_package(folder: Path) -> PackageInfo | None:
+def _cached_package(folder: Path, key: str) -> PackageInfo | None:
+    """The package made from exactly these inputs, if it is complete (``package.json`` is
+    written last) and its file is the one recorded."""
     record = folder / "package.json"
     if not record.is_file():
         return None
-    data = json.loads(record.read_text())
-    path = Path(data["path"])
-    if not path.is_file():
-        return None
-    data["path"] = path
-    data["depends"] = tuple(data["depends"])
-    data["cached"] = True
-    return PackageInfo(**data)
+    try:
+        data = json.loads(record.read_text())
+        path = folder / Path(data["path"]).name  # beside its record, wherever the tree moved
+        if data.get("key") != key or not path.is_file() or path.stat().st_size != data["size"]:
+            return None
+        data["path"] = path
+        data["depends"] = tuple(data["depends"])
+        data["cached"] = True
+        return PackageInfo(**data)
+    except (ValueError, KeyError, TypeError):
+        return None  # a record from another giftbox: package again
 
 
 def check_against_tree(spec: Spec, settings: Settings, family: str) -> None:
@@ -83,38 +94,58 @@ def check_against_tree(spec: Spec, settings: Settings, family: str) -> None:
 def package_build(result: BuildResult, spec: Spec, distro: Distro, arch: Arch,
                   settings: Settings, reporter: Reporter = NULL_REPORTER, *,
                   packager: str = "auto", compression: str | None = None,
-                  compression_level: int | None = None) -> PackageInfo:
-    """The .deb/.rpm of ``result``, made once per build (and per packaging options)."""
+                  compression_level: int | None = None, runner: Runner | None = None,
+                  lint: bool = True) -> PackageInfo:
+    """The .deb/.rpm of ``result``, made once per set of packaging inputs.
+
+    ``runner`` is where dpkg-shlibdeps and the archive check run: the target's builder when
+    None (production); a test on a host of the target's distro may pass ``HostRunner()``.
+    ``lint=False`` (tests and benchmarks) is part of the key: never served to a linted call."""
     from giftbox.builders import ensure
     from giftbox.container import Container
-    from giftbox.package import build_package
+    from giftbox.package import build_package, package_key, package_manifest
     from giftbox.package.runner import ContainerRunner
 
     check_against_tree(spec, settings, distro.family)
-    options = f"{packager}-{compression or 'default'}-{compression_level or 'default'}"
-    folder = result.directory / "package" / options
-    cached = _cached_package(folder)
+    manifest = package_manifest(result.manifest, spec, distro)
+    key = package_key(result.key, manifest, spec, distro, packager=packager,
+                      compression=compression, compression_level=compression_level, lint=lint)
+    folder = result.directory / "package" / key[:16]
+    cached = _cached_package(folder, key)
     if cached is not None:
-        reporter.info(f"==> package {cached.path.name}: cached")
+        reporter.info(f"==> package {cached.path.name}: cached (packaging inputs {key[:16]} "
+                      "unchanged)")
         return cached
-    image = ensure(distro, arch, settings, reporter)
-    with Container(image, arch, settings, reporter, workdir="/giftbox-package") as c:
-        if distro.family == "deb":
-            # The builder keeps no apt lists; the dependency check needs the archive's.
-            with reporter.stage(f"apt-get update in the {distro.name} builder"):
-                c.call(["apt-get", "update", "-qq"], stream=False)
-        artifact = build_package(result.venv_dir, result.manifest, spec, distro, folder,
-                                 packager=packager, compression=compression,
-                                 compression_level=compression_level,
-                                 runner=ContainerRunner(c), reporter=reporter)
+    if folder.exists():
+        shutil.rmtree(folder)  # an interrupted earlier attempt at these inputs
+
+    def make(where: Runner) -> Artifact:
+        return build_package(result.venv_dir, manifest, spec, distro, folder,
+                             packager=packager, compression=compression,
+                             compression_level=compression_level, runner=where,
+                             reporter=reporter, lint=lint)
+
+    if runner is not None:
+        artifact = make(runner)
+    else:
+        image = ensure(distro, arch, settings, reporter)
+        with Container(image, arch, settings, reporter, workdir="/giftbox-package") as c:
+            if distro.family == "deb":
+                # The builder keeps no apt lists; the dependency check needs the archive's.
+                with reporter.stage(f"apt-get update in the {distro.name} builder"):
+                    c.call(["apt-get", "update", "-qq"], stream=False)
+            artifact = make(ContainerRunner(c))
     info = PackageInfo(path=artifact.path, name=artifact.name, version=artifact.version,
                        arch=artifact.arch, family=artifact.family, size=artifact.size,
                        sha256=artifact.sha256, packager=artifact.packager,
                        compression=artifact.compression, depends=tuple(artifact.depends),
-                       cached=False)
+                       cached=False, key=key)
+    (folder / "manifest.json").write_text(manifest.to_json())  # what the package carries
     record = info.as_dict()
     record.pop("cached")
-    (folder / "package.json").write_text(json.dumps(record, indent=2) + "\n")
+    partial = folder / "package.json.partial"
+    partial.write_text(json.dumps(record, indent=2) + "\n")
+    partial.replace(folder / "package.json")  # the package is complete only once this exists
     return info
 
 

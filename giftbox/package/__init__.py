@@ -21,15 +21,21 @@ scripts do, ``deb``/``rpm`` for reproducibility, ``fpm`` for how it differs.
 
 from __future__ import annotations
 
+import dataclasses
+import functools
+import hashlib
+import json
 import tempfile
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
 from plumbum import local
 from plumbum.commands.processes import CommandNotFound
 
+from giftbox import __version__
 from giftbox.distros import Distro
 from giftbox.errors import PackageError
 from giftbox.manifest import Manifest
@@ -57,8 +63,8 @@ from giftbox.ui import NULL_REPORTER, Reporter
 __all__ = [
     "COMPRESSORS", "MANIFEST_NAME", "PACKAGER_CHOICES", "Artifact", "ContainerRunner",
     "HostRunner", "Runner", "RunResult", "build_package", "check_conflicts", "fpm_command",
-    "install_prefix", "planned_paths", "rootwrap_share", "select_packager", "stable_prefix",
-    "version_dir",
+    "install_prefix", "package_key", "package_manifest", "planned_paths", "rootwrap_share",
+    "select_packager", "stable_prefix", "version_dir",
 ]
 
 PACKAGER_CHOICES = ("auto", "native", "fpm")
@@ -120,6 +126,77 @@ def select_packager(family: str, packager: str = "auto") -> str:
         raise PackageError(f"neither {_NATIVE_TOOL[family]} nor fpm is installed",
                            hint=f"install {_NATIVE_TOOL[family]}")
     return packager
+
+
+# --- the package's cache key (design invariant 8) ----------------------------------------
+#
+# The venv is keyed by what builds it (giftbox.build); the package by the venv's key plus
+# everything the packaging stage reads: every package.* field, the bytes of every file under
+# files/<project>/ it installs, giftbox's packaging code and data (layout, maintainer-script
+# templates, lintian overrides, rpmlintrc), the packager, compression and level, the target
+# facts packaging reads from builder.yaml, and giftbox's version. A packaging edit rebuilds
+# the package from the cached venv; nothing else does.
+
+PACKAGING_KEY_RECIPE = "1"
+# giftbox's own files whose bytes shape a package (relative to the giftbox package).
+_PACKAGING_SOURCES = ("manifest.py", "versions.py", "data/lintian-overrides", "data/rpmlintrc")
+
+
+@functools.cache
+def _packaging_code_digest() -> str:
+    top = resources.files("giftbox")
+    names = sorted({*_PACKAGING_SOURCES,
+                    *(f"package/{entry.name}" for entry in top.joinpath("package").iterdir()
+                      if entry.name.endswith(".py"))})
+    digest = hashlib.sha256()
+    for name in names:
+        digest.update(f"{name}\0".encode())
+        digest.update(hashlib.sha256(top.joinpath(name).read_bytes()).digest())
+    return digest.hexdigest()
+
+
+def _plain(value: Any, spec: Spec) -> Any:
+    """``value`` as JSON, with every file it names replaced by its name and the digest of its
+    bytes (a unit's or config file's contents are packaging inputs, not just its name)."""
+    if isinstance(value, dict):
+        return {str(k): _plain(v, spec) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v, spec) for v in value]
+    if isinstance(value, Path):
+        try:
+            data = value.read_bytes()
+        except OSError as exc:
+            raise PackageError(f"{value} (named by specs/{spec.path.name}) cannot be read: "
+                               f"{exc.strerror}", hint=f"put it under files/{spec.name}/ or "
+                               f"fix the field in specs/{spec.path.name}") from None
+        return {"file": value.name, "sha256": hashlib.sha256(data).hexdigest()}
+    return value
+
+
+def package_manifest(manifest: Manifest, spec: Spec, distro: Distro) -> Manifest:
+    """The manifest as the package carries it: the venv's facts from the build, the package's
+    own (name, runtime depends) from the spec as it is now, never from a cached build."""
+    return dataclasses.replace(manifest, package_name=spec.package.name,
+                               depends=tuple(spec.package.depends.get(distro.family, ())))
+
+
+def package_key(venv_key: str, manifest: Manifest, spec: Spec, distro: Distro, *,
+                packager: str = "auto", compression: str | None = None,
+                compression_level: int | None = None, lint: bool = True) -> str:
+    """The digest of every input of the package of ``venv_key``'s venv (see above);
+    ``manifest`` is the package's (``package_manifest``)."""
+    chosen = select_packager(distro.family, packager)
+    comp = compression_for(distro.compression, compression, compression_level)
+    inputs = {
+        "recipe": PACKAGING_KEY_RECIPE, "giftbox": __version__, "venv": venv_key,
+        "project": spec.name, "package": _plain(asdict(spec.package), spec),
+        "manifest": manifest.to_json(), "packager": chosen,
+        "compression": [comp.kind, comp.level],
+        "target": {"distro": distro.name, "family": distro.family, "codename": distro.codename,
+                   "python": distro.python, "version_tag": distro.version_tag},
+        "lint": lint, "code": _packaging_code_digest(),
+    }
+    return hashlib.sha256(json.dumps(inputs, sort_keys=True).encode()).hexdigest()
 
 
 def build_package(venv_dir: Path, manifest: Manifest, spec: Spec, distro: Distro,
