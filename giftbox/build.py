@@ -319,6 +319,7 @@ class Builder:
         with Container(image, arch, settings, self.reporter, mounts=mounts, env=env,
                        workdir=BUILD_DIR) as c:
             if not (work / "dist").is_dir():
+                self._install_build_packages(c, log_path)
                 with self._timed(f"wheel: build {spec.name} with build"):
                     self._build_wheel(c, upstream.version, log_path)
                 self._store_wheel(wheel_cache, work, src_record)
@@ -412,9 +413,13 @@ class Builder:
         (whose own line the deps audit leaves out), so every build of a project whose lock did
         not change reuses it: builds hard-link its files and add only the project.
         """
-        key = _key({"recipe": RECIPE, "lock": lock_digest, "image": image.image_id,
-                    "prefix": prefix, "python": self.distro.python, "project": dist_name,
-                    "skip_imports": list(spec.audit.skip_imports)})
+        parts: dict[str, object] = {
+            "recipe": RECIPE, "lock": lock_digest, "image": image.image_id, "prefix": prefix,
+            "python": self.distro.python, "project": dist_name,
+            "skip_imports": list(spec.audit.skip_imports)}
+        if self.build_packages():  # only then: existing layers keep their keys
+            parts["build_packages"] = self.build_packages()
+        key = _key(parts)
         layer = (self.settings.cache_dir / "layers" /
                  f"{self.distro.name}-{self.arch.value}" / key[:16])
         with locked(layer):
@@ -432,6 +437,7 @@ class Builder:
             mounts = self.mounts(work, cache, wheelhouse, None, tmp / "venv", prefix)
             with Container(image, self.arch, self.settings, self.reporter, mounts=mounts,
                            env=env, workdir=BUILD_DIR) as c:
+                self._install_build_packages(c, log_path)
                 with self._timed("wheelhouse: fill from the lock"):
                     self._fill_wheelhouse(c, lock_text, pinned, wheelhouse, work, log_path)
                 with self._timed("venv: create and install the lock offline"):
@@ -478,6 +484,42 @@ class Builder:
             c.call([f"{prefix}/bin/python", "-B", "-m", "compileall", "-q", "-f", "-j", "0",
                     "--invalidation-mode", "checked-hash", *paths],
                    log_path=log_path, stream=False)
+
+    def build_packages(self) -> list[str]:
+        """The spec's extra build packages for this family, and for this family on this arch
+        (``package.build_depends``: ``deb``, ``deb/ppc64le``), added to the builder's own."""
+        family = self.distro.family
+        wanted = self.spec.package.build_depends
+        names = {d.split("(")[0].strip()  # a version constraint is for the package's Depends
+                 for d in (*wanted.get(family, ()), *wanted.get(f"{family}/{self.arch.value}", ()))}
+        return sorted(names - set(self.distro.build_packages))
+
+    def _install_build_packages(self, c: Container, log_path: Path) -> None:
+        packages = self.build_packages()
+        if not packages:
+            return
+        bad = [p for p in packages if not re.fullmatch(r"[a-z0-9][a-z0-9+.-]*", p)]
+        if bad:
+            raise BuildError(f"package.build_depends in {self.spec.path.name}: not a package "
+                             f"name: {', '.join(bad)}", hint="plain names only, no versions")
+        if self.distro.family == "deb":
+            steps = [["apt-get", "update", "-qq"],
+                     ["apt-get", "install", "-y", "-qq", "--no-install-recommends", *packages]]
+        else:
+            steps = [["dnf", "install", "-y", "-q", *packages]]
+        with self._timed("builder: the spec's build packages " + " ".join(packages)):
+            try:
+                for argv in steps:
+                    c.call(argv, log_path=log_path, stream=False,
+                           env={"DEBIAN_FRONTEND": "noninteractive"})
+            except CommandFailed as exc:
+                raise BuildError(
+                    f"installing {self.spec.name}'s build packages ({', '.join(packages)}) in "
+                    f"the {self.distro.name}/{self.arch.value} builder failed:\n"
+                    + "\n".join(exc.output.splitlines()[-8:]),
+                    hint=f"check package.build_depends in {self.spec.path.name} (names as "
+                         f"{self.distro.name}'s archive spells them); full log: {log_path}"
+                ) from None
 
     def _fill_wheelhouse(self, c: Container, lock_text: str, pinned: list[lock.Pin],
                          wheelhouse: Path, work: Path, log_path: Path) -> None:

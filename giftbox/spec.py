@@ -728,7 +728,11 @@ SCHEMA = F("map", fields={
         "versioned_paths": F("bool"),
         "description": F(STR),
         "depends": _per_family(F(STR, check=_check_dep)),
-        "build_depends": _per_family(F(STR, check=_check_dep)),
+        # deb/rpm: for every arch; deb/ppc64le etc.: only for builds for that arch.
+        "build_depends": F("map", fields={
+            key: F("list", item=F(STR, check=_check_dep))
+            for fam in FAMILIES
+            for key in (fam, *(f"{fam}/{a}" for a in ("x86_64", "ppc64le", "aarch64", "s390x")))}),
         "system_bindings": F("list", item=F("map", fields={
             "module": F(STR, required=True, check=_check_module),
             "deb": F(STR, check=_check_pkg_name),
