@@ -538,6 +538,11 @@ def _link_escapes(link: str, target: str, symlinks: dict[str, str]) -> bool:
     return False
 
 
+def _shown(name: str) -> str:
+    """A member name as it may be printed: control characters escaped, not interpreted."""
+    return name if name.isprintable() else repr(name)
+
+
 def _bad_tarball(tarball: Path, problem: str) -> SourceError:
     return SourceError(
         f"the release tarball {tarball.name} {problem}; giftbox did not import it",
@@ -557,7 +562,7 @@ def _plan_sdist(tarball: Path, tar: tarfile.TarFile,
     kept: list[tuple[list[str], tarfile.TarInfo]] = []
     dropped: list[str] = []
     for m in members:
-        shown = repr(m.name) if not m.name.isprintable() else m.name
+        shown = _shown(m.name)
         if m.name.startswith("/"):
             raise _bad_tarball(tarball, f"has a member with an absolute path, {shown}")
         parts = [p for p in m.name.split("/") if p not in ("", ".")]
@@ -580,7 +585,8 @@ def _plan_sdist(tarball: Path, tar: tarfile.TarFile,
                                         "tarball unpacks into one directory)")
         kept.append((parts, m))
     if len(tops) != 1:
-        names = ", ".join(sorted(tops)[:5]) + (", …" if len(tops) > 5 else "")
+        names = ", ".join(_shown(t) for t in sorted(tops)[:5]) + (", …" if len(tops) > 5
+                                                                    else "")
         raise _bad_tarball(tarball, f"does not unpack into one top-level directory (it holds "
                                     f"{names})")
     # The last member of a path wins, as when tar unpacks it.
@@ -596,17 +602,18 @@ def _plan_sdist(tarball: Path, tar: tarfile.TarFile,
             above = "/".join(parts[:depth])
             if above in files:
                 what = "symlink" if above in symlinks else "file"
-                raise _bad_tarball(tarball, f"has {m.name} under the {what} {above}")
+                raise _bad_tarball(tarball, f"has {_shown(m.name)} under the {what} "
+                                            f"{_shown(above)}")
         if m.isdir():
             continue
         inner = "/".join(parts[1:])
         if m.issym():
             if not m.linkname or m.linkname.startswith("/"):
-                raise _bad_tarball(tarball, f"has an absolute symlink, {m.name} -> "
-                                            f"{m.linkname or '(empty)'}")
+                raise _bad_tarball(tarball, f"has an absolute symlink, {_shown(m.name)} -> "
+                                            f"{_shown(m.linkname) or '(empty)'}")
             if _link_escapes(path, m.linkname, symlinks):
                 raise _bad_tarball(tarball, f"has a symlink that leads outside its directory, "
-                                            f"{m.name} -> {m.linkname}")
+                                            f"{_shown(m.name)} -> {_shown(m.linkname)}")
             blobs.append(_Blob(inner, "120000", m, link=m.linkname))
         elif m.islnk():
             target = "/".join(p for p in m.linkname.split("/") if p not in ("", "."))
@@ -614,7 +621,8 @@ def _plan_sdist(tarball: Path, tar: tarfile.TarFile,
             if (m.linkname.startswith("/") or ".." in target.split("/") or linked is None
                     or not linked[1].isreg()):
                 raise _bad_tarball(tarball, f"has a hard link to something that is not a file "
-                                            f"of the tarball, {m.name} -> {m.linkname}")
+                                            f"of the tarball, {_shown(m.name)} -> "
+                                            f"{_shown(m.linkname)}")
             blobs.append(_Blob(inner, "100755" if linked[1].mode & 0o100 else "100644",
                                linked[1]))
         else:
@@ -623,7 +631,7 @@ def _plan_sdist(tarball: Path, tar: tarfile.TarFile,
         raise _bad_tarball(tarball, "holds no files")
     if dropped:
         reporter.detail(f"{tarball.name}: left out {len(dropped)} member(s) inside a .git "
-                        f"({dropped[0]}{', …' if len(dropped) > 1 else ''})")
+                        f"({_shown(dropped[0])}{', …' if len(dropped) > 1 else ''})")
     epoch = int(max((m.mtime for m in members), default=0))
     return blobs, max(epoch, 0)
 

@@ -21,7 +21,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
-from conftest import Result, git, write_spec
+from conftest import Result, git, git_spec, write_spec
 
 from giftbox import source
 from giftbox.errors import SourceError
@@ -274,6 +274,18 @@ def test_a_tarballs_git_metadata_never_runs_nor_reaches_another_repository(
     assert (cache / "pypi" / sha).is_dir()
 
 
+def test_a_git_upstreams_attributes_convert_nothing_in_the_checkout(
+        root: Path, tmp_path: Path, settings: Settings, upstream) -> None:
+    (upstream.path / ".gitattributes").write_text("* text eol=crlf ident filter=evil\n")
+    upstream.commit("Attributes", file="version.py", text="VERSION = '$Id$'\n")
+    upstream.tag("1.0.0")
+    write_spec(root, "demo", git_spec("demo", upstream.url, "1.0.0"))
+    tree = source.prepare(load_spec(root / "specs" / "demo.yaml", root), tmp_path / "src",
+                          settings)
+    assert (tree.path / "version.py").read_bytes() == b"VERSION = '$Id$'\n"
+    assert git(tree.path, "status", "--porcelain") == ""
+
+
 def test_the_same_tarball_gives_the_same_commit_on_any_machine(settings: Settings,
                                                                tmp_path: Path,
                                                                index: Index) -> None:
@@ -328,6 +340,9 @@ HOSTILE_TARBALLS: dict[str, tuple[Callable[[], bytes], str]] = {
     "gzip-header-only": (lambda: tarball(demo_members())[:10], "cannot be read"),
     "truncated-tar": (lambda: tarball(demo_members(), compress=False)[:1044], "cannot be read"),
     "zero-bytes": (lambda: b"", "tar archive"),
+    # A terminal escape in a name is shown escaped, never sent to the terminal.
+    "escape-in-a-name": (lambda: tarball(demo_members() + [
+        ("symlink", f"{T}/\x1b]0;pwned\x07", "/etc")]), "\\x1b]0;pwned\\x07"),
     "empty-tar": (lambda: tarball([]), "is empty"),
 }
 
