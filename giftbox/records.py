@@ -38,7 +38,7 @@ import socket
 import sqlite3
 import time
 import urllib.parse
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -575,7 +575,11 @@ class Records:
 
     @contextlib.contextmanager
     def _write(self) -> Iterator[Any]:
-        """One write transaction, the write lock taken before anything is read."""
+        """One write transaction, the write lock taken before anything is read (inside
+        ``once``, a part of the enclosing one)."""
+        if getattr(self, "_nested", False):
+            yield self.conn
+            return
         if self.postgres:
             yield from self._write_postgres()
             return
@@ -966,6 +970,24 @@ class Records:
         db.execute("INSERT INTO channel_events (channel, kind, detail, who, at, reason) "
                    "VALUES (?, ?, ?, ?, ?, ?)",
                    (channel, kind, json.dumps(dict(detail), sort_keys=True), by, at, reason))
+
+    def once(self, key: str, writes: Callable[[], Any]) -> Any:
+        """Run ``writes`` (calls of this object's record methods) as one transaction marked
+        ``key``, unless one with that key already committed (then None): a channel change's
+        journaled records (giftbox/repo/publish.py) land exactly once, however often an
+        interrupted change is recovered."""
+        marker = json.dumps({"key": key}, sort_keys=True)
+        with self._write() as db:
+            if db.execute("SELECT 1 FROM channel_events WHERE channel = ? AND kind = ? AND "
+                          "detail = ?", (".txn", "txn", marker)).fetchone() is not None:
+                return None
+            self._nested = True
+            try:
+                out = writes()
+            finally:
+                self._nested = False
+            self._event(db, ".txn", "txn", {"key": key}, "", who(), now())
+        return out
 
     # --- history --------------------------------------------------------------------------
 

@@ -27,7 +27,7 @@ from plumbum import local
 
 from giftbox.errors import RepoError, StateError
 from giftbox.records import MIGRATIONS, SCHEMA_VERSION, Records, open_records
-from giftbox.repo import Pool, channel_state, publish
+from giftbox.repo import Pool, channel_state, publish, republish
 from giftbox.repo.promote import gc, history, pin, promote, prune, rollback, unpin
 from giftbox.repo.vercmp import dpkg_compare, rpm_compare
 from tests.repo_fixtures import (
@@ -251,7 +251,12 @@ def test_rollback_restores_the_previous_entries(tree: Tree, tmp_path: Path) -> N
     assert _versions(tree, "stable") == ["1.0-1~deb12", "1.1-1~deb12"]
     packages = (tree.repos / "stable/apt/dists/bookworm/main/binary-amd64/Packages").read_text()
     assert "Version: 1.2-1~deb12" not in packages and "Version: 1.1-1~deb12" in packages
-    assert not (tree.repos / "stable" / rb.withdrawn[0].paths[0]).exists()
+    # The withdrawn file stays for clients holding the previous index generation, and goes
+    # with the next generation.
+    withdrawn = tree.repos / "stable" / rb.withdrawn[0].paths[0]
+    assert withdrawn.exists()
+    republish("stable", tree.settings)
+    assert not withdrawn.exists()
     # The pool keeps the withdrawn object (nightly has it anyway).
     Pool(tree.repos).load(rb.withdrawn[0].digest)
 

@@ -36,8 +36,9 @@ def publish_cmd(app: App, channel: str, files: tuple[Path, ...], distro: str | N
     """
     from giftbox.repo import publish
 
-    result = publish(channel, list(files), app.settings, app.reporter, distro=distro)
-    _record_publish(app, result)
+    # Recorded in the same transaction as the change (channel history lists it).
+    result = publish(channel, list(files), app.settings, app.reporter, distro=distro,
+                     record=True)
     if as_json:
         emit_json(result.as_dict())
         return
@@ -49,23 +50,6 @@ def publish_cmd(app: App, channel: str, files: tuple[Path, ...], distro: str | N
         click.echo(f"published  {', '.join(result.repositories)} in {result.seconds:.2f}s, "
                    f"signed by {result.key}")
     click.echo(f"public key {result.public_key}")
-
-
-def _record_publish(app: App, result: object) -> None:
-    from giftbox.errors import StateError
-    from giftbox.records import open_records
-
-    added = getattr(result, "added", ())
-    if not added:
-        return
-    try:
-        with open_records(app.settings) as db:
-            db.record_publishes(getattr(result, "channel", ""),
-                                [(e.digest, e.filename) for e in added])
-    except StateError as exc:
-        # The channel is published; say plainly that only its record is missing.
-        raise StateError(f"published into '{getattr(result, 'channel', '')}', but could not "
-                         f"record it: {exc.message}", hint=exc.hint) from None
 
 
 def _moved_line(e: object, arrow: str) -> str:

@@ -20,15 +20,28 @@ from typing import Any
 
 from giftbox.errors import RepoError
 from giftbox.repo.channels import AptTarget
-from giftbox.repo.pool import PoolObject
+from giftbox.repo.pool import PoolObject, control_value, parse_control, render_control
 
 INDEXES = ("Packages", "Packages.gz", "Packages.xz")
 BY_HASH = (("SHA256", hashlib.sha256), ("MD5Sum", hashlib.md5))
 
 
 def packages_stanza(obj: PoolObject) -> str:
-    """The Packages entry for a .deb: its control plus where and what the file is."""
-    return (f"{obj.control}\nFilename: {obj.apt_pool_path}\nSize: {obj.size}\n"
+    """The Packages entry for a .deb, generated from its parsed control fields (never the
+    control file's text) plus where and what the file is.
+
+    The control is parsed again, strictly, here: a pool object recorded by an older giftbox
+    that copied its control verbatim cannot smuggle a second stanza or a duplicate field into
+    an index, and Package/Version/Architecture are the ones the channel state holds.
+    """
+    where = f"pool object {obj.digest[:16]} ({obj.filename})"
+    fields = parse_control(obj.control, where)
+    for name, value in (("Package", obj.name), ("Version", obj.version),
+                        ("Architecture", obj.arch)):
+        if control_value(fields, name, where) != value:
+            raise RepoError(f"{where}: control {name} does not match the pool's record "
+                            f"({value})", hint="republish the package")
+    return (f"{render_control(fields)}\nFilename: {obj.apt_pool_path}\nSize: {obj.size}\n"
             f"MD5sum: {obj.md5}\nSHA1: {obj.sha1}\nSHA256: {obj.digest}\n")
 
 

@@ -12,12 +12,14 @@ any lock, and a later file of the same name with other bytes is refused (invaria
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 import re
 import secrets
 import shutil
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -183,71 +185,313 @@ def _check_field(path: Path, field: str, value: str) -> str:
     return value
 
 
-def _control_from_ar(path: Path) -> str | None:
-    """The control file of a .deb read directly (ar + control.tar.{gz,xz,}), or None when
-    it is compressed in a way only dpkg-deb knows here (zstd). Spares a process per package:
-    a bulk publish of a thousand packages is otherwise dominated by dpkg-deb start-ups."""
-    import io
+# --- reading a .deb whole -------------------------------------------------------------------
+
+# Fields a Packages index generates itself: a control file carrying them would contradict (or
+# duplicate) what giftbox writes after it, so such a package is refused.
+INDEX_FIELDS = frozenset({"filename", "size", "md5sum", "sha1", "sha256", "sha512",
+                          "description-md5", "msdos-filename"})
+_CONTROL_FIELD_RE = re.compile(r"^([!-9;-~]+):(.*)$")  # deb822: printable, no colon, no space
+_DEB_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9+.-]+$")  # Debian policy 5.6.1
+_DEB_VERSION_RE = re.compile(
+    r"^(?:(?P<epoch>[0-9]+):)?(?P<upstream>[0-9][A-Za-z0-9.+~-]*?)(?:-(?P<rev>[A-Za-z0-9.+~]+))?$")
+_DEB_ARCH_RE = re.compile(r"^[a-z0-9][a-z0-9-]*$")
+_MEMBER_COMPRESSIONS = ("", ".gz", ".xz", ".zst", ".bz2")
+_AR_MAGIC = b"!<arch>\n"
+
+
+def parse_control(data: bytes | str, where: str) -> list[tuple[str, str]]:
+    """A binary package's control file, parsed strictly as one deb822 stanza.
+
+    Returns (field, value) pairs in order; a multi-line value keeps its continuation lines
+    (each starting with a space or tab). Refused, with the reason: anything not UTF-8, control
+    characters, a blank or whitespace-only line (a second stanza), a line that is neither a
+    field nor a continuation, a field given twice, a field only an index may carry.
+    """
+    if isinstance(data, bytes):
+        try:
+            text = data.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise RepoError(f"{where}: the control file is not UTF-8 ({exc.reason} at byte "
+                            f"{exc.start})", hint="rebuild the package with UTF-8 fields") \
+                from None
+    else:
+        text = data
+    if text.startswith("\ufeff"):
+        raise RepoError(f"{where}: the control file starts with a byte-order mark")
+    body = text.rstrip("\n")
+    if not body:
+        raise RepoError(f"{where}: the control file is empty")
+    fields: list[tuple[str, str]] = []
+    seen: dict[str, str] = {}
+    for n, line in enumerate(body.split("\n"), 1):
+        bad = next((c for c in line if (ord(c) < 32 and c != "\t") or ord(c) == 127), None)
+        if bad is not None:
+            raise RepoError(f"{where}: control line {n} contains the control character "
+                            f"{ord(bad):#04x}")
+        if not line.strip():
+            raise RepoError(f"{where}: control line {n} is blank: a binary package's control "
+                            "file is one stanza (a blank line would start a second package "
+                            "in the index)", hint="remove the blank line and rebuild")
+        if line[0] in " \t":
+            if not fields:
+                raise RepoError(f"{where}: control line {n} continues a field that was never "
+                                "started")
+            name, value = fields[-1]
+            fields[-1] = (name, value + "\n" + line)
+            continue
+        m = _CONTROL_FIELD_RE.match(line)
+        if m is None or line.startswith(("#", "-")):
+            raise RepoError(f"{where}: control line {n} is not 'Field: value': {line[:60]!r}")
+        name, value = m.group(1), m.group(2).strip(" \t")
+        key = name.lower()
+        if key in seen:
+            raise RepoError(f"{where}: control field {name} is given twice (lines {seen[key]} "
+                            f"and {n}): the index and giftbox could read different values",
+                            hint="keep one and rebuild")
+        if key in INDEX_FIELDS:
+            raise RepoError(f"{where}: control field {name} belongs to the repository index, "
+                            "not to a package", hint="remove it and rebuild")
+        seen[key] = str(n)
+        fields.append((name, value))
+    return fields
+
+
+def control_value(fields: list[tuple[str, str]], name: str, where: str) -> str:
+    for k, v in fields:
+        if k.lower() == name.lower():
+            if "\n" in v:
+                raise RepoError(f"{where}: control field {name} spans several lines")
+            return v
+    raise RepoError(f"{where}: control has no {name} field")
+
+
+def render_control(fields: list[tuple[str, str]]) -> str:
+    """The stanza for parsed ``fields`` (no trailing newline): what indexes are built from."""
+    return "\n".join(f"{k}: {v}" if v and not v.startswith("\n") else f"{k}:{v}"
+                     for k, v in fields)
+
+
+def _decompressor(path: Path, member: str, data: bytes) -> Iterator[bytes]:
+    """The decompressed bytes of one member, in chunks; raises RepoError when it is not a
+    whole stream of its compression."""
+    import bz2
+    import gzip
+    import lzma
+    import zlib
+
+    if member.endswith(".zst"):
+        yield from _zstd(path, member, data)
+        return
+    try:
+        if member.endswith(".gz"):
+            out = gzip.decompress(data)
+        elif member.endswith(".xz"):
+            out = lzma.decompress(data, format=lzma.FORMAT_XZ)
+        elif member.endswith(".bz2"):
+            out = bz2.decompress(data)
+        else:
+            out = data
+    except (OSError, EOFError, lzma.LZMAError, zlib.error, ValueError) as exc:
+        raise RepoError(f"{path}: member {member} does not decompress: {exc}",
+                        hint="the file is truncated or damaged; publish the file as built") \
+            from None
+    yield out
+
+
+def _zstd(path: Path, member: str, data: bytes) -> Iterator[bytes]:
+    import subprocess
+    import threading
+
+    zstd = shutil.which("zstd")
+    if zstd is None:
+        raise RepoError(f"{path}: member {member} is zstd-compressed and zstd is not installed",
+                        hint="apt-get install zstd (scripts/setup-machine installs it)")
+    proc = subprocess.Popen([zstd, "-dcq"], stdin=subprocess.PIPE,  # noqa: S603 (argv only)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert proc.stdin is not None and proc.stdout is not None
+
+    def feed() -> None:
+        try:
+            proc.stdin.write(data)  # type: ignore[union-attr]
+            proc.stdin.close()  # type: ignore[union-attr]
+        except OSError:
+            pass  # zstd stopped reading: its exit code says why
+
+    writer = threading.Thread(target=feed, daemon=True)
+    writer.start()
+    try:
+        while chunk := proc.stdout.read(1 << 20):
+            yield chunk
+    finally:
+        proc.stdout.close()
+        writer.join()
+        err = proc.stderr.read().decode(errors="replace").strip() if proc.stderr else ""
+        code = proc.wait()
+    if code != 0:
+        raise RepoError(f"{path}: member {member} does not decompress: {err or f'zstd {code}'}",
+                        hint="the file is truncated or damaged; publish the file as built")
+
+
+class _Chunks(io.RawIOBase):
+    """A file object over an iterator of byte chunks (tarfile's stream mode reads it)."""
+
+    def __init__(self, chunks: Iterator[bytes]) -> None:
+        self._chunks = chunks
+        self._buf = b""
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, b) -> int:  # type: ignore[no-untyped-def, override]
+        while not self._buf:
+            try:
+                self._buf = next(self._chunks)
+            except StopIteration:
+                return 0
+        n = min(len(b), len(self._buf))
+        b[:n] = self._buf[:n]
+        self._buf = self._buf[n:]
+        return n
+
+    def drain(self) -> None:
+        for _ in self._chunks:
+            pass
+
+
+def _list_tar(path: Path, member: str, data: bytes, want: str | None = None) -> bytes | None:
+    """Decompress and walk every entry of a tar member (a truncated or corrupt one fails);
+    returns the content of ``want`` (./control) when asked for."""
     import tarfile
 
+    chunks = _Chunks(_decompressor(path, member, data))
+    found: bytes | None = None
+    try:
+        with tarfile.open(fileobj=io.BufferedReader(chunks, 1 << 20), mode="r|") as tar:
+            for entry in tar:
+                if want is not None and entry.name in (f"./{want}", want):
+                    if not entry.isfile():
+                        raise RepoError(f"{path}: {member}'s {want} is not a regular file")
+                    f = tar.extractfile(entry)
+                    found = f.read() if f is not None else None
+        chunks.drain()  # the decompressor's own end-of-stream checks
+    except tarfile.TarError as exc:
+        raise RepoError(f"{path}: member {member} is not a whole tar archive: {exc}",
+                        hint="the file is truncated or damaged; publish the file as built") \
+            from None
+    return found
+
+
+def read_deb(path: Path) -> bytes:
+    """Read a .deb whole: the ar archive to its last byte, every member decompressed and its
+    tar listed. Returns the control file's bytes. Raises RepoError naming what is wrong."""
+    members: list[tuple[str, bytes]] = []
     with open(path, "rb") as f:
-        if f.read(8) != b"!<arch>\n":
-            return None
-        while header := f.read(60):
-            if len(header) < 60:
-                return None
-            name = header[:16].decode(errors="replace").strip().rstrip("/")
-            length = int(header[48:58].decode().strip() or 0)
-            if name.startswith("control.tar"):
-                if name not in ("control.tar", "control.tar.gz", "control.tar.xz"):
-                    return None
-                data = f.read(length)
-                mode = "r:" if name == "control.tar" else f"r:{name.rsplit('.', 1)[1]}"
-                with tarfile.open(fileobj=io.BytesIO(data), mode=mode) as tar:  # type: ignore[call-overload]
-                    for member in tar:
-                        if member.name in ("./control", "control") and member.isfile():
-                            fobj = tar.extractfile(member)
-                            return fobj.read().decode() if fobj else None
-                return None
-            f.seek(length + (length & 1), 1)
-    return None
+        if f.read(8) != _AR_MAGIC:
+            raise RepoError(f"{path} is not a .deb (no ar archive header)")
+        while True:
+            header = f.read(60)
+            if not header:
+                break
+            if len(header) < 60 or header[58:60] != b"`\n":
+                raise RepoError(f"{path} is truncated or damaged: a bad ar member header "
+                                f"after {len(members)} member(s)",
+                                hint="publish the file as built (dpkg-deb -c must list it)")
+            name = header[:16].decode("ascii", errors="replace").strip().rstrip("/")
+            size_text = header[48:58].decode("ascii", errors="replace").strip()
+            if not size_text.isdigit():
+                raise RepoError(f"{path}: ar member {name!r} has no valid size")
+            size = int(size_text)
+            data = f.read(size)
+            if len(data) != size:
+                raise RepoError(f"{path} is truncated: ar member {name!r} has {len(data)} of "
+                                f"its {size} bytes",
+                                hint="publish the whole file (dpkg-deb -c must list it)")
+            if size & 1 and f.read(1) != b"\n":
+                raise RepoError(f"{path} is truncated after ar member {name!r}")
+            members.append((name, data))
+    names = [n for n, _ in members if not n.startswith("_")]  # _gpgorigin & co: signatures
+    if (len(names) != 3 or names[0] != "debian-binary"
+            or not any(names[1] == f"control.tar{c}" for c in _MEMBER_COMPRESSIONS)
+            or not any(names[2] == f"data.tar{c}" for c in _MEMBER_COMPRESSIONS)
+            or members[0][0] != "debian-binary"):
+        raise RepoError(f"{path}: ar members are {', '.join(n for n, _ in members) or 'none'}; "
+                        "a .deb has debian-binary, control.tar[.gz|.xz|.zst] and data.tar[…]",
+                        hint="build it with dpkg-deb")
+    by_name = dict(members)
+    if by_name["debian-binary"] != b"2.0\n":
+        raise RepoError(f"{path}: debian-binary says {by_name['debian-binary'][:16]!r}, "
+                        "not 2.0")
+    control = _list_tar(path, names[1], by_name[names[1]], want="control")
+    if control is None:
+        raise RepoError(f"{path}: {names[1]} has no control file")
+    _list_tar(path, names[2], by_name[names[2]])
+    return control
 
 
 def inspect_deb(path: Path, digest: str, md5: str, sha1: str, size: int) -> tuple[PoolObject, str]:
-    """Read the control stanza (directly, or with dpkg-deb for compressions like zstd)."""
-    try:
-        control = _control_from_ar(path)
-    except (OSError, ValueError, EOFError, UnicodeDecodeError):
-        control = None
-    if control is None:
-        from plumbum import local
-
-        code, out, err = local["dpkg-deb"]["--field", str(path)].run(retcode=None)
-        if code != 0:
-            raise RepoError(f"{path} is not a valid .deb: {err.strip()}")
-        control = str(out)
-    control = control.rstrip("\n")
-    fields: dict[str, str] = {}
-    for line in control.splitlines():
-        if line and not line[0].isspace() and ":" in line:
-            k, v = line.split(":", 1)
-            fields[k.strip().lower()] = v.strip()
-    try:
-        name = _check_field(path, "name", fields["package"])
-        version = _check_field(path, "version", fields["version"])
-        arch = _check_field(path, "architecture", fields["architecture"])
-    except KeyError as exc:
-        raise RepoError(f"{path}: control has no {exc.args[0].title()} field") from None
+    """Read the whole .deb and its control stanza, strictly (see ``parse_control``)."""
+    fields = parse_control(read_deb(path), str(path))
+    name = control_value(fields, "Package", str(path))
+    version = control_value(fields, "Version", str(path))
+    arch = control_value(fields, "Architecture", str(path))
+    if not _DEB_NAME_RE.match(name):
+        raise RepoError(f"{path}: package name '{name}' is not a Debian package name",
+                        hint="lower-case letters, digits, '+', '-' and '.', starting with a "
+                             "letter or digit, at least two characters")
+    if not _DEB_VERSION_RE.match(version):
+        raise RepoError(f"{path}: version '{version}' is not a Debian version",
+                        hint="[epoch:]upstream[-revision], the upstream part starting with a "
+                             "digit")
+    if not _DEB_ARCH_RE.match(arch):
+        raise RepoError(f"{path}: architecture '{arch}' is not a Debian architecture")
+    for field, value in (("name", name), ("version", version), ("architecture", arch)):
+        _check_field(path, field, value)
     plain = version.split(":", 1)[-1]  # the epoch is not part of Debian filenames
     obj = PoolObject(digest=digest, filename=f"{name}_{plain}_{arch}.deb", kind="deb",
                      name=name, version=version, arch=arch, distro="", size=size, md5=md5,
-                     sha1=sha1, control=control)
+                     sha1=sha1, control=render_control(fields))
     return obj, plain
+
+
+# --- reading an .rpm whole ------------------------------------------------------------------
+
+_RPM_LEAD_MAGIC = b"\xed\xab\xee\xdb"
+_RPM_HEADER_MAGIC = b"\x8e\xad\xe8\x01"
+
+
+def _check_rpm(path: Path) -> None:
+    """A real rpm lead and signature header, and rpm's own check of every digest it carries
+    (header and payload): a truncated, altered or 'manifest' file is refused."""
+    from plumbum import local
+
+    with open(path, "rb") as f:
+        lead = f.read(96)
+        sig = f.read(8)
+    if len(lead) < 96 or lead[:4] != _RPM_LEAD_MAGIC:
+        raise RepoError(f"{path} is not an rpm package (no rpm lead): rpm would read a text "
+                        "file as a list of other packages", hint="publish the .rpm itself")
+    if lead[4] not in (3, 4) or lead[6:8] != b"\x00\x00" or lead[78:80] != b"\x00\x05":
+        raise RepoError(f"{path}: the rpm lead is not a binary package's (version "
+                        f"{lead[4]}, type {int.from_bytes(lead[6:8], 'big')})")
+    if sig[:4] != _RPM_HEADER_MAGIC:
+        raise RepoError(f"{path}: no rpm signature header after the lead")
+    code, out, err = local["rpm"]["-Kv", "--nosignature", "--", str(path)].run(retcode=None)
+    lines = [line.strip() for line in str(out).splitlines()[1:] if line.strip()]
+    bad = [line for line in lines if "OK" not in line.split(":")[-1]]
+    header_ok = any(line.startswith("Header ") and line.endswith(": OK") for line in lines)
+    payload_ok = any((line.startswith("Payload ") or line.startswith("MD5 "))
+                     and line.endswith(": OK") for line in lines)
+    if code != 0 or bad or not header_ok or not payload_ok:
+        detail = "; ".join(bad) or str(err).strip() or "no header and payload digests"
+        raise RepoError(f"{path}: rpm's digest check fails: {detail[:300]}",
+                        hint="the file is truncated or damaged; publish the file as built")
 
 
 def inspect_rpm(path: Path, digest: str, md5: str, sha1: str, size: int) -> tuple[PoolObject, str]:
     from plumbum import local
 
+    _check_rpm(path)
     fmt = "%{NAME}\n%|EPOCH?{%{EPOCH}}:{0}|\n%{VERSION}\n%{RELEASE}\n%{ARCH}\n%|SOURCERPM?{bin}:{src}|\n"
     code, out, err = local["rpm"]["-qp", "--nosignature", "--nodigest", "--queryformat", fmt,
                                   str(path)].run(retcode=None)

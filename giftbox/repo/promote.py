@@ -26,12 +26,11 @@ objects no channel references.
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import re
 import shutil
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -48,8 +47,8 @@ from giftbox.repo.publish import (
     channel_lock,
     channel_state,
     entry_for,
+    load_journal,
     load_state,
-    publish_objects,
     scope_key,
 )
 from giftbox.repo.vercmp import compare, sort_key
@@ -249,7 +248,7 @@ def promote(settings: Settings, project: str | None, from_channel: str, to_chann
     ``release``) and record it; one result per project. Raises RepoError, the target
     unchanged, for anything the source does not hold or the target's gate refuses
     (``force`` overrides the gate, recorded with ``reason``)."""
-    from giftbox.records import open_records, who
+    from giftbox.records import who
     from giftbox.repo.gates import enforce, release_projects
 
     source, target = _channels(settings, from_channel, to_channel)
@@ -296,33 +295,65 @@ def promote(settings: Settings, project: str | None, from_channel: str, to_chann
                          tuple(e for e in es if held.get(e.filename) is not None),
                          True, reason, actor) for p, es in chosen.items()]
 
-    results: list[Promoted] = []
-    # Opened before the channel changes: a locked or too-new database refuses the promotion
-    # rather than leaving it unrecorded.
-    with open_records(settings) as db:
-        def record(result: PublishResult) -> None:
-            added = {e.filename for e in result.added}
-            for p, es in chosen.items():
-                moved = tuple(e for e in es if e.filename in added)
-                unchanged = tuple(e for e in es if e.filename not in added)
-                pid = None
-                if moved:  # nothing moved: nothing to record or ever roll back
-                    scope = sorted({scope_key(e) for e in es})
-                    snapshot = [{"filename": b.filename, "digest": b.digest,
-                                 "version": b.version}
-                                for b in result.before if scope_key(b) in scope]
-                    pid = db.record_promotion(
-                        kind="promote", project=p, from_channel=source.name,
-                        to_channel=target.name, digests=[e.digest for e in moved],
-                        filenames=[e.filename for e in moved], version=_versions(moved),
-                        reason=reason, scope=scope, snapshot=snapshot, actor=actor,
-                        forced=forced).id
-                results.append(Promoted(p, source.name, target.name, moved, unchanged, False,
-                                        reason, actor, pid))
+    return move(settings, target, [Move(p, source.name, tuple(es)) for p, es in chosen.items()],
+                reason=reason, forced=forced, actor=actor, reporter=reporter)
 
-        digests = [e.digest for es in chosen.values() for e in es]
-        publish_objects(target, digests, settings, reporter, after=record)
-    return results
+
+@dataclass(frozen=True)
+class Move:
+    """Entries of one project to link into a target channel, from ``source`` (a channel)."""
+
+    project: str
+    source: str
+    entries: tuple[Entry, ...]
+
+
+def move(settings: Settings, target: Channel, moves: Sequence[Move], *, reason: str = "",
+         forced: str = "", actor: str | None = None,
+         reporter: Reporter = NULL_REPORTER) -> list[Promoted]:
+    """Link every move's entries into ``target`` and record one promotion per move that moved
+    something, as one transaction (publish.change): all of it is live and recorded, or none
+    of it (a kill in between is finished by the next change of ``target``). A release
+    promotion is one call with a move per project."""
+    from giftbox.records import open_records, who
+
+    actor = actor or who()
+    # Checked before the channel changes: a locked or too-new database refuses the promotion
+    # rather than leaving its record waiting in the journal.
+    open_records(settings).close()
+    pool = Pool(settings.repos_dir)
+    found = [(obj, entry_for(target, obj))
+             for m in moves for obj in (pool.load(e.digest) for e in m.entries)]
+    outcome: list[tuple[Move, tuple[Entry, ...], tuple[Entry, ...]]] = []
+
+    def plan(_state: ChannelState) -> tuple[list[Any], list[str]]:
+        return found, []
+
+    def record(result: PublishResult, _entries: dict[str, Entry]) -> list[dict[str, Any]]:
+        added = {e.filename for e in result.added}
+        intents = []
+        outcome.clear()
+        for m in moves:
+            moved = tuple(e for e in m.entries if e.filename in added)
+            unchanged = tuple(e for e in m.entries if e.filename not in added)
+            outcome.append((m, moved, unchanged))
+            if not moved:  # nothing moved: nothing to record or ever roll back
+                continue
+            scope = sorted({scope_key(e) for e in m.entries})
+            snapshot = [{"filename": b.filename, "digest": b.digest, "version": b.version}
+                        for b in result.before if scope_key(b) in scope]
+            intents.append({"op": "promotion", "args": {
+                "kind": "promote", "project": m.project, "from_channel": m.source,
+                "to_channel": target.name, "digests": [e.digest for e in moved],
+                "filenames": [e.filename for e in moved], "version": _versions(moved),
+                "reason": reason, "scope": [list(k) for k in scope], "snapshot": snapshot,
+                "actor": actor, "forced": forced}})
+        return intents
+
+    result = change(target, plan, settings, reporter, record=record)
+    ids = iter(r.id for r in result.records)
+    return [Promoted(m.project, m.source, target.name, moved, unchanged, False, reason, actor,
+                     next(ids) if moved else None) for m, moved, unchanged in outcome]
 
 
 # --- rollback -----------------------------------------------------------------------------
@@ -362,7 +393,7 @@ def rollback(settings: Settings, to_channel: str, project: str | None = None, *,
     key = project_of(settings, project) if project is not None else None
     actor = who()
     pool = Pool(settings.repos_dir)
-    out: list[RolledBack] = []
+    nows: list[tuple[Entry, ...]] = []
     with open_records(settings) as db:
         # Looked up under the channel lock (in plan), so that a promotion landing meanwhile is
         # the one undone, not skipped.
@@ -400,24 +431,25 @@ def rollback(settings: Settings, to_channel: str, project: str | None = None, *,
                          "them back; nothing was changed")
             return add, remove
 
-        def record(result: PublishResult) -> None:
-            p = chosen[0]
+        def record(result: PublishResult, entries: dict[str, Entry]) -> list[dict[str, Any]]:
+            p = chosen[-1]
             scope = {tuple(s) for s in p.scope}
-            after_state = load_state(settings, target.name)
-            now = tuple(sorted((e for e in after_state.entries.values()
-                                if scope_key(e) in scope), key=lambda e: e.filename))
-            r = db.record_promotion(
-                kind="rollback", project=p.project, from_channel=None, to_channel=target.name,
-                digests=[e.digest for e in now], filenames=[e.filename for e in now],
-                version=_versions(now), reason=reason, scope=p.scope,
-                snapshot=[{"filename": b.filename, "digest": b.digest, "version": b.version}
-                          for b in result.before],
-                rolls_back=p.id, actor=actor)
-            out.append(RolledBack(target.name, p.project, p.id, r.id, result.removed,
-                                  result.added, now, actor, reason))
+            now = tuple(sorted((e for e in entries.values() if scope_key(e) in scope),
+                               key=lambda e: e.filename))
+            nows.append(now)
+            return [{"op": "promotion", "args": {
+                "kind": "rollback", "project": p.project, "from_channel": None,
+                "to_channel": target.name, "digests": [e.digest for e in now],
+                "filenames": [e.filename for e in now], "version": _versions(now),
+                "reason": reason, "scope": [list(k) for k in p.scope],
+                "snapshot": [{"filename": b.filename, "digest": b.digest,
+                              "version": b.version} for b in result.before],
+                "rolls_back": p.id, "actor": actor}}]
 
-        change(target, plan, settings, reporter, after=record)
-    return out[0]
+        result = change(target, plan, settings, reporter, record=record)
+    p = chosen[-1]
+    return RolledBack(target.name, p.project, p.id, result.records[0].id, result.removed,
+                      result.added, nows[-1], actor, reason)
 
 
 # --- pins ---------------------------------------------------------------------------------
@@ -531,13 +563,15 @@ def prune(settings: Settings, channel: str, keep: int | None = None, *, dry_run:
             plans.append((gone, held, len(state.entries) - len(gone)))
             return [], [e.filename for e in gone]
 
-        def record(result: PublishResult) -> None:
-            if result.removed:
-                db.record_event(ch.name, "prune",
-                                {"keep": keep, "filenames": [e.filename for e in result.removed],
-                                 "digests": [e.digest for e in result.removed]}, reason)
+        def record(result: PublishResult, _entries: dict[str, Entry]) -> list[dict[str, Any]]:
+            if not result.removed:
+                return []
+            return [{"op": "event", "args": {
+                "channel": ch.name, "kind": "prune", "reason": reason,
+                "detail": {"keep": keep, "filenames": [e.filename for e in result.removed],
+                           "digests": [e.digest for e in result.removed]}}}]
 
-        change(ch, plan, settings, reporter, after=record)
+        change(ch, plan, settings, reporter, record=record)
     gone, held, kept = plans[0]
     return Pruned(ch.name, keep, tuple(gone), tuple(held), kept, elsewhere(gone), False)
 
@@ -592,10 +626,9 @@ def gc(settings: Settings, *, dry_run: bool = False, min_age: float = GC_MIN_AGE
         referenced: set[str] = set()
         for name in names:
             referenced |= {e.digest for e in load_state(settings, name).entries.values()}
-            journal = channel_dir(settings, name) / "pending.json"
-            with contextlib.suppress(FileNotFoundError, json.JSONDecodeError):
-                referenced |= {str(e["digest"]) for e in
-                               json.loads(journal.read_text()).get("entries", [])}
+            journal = load_journal(channel_dir(settings, name))  # a corrupt one: StateError
+            if journal is not None:
+                referenced |= {e.digest for e in journal.entries}
         now = time.time()
         if pool.root.is_dir():
             for shard in sorted(pool.root.iterdir()):

@@ -34,4 +34,43 @@ def write_repodata(repo_dir: Path, gen: Path, target: YumTarget, files: list[str
     repomd = gen / "repodata" / "repomd.xml"
     if not repomd.is_file():
         raise RepoError(f"createrepo_c wrote no repomd.xml for {target.path}")
+    listed = primary_count(repomd)
+    if listed != len(files):
+        # createrepo_c skips an rpm it cannot read and carries on: the channel state and
+        # what dnf sees would disagree. Refuse before anything is swapped in.
+        raise RepoError(f"createrepo_c listed {listed} of the {len(files)} package(s) of "
+                        f"{target.path} in primary.xml",
+                        hint="an rpm in the channel is unreadable: giftbox channel show "
+                             "lists them; republish the damaged one")
     return repomd
+
+
+def primary_count(repomd: Path) -> int:
+    """The ``packages=`` count of the primary metadata a repomd.xml names."""
+    import bz2
+    import gzip
+    import lzma
+    import re
+    import subprocess
+
+    text = repomd.read_text()
+    m = re.search(r'<data type="primary">.*?<location href="([^"]+)"', text, re.S)
+    if m is None:
+        raise RepoError(f"{repomd} names no primary metadata")
+    path = repomd.parent.parent / m.group(1)
+    raw = path.read_bytes()
+    if path.suffix == ".gz":
+        data = gzip.decompress(raw)
+    elif path.suffix == ".xz":
+        data = lzma.decompress(raw)
+    elif path.suffix == ".bz2":
+        data = bz2.decompress(raw)
+    elif path.suffix == ".zst":
+        data = subprocess.run(["zstd", "-dcq"], input=raw, capture_output=True,  # noqa: S603, S607
+                              check=True).stdout
+    else:
+        data = raw
+    head = re.search(rb'<metadata[^>]*\bpackages="(\d+)"', data[:4096])
+    if head is None:
+        raise RepoError(f"{path} has no package count")
+    return int(head.group(1))
