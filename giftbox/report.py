@@ -441,7 +441,10 @@ def render(overview: Overview, settings: Settings, out: Path) -> Path:
                                 "</div>")
                 if b["status"] == "failed":
                     b = dict(b, error_full=full_errors.get(b["id"], b.get("error") or ""))
-                    link = _copy_log(b, p.project, col, logs, nightly_logs.get(b["id"]))
+                    try:
+                        link = _copy_log(b, p.project, col, logs, nightly_logs.get(b["id"]))
+                    except (OSError, UnicodeError):
+                        link = None  # one unreadable log costs its link, not the report
                     if b.get("error"):
                         body.append(f"<div class=\"small\">{_e(b['error'])}</div>")
                     if link:
