@@ -51,6 +51,25 @@ def _pip_setting(env: dict[str, str], parser: configparser.ConfigParser, name: s
     return None
 
 
+def _with_netrc(url: str, netrc_file: Path | None) -> str:
+    """``url`` with the credentials netrc holds for its host, when it carries none: pip in a
+    builder has no netrc, so the index URL it is given (and masks) carries them."""
+    import netrc
+    from urllib.parse import quote, urlsplit, urlunsplit
+
+    try:
+        parts = urlsplit(url)
+        if netrc_file is None or "@" in parts.netloc or not parts.hostname:
+            return url
+        found = netrc.netrc(str(netrc_file)).authenticators(parts.hostname)
+    except (OSError, ValueError, netrc.NetrcParseError):
+        return url
+    if not found or not found[0]:
+        return url
+    userinfo = quote(found[0], safe="") + (f":{quote(found[2], safe='')}" if found[2] else "")
+    return urlunsplit(parts._replace(netloc=f"{userinfo}@{parts.netloc}"))
+
+
 @dataclass(frozen=True)
 class Settings:
     root: Path
@@ -104,10 +123,12 @@ class Settings:
             if candidate and os.path.isfile(candidate):
                 ca = Path(candidate)
                 break
-        netrc_file = Path(env.get("NETRC") or Path.home() / ".netrc")
+        netrc_path = Path(env.get("NETRC") or Path(env.get("HOME") or Path.home()) / ".netrc")
+        netrc_file = netrc_path if netrc_path.is_file() else None
         return cls(root=root, cache_dir=cache_dir, state_dir=state_dir,
-                   index_url=index_url.rstrip("/"),
-                   extra_index_urls=tuple(u.rstrip("/") for u in extra.split()
+                   index_url=_with_netrc(index_url.rstrip("/"), netrc_file),
+                   extra_index_urls=tuple(_with_netrc(u.rstrip("/"), netrc_file)
+                                          for u in extra.split()
                                           if u.startswith(("http://", "https://"))),
                    ca_bundle=ca, verbose=verbose, json_output=json_output,
-                   netrc_file=netrc_file if netrc_file.is_file() else None)
+                   netrc_file=netrc_file)

@@ -485,6 +485,14 @@ def test_netrc_credentials_work_for_an_index_url_without_them(
                                    "NETRC": str(tmp_path / "none"), "GIFTBOX_CACHE":
                                    str(tmp_path / "cache2")})
     assert_named_failure(unauthenticated, 3, "HTTP 401", "without credentials")
+    # pip in a builder has no netrc: the index URL it is given carries them, masked.
+    from giftbox.container import host_env, url_secrets
+
+    resolved = Settings.resolve(root=root, env={"PIP_INDEX_URL": private_index.url(),
+                                                "NETRC": str(netrc), "HOME": str(tmp_path)})
+    assert resolved.index_url == private_index.url(f"{USER}:{PASSWORD}@")
+    assert host_env(resolved)["PIP_INDEX_URL"] == resolved.index_url
+    assert PASSWORD in url_secrets([resolved.index_url])
 
 
 def git_token_spec(root: Path, url: str) -> None:
