@@ -1063,7 +1063,8 @@ def _to_spec(d: dict[str, Any], path: Path, root: Path, project: str,
 def spec_path(root: Path, project: str) -> Path:
     """The spec file for ``project``; the name is checked before it becomes a path."""
     if not _NAME_RE.match(project):
-        raise SpecError([SpecProblem("specs/", None, "", f"'{project}' is not a project name")])
+        raise SpecError([SpecProblem("specs/", None, "",
+                                     f"'{shown(project, 64)}' is not a project name")])
     return root / "specs" / f"{project}.yaml"
 
 
