@@ -100,3 +100,10 @@ class StateError(GiftboxError):
     """The build records database is unusable (locked, newer schema, unwritable)."""
 
     exit_code = 9
+
+
+class VerifyError(GiftboxError):
+    """giftbox verify could not judge a candidate, or a check failed (its verdict is recorded);
+    no channel is changed by verify."""
+
+    exit_code = 10

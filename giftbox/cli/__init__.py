@@ -134,5 +134,6 @@ COMMAND_MODULES = {
     "patches": "patches", "bump": "workflow", "backport": "workflow", "diff": "workflow",
     "nightly": "nightly", "matrix": "nightly", "status": "nightly", "report": "nightly",
     "builds": "nightly", "log": "nightly",
+    "verify": "verify", "sbom": "verify",
     "wheelhouse": "wheelhouse",
 }
