@@ -135,5 +135,6 @@ COMMAND_MODULES = {
     "nightly": "nightly", "matrix": "nightly", "status": "nightly", "report": "nightly",
     "builds": "nightly", "log": "nightly",
     "verify": "verify", "sbom": "verify",
+    "rebuild": "rebuild",
     "wheelhouse": "wheelhouse",
 }

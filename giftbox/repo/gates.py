@@ -33,7 +33,7 @@ if TYPE_CHECKING:
     from giftbox.repo.publish import Entry
     from giftbox.settings import Settings
 
-CHECKS = ("install", "upgrade", "migrate", "vulns")
+CHECKS = ("install", "upgrade", "migrate", "vulns", "reproducible")  # the last: giftbox rebuild --check
 
 
 @dataclass(frozen=True)
@@ -161,6 +161,9 @@ def missing(db: Records, source: Channel, target: Channel,
                 against = f" --against {target.name}" if check in ("upgrade", "migrate") else ""
                 command = (f"giftbox verify {project} --channel {source.name} --distro "
                            f"{e.distro} --arch {arch} --check {check}{against}")
+                if check == "reproducible":
+                    command = (f"giftbox rebuild --check channel:{source.name}/{project}/"
+                               f"{e.distro}/{arch}")
                 out.append(Missing(project, e.filename, e.digest, e.distro, arch, check, why,
                                    command))
     return out
