@@ -242,6 +242,11 @@ class Builder:
             "distro": distro.name, "arch": arch.value, "prefix": prefix,
             "bindings": [b.module for b in spec.package.system_bindings],
             "version": version.as_dict(),
+            # what else the venv stage reads from the spec (packaging fields are the package's
+            # key, giftbox.package.package_key): filters copied for rootwrap, the audit gate's
+            # opt-outs, the spec's extra build packages
+            "rootwrap": spec.package.rootwrap is not None,
+            "audit": dataclasses.asdict(spec.audit), "build_packages": self.build_packages(),
         })
         directory = settings.root / "build" / spec.name / f"{distro.name}-{arch.value}" / key[:16]
         result_path = directory / "result.json"
