@@ -378,6 +378,31 @@ def _reproducible_section(verdicts: list[Any], out: Path) -> str:
     return "".join(rows)
 
 
+def _verdicts_section(settings: Settings) -> str:
+    """Each channel artifact's latest verdict per check (giftbox verify), by exact sha256."""
+    from giftbox.repo.channels import load_channels
+    from giftbox.repo.gates import entry_verdicts, verdict_cell
+    from giftbox.repo.publish import channel_state
+
+    rows = []
+    try:
+        for name, ch in load_channels(settings).items():
+            entries = sorted(channel_state(settings, name).entries.values(),
+                             key=lambda e: e.filename)
+            found = entry_verdicts(settings, entries)
+            for e in entries:
+                rows.append(f"<tr data-channel=\"{_e(name)}\"><td>{_e(name)}</td>"
+                            f"<td>{_e(e.filename)}</td><td><code>{_e(e.digest[:16])}</code>"
+                            f"</td><td>{_e(verdict_cell(found.get(e.filename, {}), ch.requires))}"
+                            "</td></tr>")
+    except GiftboxError as exc:
+        return f"<h2>Verdicts</h2><p>{_e(exc.message)}</p>"
+    if not rows:
+        return "<h2>Verdicts</h2><p>No artifact in any channel.</p>"
+    return ("<h2>Verdicts</h2><table id=\"verdicts\"><tr><th>channel</th><th>artifact</th>"
+            "<th>sha256</th><th>verdicts</th></tr>" + "".join(rows) + "</table>")
+
+
 def render(overview: Overview, settings: Settings, out: Path) -> Path:
     """Write ``out/index.html`` (and ``out/logs/``); returns the page's path."""
     from giftbox import records
@@ -470,6 +495,7 @@ def render(overview: Overview, settings: Settings, out: Path) -> Path:
             parts.append(f"<tr data-project=\"{_e(p.project)}\"><th>{_e(p.project)}</th>"
                          + "".join(cells) + "</tr>")
         parts.append("</table>")
+        parts.append(_verdicts_section(settings))  # giftbox verify's evidence (gates.py)
         # Nightly runs.
         parts.append("<h2>Recent nightly runs</h2>")
         if overview.nightly_runs:

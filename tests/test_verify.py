@@ -24,7 +24,7 @@ from giftbox.errors import RepoError
 from giftbox.records import open_records
 from giftbox.repo import channel_state, publish
 from giftbox.repo.channels import load_channels
-from giftbox.repo.gates import GateRefused
+from giftbox.repo.gates import GateRefused, release_states
 from giftbox.repo.promote import history, promote
 from tests.repo_fixtures import (
     Tree,
@@ -61,7 +61,8 @@ def gated(tmp_path: Path, keyring_template: Path) -> Iterator[Tree]:
                     ignore=shutil.ignore_patterns("S.*", "*.lock", ".#*"))
     for project in ("alpha", "beta"):
         (t.root / "specs" / f"{project}.yaml").write_text(
-            f'name: {project}\nrelease: "2026.1"\npackage: {{name: giftbox-{project}}}\n')
+            f'name: {project}\nrelease: "2026.1"\npackage: {{name: giftbox-{project}}}\n'
+            "matrix: {distros: [debian12], arches: [x86_64]}\n")
     yield t
     local["gpgconf"]["--homedir", str(t.settings.state_dir / "gnupg"), "--kill", "all"] \
         .run(retcode=None)
@@ -133,6 +134,9 @@ def test_the_gate_refuses_an_unverified_candidate_and_takes_a_verified_one(
     shown = json.loads(giftbox_cli(gated, "channel", "show", "stable", "--json")())
     assert shown["requires"] == ["install", "vulns"]
     assert shown["entries"][0]["verdicts"]["vulns"]["passed"] is True
+    giftbox_cli(gated, "report", "--offline", "-o", str(tmp_path / "report")).run(retcode=None)
+    page = (tmp_path / "report" / "index.html").read_text()
+    assert "<h2>Verdicts</h2>" in page and "install:pass vulns:pass" in page
 
 
 def test_force_needs_a_reason_and_is_recorded(gated: Tree, tmp_path: Path) -> None:
@@ -163,8 +167,15 @@ def test_a_release_moves_whole_or_not_at_all(gated: Tree, tmp_path: Path) -> Non
     assert "beta debian12/x86_64" in err and "vulns: no verdict" in err and "alpha" not in \
         err.split("refused")[1].split("run the checks")[0].replace("giftbox-alpha", "")
     assert _snapshot(gated) == before  # neither alpha nor beta moved; nightly untouched
+    [state] = [r for r in release_states(gated.settings) if r.channel == "nightly"]
+    assert (state.release, state.consistent) == ("2026.1", False)
+    assert state.blockers == ("beta debian12/x86_64 2.0-1~deb12: vulns: no verdict",)
+    code, out, err = giftbox_cli(gated, "status", "--offline", "--json").run(retcode=None)
+    assert {"release": "2026.1", "channel": "nightly", "consistent": False} .items() <= \
+        json.loads(out)["releases"][0].items()
 
     _pass(gated, beta, "vulns")
+    assert [r.consistent for r in release_states(gated.settings)] == [True]
     results = promote(gated.settings, None, "nightly", "stable", release="2026.1")
     assert sorted(r.project for r in results) == ["alpha", "beta"]
     assert sorted(e.name for e in channel_state(gated.settings, "stable").entries.values()) \

@@ -157,9 +157,11 @@ def status_cmd(app: App, projects: tuple[str, ...], offline: bool, as_json: bool
     from giftbox.report import collect
 
     overview = collect(app.settings, projects, offline=offline, reporter=app.reporter)
+    releases = _release_states(app)  # giftbox/repo/gates.py: is each release whole?
     if as_json:
         emit_json({"projects": [p.as_dict() for p in overview.projects],
-                   "channels": overview.channels, "channel_error": overview.channel_error})
+                   "channels": overview.channels, "channel_error": overview.channel_error,
+                   "releases": [r.as_dict() for r in releases]})
     else:
         for p in overview.projects:
             if p.error:
@@ -191,8 +193,25 @@ def status_cmd(app: App, projects: tuple[str, ...], offline: bool, as_json: bool
                     click.echo(f"{'':<24}   {channel + ':':<9}{target:<11} {version}")
         if overview.channel_error:
             click.echo(f"channels: {overview.channel_error}")
+        for r in releases:
+            click.echo(f"release {r.release} in {r.channel}: "
+                       + ("consistent (every project built and verified for every target: "
+                          + ", ".join(r.checks) + ")" if r.consistent else "NOT consistent"))
+            for b in r.blockers:
+                click.echo(f"    blocked by {b}")
     if any(p.error for p in overview.projects):
         raise SystemExit(1)
+
+
+def _release_states(app: App) -> list[Any]:
+    from giftbox.errors import GiftboxError
+    from giftbox.repo.gates import release_states
+
+    try:
+        return release_states(app.settings)
+    except GiftboxError as exc:  # status still shows the projects
+        app.reporter.info(f"releases: {exc.message}")
+        return []
 
 
 @cli.command("report")

@@ -263,3 +263,95 @@ def verdict_cell(verdicts: Mapping[str, Any], requires: Iterable[str] = ()) -> s
         v = verdicts.get(c)
         parts.append(f"{c}:" + ("-" if v is None else "pass" if v["passed"] else "FAIL"))
     return " ".join(parts)
+
+
+# --- releases as a whole (giftbox status) -------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ReleaseState:
+    """Whether ``channel`` holds every project of ``release`` for every target, verified."""
+
+    release: str
+    channel: str
+    projects: tuple[str, ...]
+    checks: tuple[str, ...]  # the evidence asked for
+    blockers: tuple[str, ...]  # "keystone debian12/x86_64: not in staging", …
+
+    @property
+    def consistent(self) -> bool:
+        return not self.blockers
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"release": self.release, "channel": self.channel,
+                "projects": list(self.projects), "checks": list(self.checks),
+                "consistent": self.consistent, "blockers": list(self.blockers)}
+
+
+def release_states(settings: Settings) -> list[ReleaseState]:
+    """Per release (the specs' release:) and per channel holding any of its projects: is every
+    project there for every target of its matrix the channel serves, with passing verdicts for
+    every check a channel's gate requires (all four when no channel has a gate)?"""
+    from giftbox.errors import GiftboxError
+    from giftbox.records import open_records
+    from giftbox.repo.channels import load_channels
+    from giftbox.repo.promote import _highest, package_names
+    from giftbox.repo.publish import channel_state
+
+    channels = load_channels(settings)
+    checks = tuple(c for c in CHECKS if any(c in ch.requires for ch in channels.values())) \
+        or CHECKS
+    releases: dict[str, list[str]] = {}
+    matrix: dict[str, tuple[list[str], list[str]]] = {}
+    import yaml
+
+    for path in sorted(settings.specs_dir.glob("*.yaml")):
+        project = path.stem
+        rel = spec_release(settings, project)
+        if rel is None:
+            continue
+        try:
+            data = yaml.safe_load(path.read_text()) or {}
+            m = data.get("matrix") or {}
+            matrix[project] = ([str(d) for d in m.get("distros") or []],
+                               [str(a) for a in m.get("arches") or []])
+        except (yaml.YAMLError, AttributeError):
+            continue
+        releases.setdefault(rel, []).append(project)
+    out: list[ReleaseState] = []
+    with open_records(settings) as db:
+        for rel, projects in sorted(releases.items()):
+            for name, ch in channels.items():
+                try:
+                    entries = list(channel_state(settings, name).entries.values())
+                except GiftboxError:
+                    continue
+                names = {p: package_names(settings, p) for p in projects}
+                if not any(e.name in ns for e in entries for ns in names.values()):
+                    continue
+                blockers: list[str] = []
+                for p in sorted(projects):
+                    distros, arches = matrix.get(p, ([], []))
+                    for d in distros:
+                        served = next((x for x in ch.distros if x.name == d), None)
+                        if served is None:
+                            continue
+                        for a in arches:
+                            if a not in {x.value for x in served.arches}:
+                                continue
+                            held = [e for e in entries if e.name in names[p] and
+                                    e.distro == d and (_arch(e.arch) in (a, None))]
+                            if not held:
+                                blockers.append(f"{p} {d}/{a}: not in {name}")
+                                continue
+                            best = _highest(held)[0]
+                            have = verdicts_for(db, best)
+                            lacking = [c for c in checks if not (c in have and have[c].passed)]
+                            if lacking:
+                                blockers.append(f"{p} {d}/{a} {best.version}: "
+                                                + ", ".join(f"{c}: " + (
+                                                    "no verdict" if c not in have else "failed")
+                                                    for c in lacking))
+                out.append(ReleaseState(rel, name, tuple(sorted(projects)), checks,
+                                        tuple(blockers)))
+    return out
