@@ -816,6 +816,13 @@ class Records:
                                 (project, distro, arch)).fetchone()
         return NightlyTarget(**dict(row)) if row is not None else None
 
+    def nightly_log_path(self, build_id: int) -> str | None:
+        """The transcript a nightly kept of the target that ran build ``build_id`` (the log
+        of a build that failed before writing its own), newest first."""
+        row = self.conn.execute("SELECT log_path FROM nightly_targets WHERE build_id = ? "
+                                "ORDER BY id DESC LIMIT 1", (build_id,)).fetchone()
+        return row["log_path"] if row is not None else None
+
     # --- publishes ------------------------------------------------------------------------
 
     def record_publish(self, channel: str, digest: str, filename: str, *,

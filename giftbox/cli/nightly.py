@@ -268,9 +268,8 @@ def log_cmd(app: App, build_id: int, tail: int | None) -> None:
     with records.open_records(app.settings) as db:
         b = db.build(build_id)
         # A nightly's transcript of the target, when the build failed before its own log.
-        row = db.conn.execute("SELECT log_path FROM nightly_targets WHERE build_id = ? "
-                              "ORDER BY id DESC LIMIT 1", (build_id,)).fetchone()
-    candidates = [p for p in (b.log_path, row["log_path"] if row else None) if p]
+        transcript = db.nightly_log_path(build_id)
+    candidates = [p for p in (b.log_path, transcript) if p]
     path = next((Path(p) for p in candidates if Path(p).is_file()), None)
     if path is None:
         if b.error:
