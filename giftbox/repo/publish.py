@@ -1,18 +1,34 @@
 """Publishing into a channel: pool, channel state, metadata generations, atomic swap.
 
-The order of a publish, and why a SIGKILL at any point leaves a good repository:
+Every change of a channel (publish, promotion, rollback, prune, republish) is one transaction,
+in this order, and this is why a SIGKILL, a power cut or a closed pipe at any point leaves a
+good repository that never loses what was live or journaled:
 
-1. Artifacts are hashed, inspected and stored in the pool (whole-directory renames), and their
-   filenames claimed (atomic symlinks). Nothing a client reads has changed yet.
-2. Under the channel's lock (``flock``, so concurrent publishers queue rather than interleave)
-   the channel state is read, the new files are hard-linked into the channel's package paths
-   (which no index names yet), and the state is written atomically with the affected
-   repositories marked ``pending``.
-3. Each affected apt suite / yum repository gets a new generation directory built and signed
-   aside, then made live by replacing one symlink (rename(2) is atomic).
-4. The state is written again with nothing pending. A publish killed between 2 and 4 leaves the
-   old metadata live and the pending marks, so the next publish regenerates those
-   repositories; leftover generation directories and temp links are removed under the lock.
+1. Artifacts are read whole (pool.inspect_deb / inspect_rpm: every .deb member decompressed
+   and listed, the control parsed strictly; an rpm's lead and digests checked), stored in the
+   pool (whole-directory renames) and their filenames claimed (atomic symlinks). Nothing a
+   client reads has changed yet.
+2. Under the channel's lock (``flock``, so concurrent changes queue rather than interleave)
+   ``state.json`` is read and validated, and **recovery** runs: a ``pending.json`` left by an
+   interrupted change is validated, rolled forward into ``state.json`` (its entries added, its
+   withdrawals done, its repositories marked ``pending``), its records written to the build
+   records exactly once (``Records.once``, keyed by the change's id), and only then removed.
+   So a journal is never merged with the next change's: a kill between journal and swap,
+   then one between swap and state, then a third change, loses nothing. A state or journal
+   giftbox did not write (unknown fields, a path outside the channel) is a StateError (exit 9),
+   never acted on.
+3. The change is planned against that state, new files are hard-linked into the channel's
+   package paths (which no index names yet), and the records it makes (promotion, rollback,
+   prune event, publish) are computed. Then, with SIGTERM/SIGINT/SIGHUP/SIGPIPE deferred and
+   output errors ignored, the journal is written (write, fsync, rename): from here the change
+   is decided and recovery finishes it.
+4. Each affected apt suite / yum repository gets a new generation directory built from the
+   state (Packages from parsed fields; createrepo_c must list every rpm) and signed aside. An
+   error here undoes the change (journal and new links removed): the channel is unchanged.
+5. Each generation is made live by replacing one symlink (rename(2) is atomic); files that
+   left the channel earlier and are named by no kept generation any more are deleted (a
+   withdrawn file stays while the previous generation, which clients mid-update may hold,
+   names it); ``state.json`` is written, the records written, the journal removed.
 
 Which repository a package goes to: the package says it. A .deb's Version and an rpm's Release
 carry the distro's ``version_tag`` (``~deb12``, ``.el9``; builders/<distro>/builder.yaml), and
@@ -279,7 +295,8 @@ def load_journal(root: Path) -> Journal | None:
     txid = data.get("txid", "legacy")
     if not isinstance(txid, str) or not re.match(r"^[0-9a-z]{1,32}$", txid):
         raise StateError(f"{where}: txid is not a transaction id")
-    return Journal(txid=txid, serial=_count(data.get("serial", 1 << 62), f"{where}: serial"),
+    # A journal of giftbox before serials (format 1) has none: 0, always folded in.
+    return Journal(txid=txid, serial=_count(data.get("serial", 0), f"{where}: serial"),
                    repositories=_repo_ids(data.get("repositories", []),
                                           f"{where}: repositories"),
                    entries=_entries(data.get("entries", []), f"{where}: entries"),
@@ -821,7 +838,7 @@ def _recover(settings: Settings, ch: Channel, root: Path, state: ChannelState,
     journal = load_journal(root)
     if journal is None:
         return
-    if journal.serial > state.serial:
+    if journal.serial == 0 or journal.serial > state.serial:
         _fold(journal, state)
         for e in journal.entries:  # the links precede the journal; a hand-made gap is refilled
             missing = [rel for rel in e.paths if not (root / rel).is_file()]
@@ -1160,6 +1177,6 @@ def channel_state(settings: Settings, channel: str) -> ChannelState:
     get_channel(settings, channel)
     state = load_state(settings, channel)
     journal = load_journal(channel_dir(settings, channel))
-    if journal is not None and journal.serial > state.serial:
+    if journal is not None and (journal.serial == 0 or journal.serial > state.serial):
         _fold(journal, state)
     return state

@@ -1,0 +1,262 @@
+"""A stateful property test of the channels (issue #12): random sequences of publish, promote,
+rollback, prune, pin and recovery, with a kill injected at any step boundary of the change
+(``publish.FAULT_HOOK``: journal, built, swap, swapped, saved, recorded, done) and a few real
+SIGKILLs of ``giftbox publish`` at random delays, checked against a model after every step:
+
+* what giftbox's state says each channel holds is what the model says;
+* ``apt-get update`` (the host's apt, against the channels served on loopback, with each
+  channel's key) succeeds, and apt offers exactly the model's versions once no change is
+  pending (while one is, what it offers is the model's or the previous step's);
+* every file named by the live or the previous index generation is served (no 404 for a client
+  mid-update), so every package is either served or was removed by an explicit prune/rollback;
+* the history (build records) replayed from empty gives the channel's state.
+
+Bounded for CI: 5 derandomized examples of up to 12 steps (about 50 s here). For a longer
+random campaign: GIFTBOX_MODEL_RANDOM=1 GIFTBOX_MODEL_EXAMPLES=50 GIFTBOX_MODEL_STEPS=20
+(GIFTBOX_MODEL_VERBOSE=1 prints each example's steps).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import itertools
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, Verbosity, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
+from plumbum import local
+
+from giftbox.errors import RepoError
+from giftbox.repo import channel_state, public_key_path, publish, republish
+from giftbox.repo.promote import history, pin, promote, prune, rollback
+from giftbox.repo.vercmp import sort_key
+from tests.repo_fixtures import (
+    http_server,
+    keyring_template,  # noqa: F401  (fixture)
+    make_deb,
+    make_tree,
+)
+from tests.test_repo_integrity import apt_lists, packages_of
+
+publish_mod = importlib.import_module("giftbox.repo.publish")  # the module, not the function
+HELLO = "giftbox-hello"
+VERSIONS = [f"1.{i}-1~deb12" for i in range(5)]
+KILLS = st.sampled_from([None, None, *publish_mod.FAULT_POINTS])
+CHANNELS = ("nightly", "stable")
+EXAMPLES = int(os.environ.get("GIFTBOX_MODEL_EXAMPLES", "5"))
+STEPS = int(os.environ.get("GIFTBOX_MODEL_STEPS", "12"))
+
+
+class Killed(BaseException):
+    """Stands for a SIGKILL at a fault point: nothing after it runs (not an Exception, so no
+    cleanup meant for errors catches it)."""
+
+
+def filename(version: str) -> str:
+    return f"{HELLO}_{version}_all.deb"
+
+
+def version_of(name: str) -> str:
+    return name.split("_")[1]
+
+
+@pytest.fixture(scope="module")
+def debs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    out = tmp_path_factory.mktemp("model-debs")
+    return {v: make_deb(out, version=v) for v in VERSIONS}
+
+
+def test_channels_match_a_model_under_random_operations_and_kills(
+        tmp_path: Path, keyring_template: Path, debs: dict[str, Path],  # noqa: F811
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("GIFTBOX_USER", "model")
+    monkeypatch.delenv("GIFTBOX_DATABASE", raising=False)
+    examples = itertools.count()
+
+    class Channels(RuleBasedStateMachine):
+        def __init__(self) -> None:
+            super().__init__()
+            base = tmp_path / f"example-{next(examples)}"
+            self.tree = make_tree(base)
+            self.base = base
+            self.tree.settings.state_dir.mkdir(parents=True)
+            shutil.copytree(keyring_template, self.tree.settings.state_dir / "gnupg",
+                            ignore=shutil.ignore_patterns("S.*", "*.lock", ".#*"))
+            self.s = self.tree.settings
+            self.model: dict[str, set[str]] = {c: set() for c in CHANNELS}
+            self.previous: dict[str, set[str]] = {c: set() for c in CHANNELS}
+            self.pins: dict[str, set[str]] = {c: set() for c in CHANNELS}
+            self.promotions: list[dict[str, object]] = []  # {"before": set, "rolled": bool}
+            self.sigkills = 0
+            self.killed = False
+            self.log: list[str] = []
+            self.tree.repos.mkdir(parents=True, exist_ok=True)
+            self._server = http_server(self.tree.repos)
+            self.url = self._server.__enter__()
+
+        def teardown(self) -> None:
+            if os.environ.get("GIFTBOX_MODEL_VERBOSE"):
+                print("steps:", "; ".join(self.log), "| model:", self.model)
+            self._server.__exit__(None, None, None)
+            local["gpgconf"]["--homedir", str(self.s.state_dir / "gnupg"), "--kill",
+                             "all"].run(retcode=None)
+
+        # --- running a step with a kill injected -----------------------------------------
+
+        def _step(self, kill_at: str | None, fn):  # type: ignore[no-untyped-def]
+            self.previous = {c: set(v) for c, v in self.model.items()}
+            fired: list[str] = []
+
+            def hook(point: str) -> None:
+                if point == kill_at and not fired:
+                    fired.append(point)
+                    raise Killed(point)
+
+            publish_mod.FAULT_HOOK = hook
+            try:
+                fn()
+            except Killed:
+                pass
+            finally:
+                publish_mod.FAULT_HOOK = None
+            self.killed = bool(fired)
+            self.log.append(f"{sys._getframe(1).f_code.co_name}"
+                            + (f" killed at {kill_at}" if fired else ""))
+
+        # --- rules: every kill point is after the journal, so a killed change is committed
+
+        @rule(version=st.sampled_from(VERSIONS), kill_at=KILLS)
+        def publish_nightly(self, version: str, kill_at: str | None) -> None:
+            self._step(kill_at, lambda: publish("nightly", [debs[version]], self.s,
+                                                record=True))
+            self.model["nightly"].add(version)
+
+        @rule(kill_at=KILLS)
+        def promote_to_stable(self, kill_at: str | None) -> None:
+            if not self.model["nightly"]:
+                with pytest.raises(RepoError):
+                    promote(self.s, "hello", "nightly", "stable")
+                return
+            best = max(self.model["nightly"], key=sort_key("deb"))
+            before = set(self.model["stable"])
+            self._step(kill_at, lambda: promote(self.s, "hello", "nightly", "stable"))
+            if best not in before:
+                self.model["stable"].add(best)
+                self.promotions.append({"before": before, "rolled": False})
+
+        @rule(kill_at=KILLS)
+        def rollback_stable(self, kill_at: str | None) -> None:
+            live = [p for p in self.promotions if not p["rolled"]]
+            if not live:
+                with pytest.raises(RepoError, match="nothing to roll back"):
+                    rollback(self.s, "stable", "hello")
+                return
+            self._step(kill_at, lambda: rollback(self.s, "stable", "hello"))
+            live[-1]["rolled"] = True
+            self.model["stable"] = set(live[-1]["before"])  # type: ignore[call-overload]
+
+        @rule(channel=st.sampled_from(CHANNELS), keep=st.integers(1, 2), kill_at=KILLS)
+        def prune_channel(self, channel: str, keep: int, kill_at: str | None) -> None:
+            self._step(kill_at, lambda: prune(self.s, channel, keep))
+            ranked = sorted(self.model[channel], key=sort_key("deb"), reverse=True)
+            self.model[channel] = set(ranked[:keep]) | (set(ranked[keep:]) & self.pins[channel])
+
+        @rule(channel=st.sampled_from(CHANNELS), version=st.sampled_from(VERSIONS))
+        def pin_version(self, channel: str, version: str) -> None:
+            self.previous = {c: set(v) for c, v in self.model.items()}
+            self.killed = False
+            if version not in self.model[channel]:
+                with pytest.raises(RepoError, match="does not have|has no package"):
+                    pin(self.s, channel, HELLO, version)
+                return
+            pin(self.s, channel, HELLO, version)
+            self.pins[channel].add(version)
+            self.log.append(f"pin {channel} {version}")
+
+        @rule(channel=st.sampled_from(CHANNELS))
+        def recover(self, channel: str) -> None:
+            self.previous = {c: set(v) for c, v in self.model.items()}
+            self.killed = False
+            republish(channel, self.s)
+            self.log.append(f"recover {channel}")
+
+        @precondition(lambda self: self.sigkills < 2)
+        @rule(version=st.sampled_from(VERSIONS), delay=st.floats(0.2, 1.6))
+        def sigkill_a_real_publish(self, version: str, delay: float) -> None:
+            """A real SIGKILL of ``giftbox publish`` at a random moment: committed or not,
+            the channel holds it afterwards exactly when its state (journal folded) says so."""
+            self.sigkills += 1
+            self.previous = {c: set(v) for c, v in self.model.items()}
+            proc = subprocess.Popen(
+                [sys.executable, "-c", "from giftbox.cli import main; main()", "publish",
+                 "nightly", str(debs[version])], env={**os.environ, **self.tree.env()},
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(timeout=delay)
+            proc.send_signal(signal.SIGKILL)
+            proc.wait()
+            self.killed = True
+            if filename(version) in channel_state(self.s, "nightly").entries:
+                self.model["nightly"].add(version)
+            self.log.append(f"sigkill publish {version} after {delay:.2f}s "
+                            f"(rc {proc.returncode})")
+
+        # --- the checks ------------------------------------------------------------------
+
+        @invariant()
+        def channels_agree_with_the_model(self) -> None:
+            for ch in CHANNELS:
+                root = self.tree.repos / ch
+                held = {version_of(f) for f in channel_state(self.s, ch).entries}
+                assert held == self.model[ch], (ch, held, self.model[ch])
+                if not (root / "apt" / "dists").exists():
+                    continue
+                pending = (root / "pending.json").exists()
+                code, out, offered = apt_lists(self.base / f"apt-{ch}", f"{self.url}/{ch}/apt",
+                                               public_key_path(self.s, ch))
+                assert code == 0, out
+                if pending:
+                    assert set(offered) <= self.model[ch] | self.previous[ch], (ch, offered)
+                else:
+                    assert set(offered) == self.model[ch], (ch, offered, self.model[ch])
+                # Every file the live or the previous index names is there to download.
+                gens = sorted(p.name for p in (root / "apt" / ".gen" / "bookworm").iterdir())
+                for gen in gens[-2:]:
+                    for s in packages_of(self.tree, ch, gen):
+                        assert (root / "apt" / s["Filename"]).is_file(), (ch, gen, s)
+                if not pending:
+                    assert self._replayed(ch) == {filename(v) for v in self.model[ch]}
+                    if not self.killed:
+                        assert [p for p in root.rglob("*.tmp") if p.is_file()] == []
+
+        def _replayed(self, ch: str) -> set[str]:
+            """The channel's entries as its history tells them, from empty."""
+            held: set[str] = set()
+            for e in history(self.s, ch):
+                if e.kind == "publish":
+                    held.add(e.detail["filename"])
+                elif e.kind == "promote":
+                    held |= set(e.detail["filenames"])
+                elif e.kind == "rollback":  # the scope (one package here) as it is after it
+                    held = set(e.detail["filenames"])
+                elif e.kind == "prune":
+                    held -= set(e.detail["filenames"])
+            return held
+
+    start = time.monotonic()
+    Channels.TestCase.settings = settings(
+        max_examples=EXAMPLES, stateful_step_count=STEPS, deadline=None,
+        derandomize=not os.environ.get("GIFTBOX_MODEL_RANDOM"),
+        database=None, suppress_health_check=list(HealthCheck), print_blob=True,
+        verbosity=Verbosity.verbose if os.environ.get("GIFTBOX_MODEL_VERBOSE") else Verbosity.normal)
+    Channels.TestCase().runTest()
+    print(f"\nmodel test: {EXAMPLES} example(s) in {time.monotonic() - start:.1f}s")
