@@ -15,8 +15,10 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import stat
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
 from giftbox.container import CommandFailed, Container
 from giftbox.distros import Arch
@@ -44,14 +46,7 @@ def scan_tree(tree: Path, arch: Arch, needles: list[str]) -> tuple[list[str],
             path = Path(dirpath) / name
             if path.is_symlink() or not path.is_file():
                 continue
-            data = path.read_bytes()
-            rel = str(path.relative_to(tree))
-            machine = parse_elf_machine(data[:20])
-            if machine is not None and machine != arch.elf_machine:
-                wrong.append(f"{rel} (e_machine {machine})")
-            found = [n.decode() for n in encoded if n in data]
-            if found:
-                hits[rel] = found
+            _scan_file(path, str(path.relative_to(tree)), arch, encoded, wrong, hits)
     return sorted(wrong), hits
 
 
@@ -88,11 +83,77 @@ def pip_check(c: Container, prefix: str, log_path: Path) -> list[str]:
     return []
 
 
-def tree_checks(venv_dir: Path, arch: Arch, forbidden: list[str]) -> tuple[list[str],
-                                                                           dict[str, object]]:
-    """Host-side checks over the whole venv: ELF architecture and leaked build paths."""
+def _scan_file(path: Path, rel: str, arch: Arch, encoded: list[bytes], wrong: list[str],
+               hits: dict[str, list[str]]) -> None:
+    data = path.read_bytes()
+    machine = parse_elf_machine(data[:20])
+    if machine is not None and machine != arch.elf_machine:
+        wrong.append(f"{rel} (e_machine {machine})")
+    found = [n.decode() for n in encoded if n in data]
+    if found:
+        hits[rel] = found
+
+
+def shared_scan(shared: Path, arch: Arch, needles: list[str]) -> dict[str, Any]:
+    """``scan_tree`` of a deps layer's venv, made once and kept beside it (per arch and
+    needles: another giftbox root or cache names other build paths)."""
+    record = shared.parent / "tree-scan.json"
+    wanted = {"arch": arch.value, "needles": sorted(needles)}
+    if record.is_file():
+        try:
+            data: dict[str, Any] = json.loads(record.read_text())
+            if data.get("for") == wanted:
+                return data
+        except (OSError, ValueError):
+            pass
+    wrong, hits = scan_tree(shared, arch, needles)
+    data = {"for": wanted, "elf_wrong_arch": wrong, "build_paths": hits}
+    tmp = record.with_name(f".{record.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(data, indent=1) + "\n")
+    tmp.replace(record)
+    return data
+
+
+def scan_tree_shared(tree: Path, arch: Arch, needles: list[str],
+                     shared: Path) -> tuple[list[str], dict[str, list[str]]]:
+    """``scan_tree(tree)``, reading only the files that are not hard links to the same path
+    in ``shared`` (the deps layer's venv, scanned once): the same inode holds the same bytes,
+    since giftbox replaces files by rename and never writes into a linked one."""
+    encoded = [n.encode() for n in needles if n and n != "/"]
+    known = shared_scan(shared, arch, needles)
+    known_wrong = {w.rsplit(" (e_machine ", 1)[0]: w for w in known["elf_wrong_arch"]}
+    known_hits: dict[str, list[str]] = known["build_paths"]
+    wrong: list[str] = []
+    hits: dict[str, list[str]] = {}
+    for dirpath, _dirs, files in os.walk(tree):
+        rel_dir = os.path.relpath(dirpath, tree)
+        for name in files:
+            path = Path(dirpath) / name
+            st = path.lstat()
+            if not stat.S_ISREG(st.st_mode):
+                continue
+            rel = name if rel_dir == "." else f"{rel_dir}/{name}"
+            try:
+                other = (shared / rel).lstat()
+            except OSError:
+                other = None
+            if other is not None and (other.st_ino, other.st_dev) == (st.st_ino, st.st_dev):
+                if rel in known_wrong:
+                    wrong.append(known_wrong[rel])
+                if rel in known_hits:
+                    hits[rel] = known_hits[rel]
+                continue
+            _scan_file(path, rel, arch, encoded, wrong, hits)
+    return sorted(wrong), hits
+
+
+def tree_checks(venv_dir: Path, arch: Arch, forbidden: list[str],
+                shared: Path | None = None) -> tuple[list[str], dict[str, object]]:
+    """Host-side checks over the whole venv: ELF architecture and leaked build paths. With
+    ``shared`` (the deps layer's venv), its files are read once per layer, not per build."""
     problems = []
-    wrong, leaked = scan_tree(venv_dir, arch, forbidden)
+    wrong, leaked = scan_tree_shared(venv_dir, arch, forbidden, shared) if shared else \
+        scan_tree(venv_dir, arch, forbidden)
     if wrong:
         problems.append(f"ELF files not built for {arch.value}:\n  " + "\n  ".join(wrong[:20]))
     if leaked:

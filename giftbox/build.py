@@ -346,7 +346,8 @@ class Builder:
                 problems = audit.pip_check(c, prefix, log_path)
                 report = audit.run_scope(c, "project", prefix, spec, meta.name, work, log_path)
                 problems += audit.failures(report)
-                tree_problems, tree_report = audit.tree_checks(venv_dir, arch, forbidden)
+                tree_problems, tree_report = audit.tree_checks(venv_dir, arch, forbidden,
+                                                               shared=layer / "venv")
                 problems += tree_problems
                 audit.gate(spec, problems, log_path)
                 deps = json.loads((layer / "audit-deps.json").read_text())

@@ -123,17 +123,25 @@ def package_build(result: BuildResult, spec: Spec, distro: Distro, arch: Arch,
         return build_package(result.venv_dir, manifest, spec, distro, folder,
                              packager=packager, compression=compression,
                              compression_level=compression_level, runner=where,
-                             reporter=reporter, lint=lint)
+                             reporter=reporter, lint=lint,
+                             cache_dir=settings.cache_dir / "package")
 
     if runner is not None:
         artifact = make(runner)
     else:
+        from giftbox.container import Mount
+        from giftbox.package.deb import APT_LISTS_TARGET, apt_lists_dir, refresh_apt_lists
+
         image = ensure(distro, arch, settings, reporter)
-        with Container(image, arch, settings, reporter, workdir="/giftbox-package") as c:
-            if distro.family == "deb":
-                # The builder keeps no apt lists; the dependency check needs the archive's.
-                with reporter.stage(f"apt-get update in the {distro.name} builder"):
-                    c.call(["apt-get", "update", "-qq"], stream=False)
+        # The builder keeps no apt lists; the dependency check needs the archive's: kept on
+        # the host per image and refreshed when older than an hour, not on every package.
+        lists = apt_lists_dir(settings.cache_dir, distro.name, arch.value, image.image_id) \
+            if distro.family == "deb" else None
+        mounts = [Mount(lists, APT_LISTS_TARGET, read_only=False)] if lists else []
+        with Container(image, arch, settings, reporter, workdir="/giftbox-package",
+                       mounts=mounts) as c:
+            if lists is not None:
+                refresh_apt_lists(c, lists, reporter, distro.name)
             artifact = make(ContainerRunner(c))
     info = PackageInfo(path=artifact.path, name=artifact.name, version=artifact.version,
                        arch=artifact.arch, family=artifact.family, size=artifact.size,

@@ -40,7 +40,7 @@ from giftbox.distros import Distro
 from giftbox.errors import PackageError
 from giftbox.manifest import Manifest
 from giftbox.package.common import COMPRESSORS, DEFAULT_MAINTAINER, Compression, compression_for
-from giftbox.package.deb import build_deb
+from giftbox.package.deb import build_deb, dpkg_deb_build
 from giftbox.package.fpm import build_fpm, fpm_available, fpm_command
 from giftbox.package.layout import (
     MANIFEST_NAME,
@@ -54,7 +54,7 @@ from giftbox.package.layout import (
     stage,
     version_dir,
 )
-from giftbox.package.lint import lintian, rpmlint
+from giftbox.package.lint import DigestCache, lintian, lintian_cached, rpmlint
 from giftbox.package.rpm import build_rpm
 from giftbox.package.runner import ContainerRunner, HostRunner, Runner, RunResult
 from giftbox.spec import Spec
@@ -203,10 +203,13 @@ def build_package(venv_dir: Path, manifest: Manifest, spec: Spec, distro: Distro
                   out_dir: Path, *, packager: str = "auto", compression: str | None = None,
                   compression_level: int | None = None, runner: Runner | None = None,
                   reporter: Reporter = NULL_REPORTER, maintainer: str = DEFAULT_MAINTAINER,
-                  lint: bool = True, check_deps: bool = True) -> Artifact:
+                  lint: bool = True, check_deps: bool = True,
+                  cache_dir: Path | None = None) -> Artifact:
     """Turn ``venv_dir`` (the venv as installed at ``manifest.prefix``) into a package for
     ``distro`` in ``out_dir``. ``compression`` defaults to the distro's (builder.yaml),
-    ``compression_level`` to the tool's default for it; ``lint=False`` is for benchmarks only."""
+    ``compression_level`` to the tool's default for it; ``lint=False`` is for benchmarks only.
+    ``cache_dir`` keeps file digests and lintian's per-file verdicts between packages
+    (giftbox.package.lint): lintian then reads only the files it has no verdict for."""
     if distro.family not in ("deb", "rpm"):
         raise PackageError(f"distro {distro.name} has package family '{distro.family}', "
                            "which giftbox cannot package", hint="supported: deb, rpm")
@@ -224,18 +227,29 @@ def build_package(venv_dir: Path, manifest: Manifest, spec: Spec, distro: Distro
                             f"{len(staged.bundled_libs)} bundled wheel libraries")
         build = PACKAGERS[(distro.family, chosen)]
         label = f"{chosen} {distro.family} ({comp.kind} level {comp.level})"
+        native_deb = (distro.family, chosen) == ("deb", "native")
+        digests = DigestCache(cache_dir / "digests.json" if cache_dir else None)
+        extra: dict[str, Any] = {"digests": digests} if native_deb else {}
         with reporter.stage(f"package {spec.package.name} with {label}"):
             built_dir = work / "out"
             built_dir.mkdir()
             path, depends = build(staged, built_dir, work, compression=comp, runner=runner,
-                                  maintainer=maintainer, check_deps=check_deps)
+                                  maintainer=maintainer, check_deps=check_deps, **extra)
             reporter.detail(f"{path.name}: {path.stat().st_size / 1e6:.1f} MB")
         lint_lines: tuple[str, ...] = ()
         if lint:
             with reporter.stage(f"{'lintian' if distro.family == 'deb' else 'rpmlint'} "
                                 f"{path.name}"):
-                lint_lines = lintian(path, reporter) if distro.family == "deb" \
-                    else rpmlint(path, reporter)
+                if native_deb and cache_dir is not None:
+                    epoch = manifest.source_date_epoch
+                    lint_lines = lintian_cached(
+                        path, staged.root, staged.prefix, cache_dir / "lintian", work,
+                        lambda tree, out: dpkg_deb_build(tree, out, comp, epoch), reporter,
+                        digests)
+                elif distro.family == "deb":
+                    lint_lines = lintian(path, reporter)
+                else:
+                    lint_lines = rpmlint(path, reporter)
         final = out_dir / path.name
         path.replace(final)  # same file system: an atomic rename, never a half-written file
     version = staged.version.deb if distro.family == "deb" else staged.version.rpm_evr

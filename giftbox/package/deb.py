@@ -15,6 +15,7 @@ import os
 import shutil
 import time
 from pathlib import Path
+from typing import Any
 
 from giftbox.errors import PackageError
 from giftbox.package.common import (
@@ -26,8 +27,10 @@ from giftbox.package.common import (
     tool,
 )
 from giftbox.package.layout import Staged, walk_sorted
+from giftbox.package.lint import DigestCache
 from giftbox.package.runner import Runner
 from giftbox.package.scripts import deb_scripts
+from giftbox.ui import Reporter
 
 _DAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
 _MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
@@ -139,7 +142,7 @@ def _installed_size(root: Path) -> int:
     return total
 
 
-def _md5sums(staged: Staged) -> str:
+def _md5sums(staged: Staged, digests: DigestCache | None = None) -> str:
     conffiles = {c.path for c in staged.conffiles}
     lines = []
     for path in walk_sorted(staged.root):
@@ -148,15 +151,29 @@ def _md5sums(staged: Staged) -> str:
             continue
         if "/" + rel in conffiles:
             continue  # dpkg records conffile hashes itself
-        lines.append(f"{hashlib.md5(path.read_bytes(), usedforsecurity=False).hexdigest()}"
-                     f"  {rel}\n")
+        md5 = digests.digests(path)[1] if digests is not None else \
+            hashlib.md5(path.read_bytes(), usedforsecurity=False).hexdigest()
+        lines.append(f"{md5}  {rel}\n")
     return "".join(lines)
 
 
-def build_deb(staged: Staged, out_dir: Path, work: Path, *, compression: Compression,
-              runner: Runner, maintainer: str, check_deps: bool) -> tuple[Path, list[str]]:
-    """Build the .deb into ``out_dir``; return its path and its Depends."""
+def dpkg_deb_build(root: Path, out: Path, compression: Compression, epoch: int) -> None:
+    """``dpkg-deb --build`` with giftbox's options (root:root, the compression, the clamp)."""
     dpkg_deb = tool("dpkg-deb", "dpkg-deb is not installed", "apt-get install dpkg")
+    argv = ["--root-owner-group", f"-Z{compression.kind}", f"-z{compression.level}",
+            f"--threads-max={compression.threads}", "--build", str(root), str(out)]
+    code, stdout, stderr = dpkg_deb[argv].with_env(
+        SOURCE_DATE_EPOCH=str(epoch), TZ="UTC", LC_ALL="C.UTF-8").run(retcode=None)
+    if code != 0:
+        raise PackageError(f"dpkg-deb failed to build {out.name}:\n{(stderr or stdout).strip()}")
+
+
+def build_deb(staged: Staged, out_dir: Path, work: Path, *, compression: Compression,
+              runner: Runner, maintainer: str, check_deps: bool,
+              digests: DigestCache | None = None) -> tuple[Path, list[str]]:
+    """Build the .deb into ``out_dir``; return its path and its Depends. ``digests`` spares
+    reading again the files whose md5 an earlier package computed (see DigestCache)."""
+    tool("dpkg-deb", "dpkg-deb is not installed", "apt-get install dpkg")
     _docs(staged, maintainer)
     debian = staged.root / "DEBIAN"
     debian.mkdir(mode=0o755)
@@ -168,7 +185,7 @@ def build_deb(staged: Staged, out_dir: Path, work: Path, *, compression: Compres
         _write(debian / name, text, 0o755)
     if staged.conffiles:
         _write(debian / "conffiles", "".join(f"{c.path}\n" for c in staged.conffiles))
-    _write(debian / "md5sums", _md5sums(staged))
+    _write(debian / "md5sums", _md5sums(staged, digests))
     m = staged.manifest
     fields = [
         ("Package", staged.name),
@@ -188,11 +205,50 @@ def build_deb(staged: Staged, out_dir: Path, work: Path, *, compression: Compres
     _write(debian / "control", control)
 
     out = out_dir / deb_filename(staged.name, staged.version.deb, staged.arch.deb)
-    argv = ["--root-owner-group", f"-Z{compression.kind}", f"-z{compression.level}",
-            f"--threads-max={compression.threads}", "--build", str(staged.root), str(out)]
-    code, stdout, stderr = dpkg_deb[argv].with_env(
-        SOURCE_DATE_EPOCH=str(m.source_date_epoch), TZ="UTC", LC_ALL="C.UTF-8").run(
-        retcode=None)
-    if code != 0:
-        raise PackageError(f"dpkg-deb failed to build {out.name}:\n{(stderr or stdout).strip()}")
+    dpkg_deb_build(staged.root, out, compression, m.source_date_epoch)
     return out, depends
+
+
+# --- the target's package lists, for the dependency check ---------------------------------
+
+# How long a builder's package lists stay fresh: long enough that the cells of one nightly
+# share one `apt-get update` per distro and arch, short enough that the dependency check
+# always answers for the archive as it is today.
+APT_LISTS_MAX_AGE = 3600.0
+APT_LISTS_TARGET = "/var/lib/apt/lists"
+_STAMP = "giftbox-updated"
+
+
+def apt_lists_dir(cache_dir: Path, distro: str, arch: str, image_id: str) -> Path:
+    """Where the package lists of one builder image live on the host (mounted at
+    /var/lib/apt/lists in the packaging container: the image itself keeps none)."""
+    folder = cache_dir / "apt-lists" / f"{distro}-{arch}-{image_id.split(':')[-1][:16]}"
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+def refresh_apt_lists(c: Any, folder: Path, reporter: Reporter, label: str,
+                      max_age: float = APT_LISTS_MAX_AGE, now: float | None = None) -> bool:
+    """`apt-get update` in the container ``c`` (which mounts ``folder`` at /var/lib/apt/lists)
+    unless the lists there are younger than ``max_age`` seconds; True when it ran."""
+    now = time.time() if now is None else now
+    age = apt_lists_age(folder, now)
+    if age is not None and age < max_age:
+        reporter.info(f"==> apt lists of the {label} builder: fresh ({int(age)} s old)")
+        return False
+    with reporter.stage(f"apt-get update in the {label} builder"):
+        c.call(["apt-get", "update", "-qq"], stream=False)
+    mark_apt_lists(folder, now)
+    return True
+
+
+def apt_lists_age(folder: Path, now: float) -> float | None:
+    """Seconds since the lists in ``folder`` were last updated (None: never)."""
+    stamp = folder / _STAMP
+    return now - stamp.stat().st_mtime if stamp.is_file() else None
+
+
+def mark_apt_lists(folder: Path, when: float) -> None:
+    stamp = folder / _STAMP
+    stamp.write_text("")
+    os.utime(stamp, (when, when))

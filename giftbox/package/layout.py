@@ -213,8 +213,40 @@ def _normalise_modes(top: Path) -> None:
             if stat.S_ISLNK(st.st_mode):
                 continue
             executable = st.st_mode & 0o111 and not _SHARED_LIB_RE.search(name)
-            os.chmod(path, 0o755 if executable else 0o644)
+            wanted = 0o755 if executable else 0o644
+            if stat.S_IMODE(st.st_mode) != wanted:
+                if st.st_nlink > 1:
+                    _unshare(path)  # a hard link staged from the venv: never chmod its inode
+                os.chmod(path, wanted)
         del dirnames
+
+
+def _unshare(path: str) -> None:
+    """Give a hard-linked file an inode of its own (a copy, renamed over the link)."""
+    tmp = f"{path}.giftbox-unshare"
+    shutil.copy2(path, tmp)
+    os.replace(tmp, path)
+
+
+def _link_tree(src: Path, dst: Path) -> None:
+    """``dst`` as ``src`` made of hard links (a copy where the file system refuses links):
+    staging reads the venv's 20,000 files instead of writing them again. Whatever staging
+    changes afterwards it changes on a file of its own (``_unshare``, new files). Two paths
+    of the venv that share an inode get one each, as a copy would: tar would otherwise
+    store the second as a hard link, and the package's bytes would depend on the venv's."""
+    seen: set[tuple[int, int]] = set()
+
+    def link(source: str, target: str) -> None:
+        st = os.lstat(source)
+        if (st.st_dev, st.st_ino) not in seen:
+            seen.add((st.st_dev, st.st_ino))
+            try:
+                os.link(source, target)
+                return
+            except OSError:
+                pass
+        shutil.copy2(source, target)
+    shutil.copytree(src, dst, symlinks=True, copy_function=link)
 
 
 def _scan_venv(staged: Staged, venv_dir: Path) -> None:
@@ -423,8 +455,9 @@ def stage(venv_dir: Path, manifest: Manifest, spec: Spec, distro: Distro, root: 
     root.mkdir(parents=True)
     venv_root = staged.path(prefix)
     venv_root.parent.mkdir(parents=True, exist_ok=True)
-    shutil.copytree(venv_dir, venv_root, symlinks=True)
+    _link_tree(venv_dir, venv_root)
     _normalise_modes(venv_root)
+    (venv_root / MANIFEST_NAME).unlink(missing_ok=True)  # a link into the venv, if any
     _write(venv_root / MANIFEST_NAME, manifest.to_json())
     if spec.package.versioned_paths:
         _symlink(staged.path(staged.stable), PurePosixPath(prefix).name)
@@ -482,8 +515,16 @@ def stage(venv_dir: Path, manifest: Manifest, spec: Spec, distro: Distro, root: 
 
 def set_mtimes(root: Path, epoch: int) -> None:
     """Every mtime to SOURCE_DATE_EPOCH, not just clamped: a file older than the epoch would
-    otherwise keep its own time, and two builds of one tree differ by when files were made."""
+    otherwise keep its own time, and two builds of one tree differ by when files were made.
+    A file hard-linked from the venv that is not older than the epoch is left alone: every
+    packager clamps mtimes to SOURCE_DATE_EPOCH, which gives it the epoch all the same, and
+    its inode is shared with the build (and the deps layer), which packaging never changes."""
     for path in walk_sorted(root):
+        st = path.lstat()
+        if st.st_nlink > 1 and stat.S_ISREG(st.st_mode):
+            if st.st_mtime >= epoch:
+                continue
+            _unshare(str(path))
         os.utime(path, (epoch, epoch), follow_symlinks=False)
     os.utime(root, (epoch, epoch))
 

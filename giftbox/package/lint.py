@@ -8,7 +8,15 @@ with the reason beside each: ``giftbox/data/lintian-overrides`` (shipped in the 
 
 from __future__ import annotations
 
+import functools
+import hashlib
+import json
+import os
+import re
+import shutil
+import stat
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 from giftbox.errors import PackageError
@@ -58,3 +66,240 @@ def rpmlint(rpm: Path, reporter: Reporter) -> tuple[str, ...]:
     errors = [line for line in lines if ": E: " in line]
     return _verdict("rpmlint", rpm, lines, errors, code == 0, err, out,
                     "giftbox/data/rpmlintrc", reporter)
+
+
+# --- lintian with per-file verdicts cached by content digest ------------------------------
+#
+# lintian reads every file of a package: 20,000 dependency files cost it minutes, on every
+# build, although a new patch changes a handful of the project's files. Its per-file tags
+# (a script's interpreter, an ELF object's links, a gzip's timestamp, a file's mode) are a
+# function of the file's path, mode and bytes and of the package's control fields, so they
+# are cached under exactly that. Each build lints a *unit*: a .deb built with the same
+# dpkg-deb options from the real package's control, maintainer scripts, conffiles and
+# documentation, every file outside the venv prefix, every symlink and what it points to,
+# and every venv file whose verdict is not cached yet (all of them the first time, the
+# changed files after). The unit's package-level tags, and its per-file tags, count as the
+# package's; a cached per-file tag counts as if lintian had just printed it. A package that
+# has any E: tag is refused either way.
+
+LINT_RECIPE = "1"  # bump when the unit's make-up or the cache's format changes
+# lintian's options: part of the verdict's key.
+_LINTIAN_ARGS = ("--allow-root", "--tag-display-limit", "0", "--fail-on", "error")
+# Control fields that vary with every build and that no per-file check reads.
+_PER_BUILD_FIELDS = ("Version", "Installed-Size", "Description")
+_POINTER_RE = re.compile(r"\[([^\]]+)\]$")
+
+
+@functools.cache
+def lintian_version() -> str:
+    code, out, _err = _linter("lintian")["--version"].run(retcode=None)
+    return out.strip() if code == 0 else "unknown"
+
+
+class DigestCache:
+    """sha256 and md5 of files, remembered per inode (device, inode, size, mtime).
+
+    Packaging stages the venv with hard links to the build's venv, whose dependency files are
+    hard links to the cached deps layer: the same inodes on every build of one lock, read
+    once instead of on every build. Every writer in giftbox replaces files by rename (a new
+    inode), so an inode whose size and mtime did not change still holds the bytes it held."""
+
+    def __init__(self, path: Path | None) -> None:
+        self.path = path
+        self._known: dict[str, list[str]] = {}
+        self._used: dict[str, list[str]] = {}
+        if path is not None and path.is_file():
+            try:
+                self._known = json.loads(path.read_text())
+            except (OSError, ValueError):
+                self._known = {}  # a damaged cache is an empty one
+
+    def digests(self, path: Path) -> tuple[str, str]:
+        """(sha256, md5) of the regular file at ``path``."""
+        st = path.lstat()
+        ident = f"{st.st_dev}:{st.st_ino}:{st.st_size}:{st.st_mtime_ns}"
+        found = self._known.get(ident)
+        if found is None:
+            sha, md5 = hashlib.sha256(), hashlib.md5(usedforsecurity=False)
+            with path.open("rb") as fh:
+                for block in iter(lambda: fh.read(1 << 20), b""):
+                    sha.update(block)
+                    md5.update(block)
+            found = [sha.hexdigest(), md5.hexdigest()]
+        self._used[ident] = found
+        return found[0], found[1]
+
+    def save(self) -> None:
+        """Keep what this package used (older inodes are gone with their builds)."""
+        if self.path is None:
+            return
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(self._used, separators=(",", ":")))
+        tmp.replace(self.path)
+
+
+def _control_fields(text: str) -> dict[str, str]:
+    fields: dict[str, str] = {}
+    name = ""
+    for line in text.splitlines():
+        if line[:1] in (" ", "\t") and name:
+            fields[name] += "\n" + line
+        elif ":" in line:
+            name, _, value = line.partition(":")
+            fields[name] = value.strip()
+    return fields
+
+
+def lint_context(control: str, overrides: str) -> str:
+    """The digest of everything besides a file itself that its per-file tags depend on."""
+    fields = {k: v for k, v in _control_fields(control).items() if k not in _PER_BUILD_FIELDS}
+    return hashlib.sha256(json.dumps({
+        "recipe": LINT_RECIPE, "lintian": lintian_version(), "args": list(_LINTIAN_ARGS),
+        "control": fields, "overrides": overrides}, sort_keys=True).encode()).hexdigest()
+
+
+def file_key(context: str, rel: str, mode: int, sha256: str) -> str:
+    return hashlib.sha256(f"{context}\0{rel}\0{mode:o}\0{sha256}".encode()).hexdigest()
+
+
+def _pointer(line: str) -> str | None:
+    match = _POINTER_RE.search(line)
+    if not match:
+        return None
+    return re.sub(r":\d+$", "", match.group(1).split(" ", 1)[0])
+
+
+def _link_or_copy(src: Path, dst: Path) -> None:
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copy2(src, dst)
+
+
+def make_unit(root: Path, prefix: str, verdicts: dict[str, list[str]], context: str,
+              digests: DigestCache, unit_root: Path) -> tuple[dict[str, str],
+                                                              dict[str, list[str]], int]:
+    """Lay out under ``unit_root`` what must be linted now (see the section comment); return
+    the cacheable files it carries (rel -> key), the cached verdicts of those it leaves out,
+    and the package's file count. ``root`` is the staged package tree with its DEBIAN/."""
+    venv_rel = prefix.strip("/") + "/"
+    linted: dict[str, str] = {}
+    cached: dict[str, list[str]] = {}
+    keep: set[str] = set()  # rel paths (files, links, empty dirs) the unit carries
+    link_targets: list[str] = []
+    files = 0
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames.sort()
+        rel_dir = os.path.relpath(dirpath, root)
+        if rel_dir == "DEBIAN":
+            dirnames[:] = []
+            continue
+        rel_dir = "" if rel_dir == "." else rel_dir + "/"
+        entries = filenames + [d for d in dirnames if os.path.islink(os.path.join(dirpath, d))]
+        if not entries and not dirnames and rel_dir:
+            keep.add(rel_dir.rstrip("/"))  # an empty directory of the package
+        for name in entries:
+            rel = rel_dir + name
+            path = Path(dirpath) / name
+            st = path.lstat()
+            if stat.S_ISLNK(st.st_mode):
+                keep.add(rel)
+                target = os.readlink(path)
+                resolved = os.path.normpath(target.lstrip("/") if target.startswith("/")
+                                            else os.path.join(rel_dir, target))
+                link_targets.append(resolved)
+                continue
+            files += 1
+            if not rel.startswith(venv_rel):
+                keep.add(rel)  # control-adjacent files: always linted
+                continue
+            sha, _md5 = digests.digests(path)
+            key = file_key(context, rel, stat.S_IMODE(st.st_mode), sha)
+            if key in verdicts:
+                cached[rel] = verdicts[key]
+            else:
+                linted[rel] = key
+                keep.add(rel)
+    for target in link_targets:  # what links point at, when the package has it
+        if target in cached and (root / target).is_file():
+            linted[target] = file_key(context, target, stat.S_IMODE((root / target).lstat()
+                                                                     .st_mode),
+                                      digests.digests(root / target)[0])
+            cached.pop(target)
+            keep.add(target)
+    unit_root.mkdir(parents=True)
+    for rel in sorted(keep):
+        src, dst = root / rel, unit_root / rel
+        if src.is_symlink():
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            dst.symlink_to(os.readlink(src))
+        elif src.is_dir():
+            dst.mkdir(parents=True, exist_ok=True)
+        else:
+            _link_or_copy(src, dst)
+    (unit_root / "DEBIAN").mkdir()
+    for entry in sorted((root / "DEBIAN").iterdir()):
+        dst = unit_root / "DEBIAN" / entry.name
+        if entry.name == "md5sums":
+            lines = [line for line in entry.read_text().splitlines(keepends=True)
+                     if line.split("  ", 1)[-1].rstrip("\n") in keep]
+            dst.write_text("".join(lines))
+        else:
+            shutil.copyfile(entry, dst)
+        os.chmod(dst, stat.S_IMODE(entry.stat().st_mode))
+    for dirpath, _dirs, _files in os.walk(unit_root):
+        os.chmod(dirpath, 0o755)  # as staged: every directory of a package is 0755
+    return linted, cached, files
+
+
+def lintian_cached(deb: Path, root: Path, prefix: str, cache_dir: Path, work: Path,
+                   build_unit: Callable[[Path, Path], None], reporter: Reporter,
+                   digests: DigestCache | None = None) -> tuple[str, ...]:
+    """lintian's verdict on ``deb`` (built from the staged tree ``root``), linting only what
+    has no cached verdict; ``build_unit(tree, out)`` builds a .deb the way ``deb`` was."""
+    digests = digests or DigestCache(None)
+    control = (root / "DEBIAN" / "control").read_text()
+    package = _control_fields(control).get("Package", "")
+    overrides_path = root / "usr/share/lintian/overrides" / package
+    overrides = overrides_path.read_text() if overrides_path.is_file() else ""
+    context = lint_context(control, overrides)
+    store = cache_dir / f"{context[:32]}.json"
+    verdicts: dict[str, list[str]] = {}
+    if store.is_file():
+        try:
+            verdicts = json.loads(store.read_text())
+        except (OSError, ValueError):
+            verdicts = {}
+    unit_root = work / "lint-unit"
+    shutil.rmtree(unit_root, ignore_errors=True)
+    linted, cached, files = make_unit(root, prefix, verdicts, context, digests, unit_root)
+    unit = work / deb.name
+    unit.unlink(missing_ok=True)
+    build_unit(unit_root, unit)
+    reporter.detail(f"linting {len(linted)} of {files} files with lintian "
+                    f"({len(cached)} have verdicts cached by content digest)")
+    cmd = _linter("lintian")
+    code, out, err = cmd[(*_LINTIAN_ARGS, str(unit))].run(retcode=None)
+    fresh = [line for line in out.splitlines() if line[:2] in ("E:", "W:")]
+    old = [line for rel in sorted(cached) for line in cached[rel]]
+    lines = fresh + old
+    errors = [line for line in lines if line.startswith("E:")]
+    verdict = _verdict("lintian", deb, lines, errors, code in (0, 1), err, out,
+                       "giftbox/data/lintian-overrides", reporter)
+    by_file: dict[str, list[str]] = {rel: [] for rel in linted}
+    for line in fresh:
+        pointer = _pointer(line)
+        if pointer in by_file:
+            by_file[pointer].append(line)
+    for rel, key in linted.items():
+        verdicts[key] = by_file[rel]
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    tmp = store.with_name(f".{store.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(verdicts, separators=(",", ":")))
+    tmp.replace(store)
+    digests.save()
+    shutil.rmtree(unit_root, ignore_errors=True)
+    unit.unlink(missing_ok=True)
+    return verdict
