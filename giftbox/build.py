@@ -206,19 +206,21 @@ class Builder:
         path = lock.lock_path(self.settings, self.spec, self.distro, self.arch)
         work = self.settings.cache_dir / "lock-work" / f"{self.spec.name}-{self.distro.name}-" \
             f"{self.arch.value}"
-        shutil.rmtree(work, ignore_errors=True)
-        work.mkdir(parents=True)
-        cache = _tool_cache(self.settings, self.distro, self.arch)
-        wheelhouse = _wheelhouse(self.settings, self.spec, self.distro, self.arch)
-        cache.mkdir(parents=True, exist_ok=True)
-        wheelhouse.mkdir(parents=True, exist_ok=True)
-        log_path = work / "lock.log"
-        with self._timed(f"lock: pip-compile {self.spec.name} for {self.distro.name}/"
-                         f"{self.arch.value}"):
-            with Container(image, self.arch, self.settings, self.reporter,
-                           mounts=self.mounts(work, cache, wheelhouse),
-                           workdir=BUILD_DIR) as c:
-                body = lock.compile_lock(c, inputs, work, log_path)
+        # Two `giftbox lock` of one target share this directory: one waits for the other.
+        with locked(work):
+            shutil.rmtree(work, ignore_errors=True)
+            work.mkdir(parents=True)
+            cache = _tool_cache(self.settings, self.distro, self.arch)
+            wheelhouse = _wheelhouse(self.settings, self.spec, self.distro, self.arch)
+            cache.mkdir(parents=True, exist_ok=True)
+            wheelhouse.mkdir(parents=True, exist_ok=True)
+            log_path = work / "lock.log"
+            with self._timed(f"lock: pip-compile {self.spec.name} for {self.distro.name}/"
+                             f"{self.arch.value}"):
+                with Container(image, self.arch, self.settings, self.reporter,
+                               mounts=self.mounts(work, cache, wheelhouse),
+                               workdir=BUILD_DIR) as c:
+                    body = lock.compile_lock(c, inputs, work, log_path)
         lock.write_lock(path, lock.lock_header(self.spec, self.distro, self.arch, inputs), body)
         self.reporter.detail(f"{len(lock.pins(body))} pinned requirements -> {path}")
         return path

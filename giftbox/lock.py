@@ -229,6 +229,11 @@ def check_fresh(path: Path, spec: Spec, distro: Distro, arch: Arch, inputs: Lock
     return text
 
 
+# Arches locked with uv for the target platform instead of pip-compile inside the builder.
+UV_PLATFORMS = {"ppc64le": "powerpc64le-unknown-linux-gnu", "aarch64": "aarch64-unknown-linux-gnu",
+                "s390x": "s390x-unknown-linux-gnu"}
+
+
 def compile_lock(container: Container, inputs: LockInputs, work: Path, log_path: Path) -> str:
     """Run pip-compile inside ``container`` and return the lock body (no giftbox header).
 
@@ -244,9 +249,23 @@ def compile_lock(container: Container, inputs: LockInputs, work: Path, log_path:
             "--no-emit-index-url", "--no-emit-find-links", "--strip-extras", "--no-header",
             "--annotation-style=line", "--cache-dir", f"{CACHE_DIR}/pip-tools",
             "--output-file", "lock.txt", "requirements.in"]
+    env = {"PIP_CACHE_DIR": f"{CACHE_DIR}/pip"}
+    platform = UV_PLATFORMS.get(inputs.arch)
+    if platform:
+        # pip-compile prepares the metadata of an sdist by building it: for a requirement with
+        # no wheel for this arch that means compiling under qemu, and for a Rust sdist
+        # (cryptography) fetching its crates, which may be out of reach. uv resolves for the
+        # target platform from the wheels' metadata of the same version and hashes every file.
+        argv = [f"{TOOLS}/uv", "pip", "compile", "--quiet", "--generate-hashes", "--no-header",
+                "--annotation-style=line", "--python-platform", platform, "--python-version",
+                inputs.python, "--cache-dir", f"{CACHE_DIR}/uv", "--output-file", "lock.txt",
+                "requirements.in"]
+        env = {"UV_CACHE_DIR": f"{CACHE_DIR}/uv"}
+        # A host's file:// index means nothing inside the builder (pip skips it, uv fails).
+        env["UV_EXTRA_INDEX_URL"] = " ".join(
+            u for u in container.settings.extra_index_urls if u.startswith(("http:", "https:")))
     try:
-        container.call(argv, cwd=f"{BUILD_DIR}/lock", log_path=log_path,
-                       env={"PIP_CACHE_DIR": f"{CACHE_DIR}/pip"})
+        container.call(argv, cwd=f"{BUILD_DIR}/lock", log_path=log_path, env=env)
     except CommandFailed as exc:
         raise BuildError(_explain_resolution(exc.output), hint=f"full log: {log_path}") from None
     return output.read_text()
