@@ -592,6 +592,8 @@ def matrix(settings: Settings, *, runnable_here: bool = False,
         for t in matrix_targets(spec, distros, runnable_only=runnable_here):
             # Whether the distro's archive serves the arch (its Release's Architectures:).
             archive = builders.served(t.distro, t.arch, settings)
+            if runnable_here and not archive.ok:
+                continue  # `giftbox matrix` without --runnable-here lists it, with why
             cells.append({
                 "served": archive.ok, "problem": "" if archive.ok else archive.problem(),
                 "project": spec.name, "distro": t.distro.name, "arch": t.arch.value,
