@@ -39,17 +39,27 @@ def list_(app: App, as_json: bool) -> None:
     \b
     PRESENT: some image of that distro/arch exists; CURRENT: the one for today's definition.
     HERE: whether this machine can bootstrap it (no means it needs a registry).
+    SERVED: whether the archive it bootstraps from serves the arch (its suite's Release,
+    Architectures:); "?" when unknown (a pulled base, or the archive unreachable).
     """
     from giftbox import builders  # lazily: the Docker SDK costs ~0.3 s to import
+    from giftbox.distros import load_distros
 
     rows = builders.list_builders(app.settings)
+    distros = load_distros(app.settings.builders_dir)
+    served = {(r.distro, r.arch): builders.served(distros[r.distro], r.arch, app.settings)
+              for r in rows}
     if as_json:
-        emit_json([r.as_dict() for r in rows])
+        emit_json([{**r.as_dict(), "archive": served[(r.distro, r.arch)].as_dict()}
+                   for r in rows])
         return
-    click.echo(f"{'DISTRO':<13}{'ARCH':<9}{'PRESENT':<9}{'CURRENT':<9}{'HERE':<6}TAG")
+    click.echo(f"{'DISTRO':<13}{'ARCH':<9}{'PRESENT':<9}{'CURRENT':<9}{'HERE':<6}{'SERVED':<8}"
+               "TAG")
     for r in rows:
+        s = served[(r.distro, r.arch)]
+        mark = "?" if not s.known else _yes(s.ok)
         click.echo(f"{r.distro:<13}{r.arch.value:<9}{_yes(r.present):<9}{_yes(r.up_to_date):<9}"
-                   f"{_yes(r.runnable_here):<6}{r.tag}")
+                   f"{_yes(r.runnable_here):<6}{mark:<8}{r.tag}")
 
 
 def _yes(value: bool) -> str:
