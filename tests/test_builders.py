@@ -208,8 +208,11 @@ def test_cli_list_json(giftbox, debian12_x86_64: BuilderImage) -> None:
     assert row["image_id"] == debian12_x86_64.image_id
     assert rows[("ubuntu16.04", "ppc64le")]["runnable_here"] is False
     assert rows[("debian11", "ppc64le")]["runnable_here"] is True
+    # ...but bullseye's archive no longer serves ppc64el (its Release's Architectures:).
+    assert rows[("debian11", "ppc64le")]["archive"]["served"] is False
+    assert rows[("debian12", "ppc64le")]["archive"]["served"] is True
     assert set(row) == {"distro", "arch", "tag", "present", "up_to_date", "runnable_here",
-                        "image_id"}
+                        "image_id", "archive"}
 
 
 @pytest.mark.docker
