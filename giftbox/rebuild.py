@@ -38,9 +38,10 @@ from giftbox.build import Builder, BuildResult
 from giftbox.builders import BuilderImage
 from giftbox.distros import Arch, Distro, get_distro, load_distros
 from giftbox.errors import BuildError, PackageError, RepoError, SourceError
+from giftbox.gitutil import locked
 from giftbox.manifest import Manifest
 from giftbox.settings import Settings
-from giftbox.spec import Spec, find_spec, load_spec
+from giftbox.spec import GitUpstream, Spec, find_spec, load_spec
 from giftbox.ui import NULL_REPORTER, Reporter
 
 CHECK = "reproducible"  # the verdict's name (giftbox.repo.gates.CHECKS)
@@ -250,10 +251,10 @@ def _scratch_tree(settings: Settings, manifest: Manifest, lock_text: str,
     spec = load_spec(tree / "specs" / f"{project}.yaml", tree)
     patches = _patches(settings, manifest, tree / "patches" / project)
     if manifest.upstream_kind == "git":
-        assert spec.git is not None
-        spec = dataclasses.replace(spec, upstream_kind="git", patches=patches,
-                                   git=dataclasses.replace(spec.git, url=manifest.upstream_url,
-                                                           ref=manifest.upstream_ref))
+        git = GitUpstream(url=manifest.upstream_url, ref=manifest.upstream_ref) \
+            if spec.git is None else dataclasses.replace(spec.git, url=manifest.upstream_url,
+                                                         ref=manifest.upstream_ref)
+        spec = dataclasses.replace(spec, upstream_kind="git", patches=patches, git=git)
     else:
         if spec.pypi is None or manifest.upstream_sha256 is None:
             raise InputUnavailable(f"specs/{project}.yaml has no upstream.pypi section to fetch "
@@ -383,6 +384,14 @@ def check(target: str, settings: Settings, reporter: Reporter = NULL_REPORTER) -
     image = _image(manifest, distro, arch)
 
     folder = rebuild_dir(settings, manifest, artifact.digest)
+    with locked(folder):  # one check of one artifact at a time
+        return _check(settings, artifact, manifest, lock_text, distro, arch, image, folder,
+                      reporter, started)
+
+
+def _check(settings: Settings, artifact: Artifact, manifest: Manifest, lock_text: str,
+           distro: Distro, arch: Arch, image: BuilderImage, folder: Path, reporter: Reporter,
+           started: float) -> RebuildResult:
     if folder.exists():
         shutil.rmtree(folder)  # an earlier check of the same artifact
     try:
