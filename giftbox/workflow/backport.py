@@ -18,7 +18,7 @@ from giftbox import source
 from giftbox.errors import PatchError, SourceError
 from giftbox.gitutil import run_git
 from giftbox.settings import Settings
-from giftbox.spec import Spec, load_spec
+from giftbox.spec import Spec, TreeFileError, load_spec, tree_folder
 from giftbox.ui import NULL_REPORTER, Reporter
 from giftbox.workflow.series import (
     Change,
@@ -103,7 +103,10 @@ def backport(spec: Spec, settings: Settings, what: str,
                               env=env).stdout.strip()
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
-    folder = settings.patches_dir / spec.name
+    try:
+        folder = tree_folder(settings.root, f"patches/{spec.name}")
+    except TreeFileError as exc:
+        raise PatchError(f"cannot write the series of {spec.name}: {exc}") from None
     existing = [p.name for p in spec.patches]
     on_disk = [p.name for p in folder.iterdir()] if folder.is_dir() else []
     name = next_name(existing, slug, taken=on_disk)
