@@ -140,7 +140,11 @@ def load_distros(builders_dir: Path) -> dict[str, Distro]:
 
 
 def get_distro(builders_dir: Path, name: str) -> Distro:
-    distros = load_distros(builders_dir)
+    return pick_distro(load_distros(builders_dir), name)
+
+
+def pick_distro(distros: dict[str, Distro], name: str) -> Distro:
+    """``name`` among ``distros`` (already loaded), or the error naming the known ones."""
     if name not in distros:
         close = difflib.get_close_matches(name, list(distros), n=1)
         hint = (f"did you mean '{close[0]}'? " if close else "") + \

@@ -19,117 +19,33 @@ Outcomes per target:
   upstreams without ``track:``. Nightly never builds these: a pinned release changes only
   when someone edits its spec, and ``giftbox build --all`` is the tool for that.
 
-Targets run on a thread pool (``jobs``): the work happens in containers and git, so threads
-only wait. Each target gets its own ``TargetReporter``, which keeps a transcript of its
-stages (the log the report links to) and feeds one shared progress display.
+Targets run ``jobs`` at a time on giftbox/runner.py's pool, each with its own reporter and
+transcript (giftbox/progress.py); the targets and their outcomes are giftbox/targets.py's. This
+module is the policy: what nightly builds and publishes, and the CI matrix (``matrix``).
 """
 
 from __future__ import annotations
 
-import contextlib
 import difflib
-import os
 import re
-import sys
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any
 
-from giftbox.distros import Arch, Distro, load_distros
+from giftbox.distros import Arch
 from giftbox.errors import GiftboxError, SourceError, StateError
+from giftbox.progress import Display, TargetReporter
+from giftbox.runner import run_targets
 from giftbox.settings import Settings
-from giftbox.spec import Spec, find_spec, list_projects
+from giftbox.spec import Spec
+from giftbox.targets import OUTCOMES, Catalog, Outcome, Target, matrix_targets
 from giftbox.ui import Reporter
-
-OUTCOMES = ("built", "published", "unchanged", "failed", "skipped")
-
-
-# --- targets ------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Target:
-    spec: Spec
-    distro: Distro
-    arch: Arch
-
-    @property
-    def name(self) -> str:
-        return f"{self.spec.name} {self.distro.name}/{self.arch.value}"
-
-    @property
-    def slug(self) -> str:
-        return f"{self.spec.name}-{self.distro.name}-{self.arch.value}"
-
-
-def matrix_targets(spec: Spec, distros: dict[str, Distro], *,
-                   runnable_only: bool = True) -> list[Target]:
-    """The spec's matrix (distro x arch the distro supports), where runnable here."""
-    out = []
-    for name in spec.distros:
-        d = distros[name]
-        if runnable_only and not d.runnable_here:
-            continue
-        for arch_name in spec.arches:
-            arch = Arch.parse(arch_name)
-            if d.supports(arch):
-                out.append(Target(spec, d, arch))
-    return out
-
-
-def load_specs(settings: Settings, projects: Sequence[str] = ()) -> list[Spec]:
-    distros = frozenset(load_distros(settings.builders_dir))
-    return [find_spec(settings.root, p, distros) for p in projects or list_projects(settings.root)]
 
 
 # --- what happened ------------------------------------------------------------------------
-
-
-@dataclass
-class Outcome:
-    """What happened to one target (in a nightly or a ``build --all``)."""
-
-    project: str
-    distro: str
-    arch: str
-    outcome: str  # one of OUTCOMES
-    detail: str = ""
-    ref: str = ""
-    upstream_commit: str = ""
-    build_key: str = ""
-    build_id: int | None = None
-    version: str = ""
-    filename: str = ""
-    digest: str = ""
-    error: str | None = None
-    exit_code: int = 0
-    log_path: str | None = None
-    duration: float = 0.0
-    result: Any = None  # the TargetResult, when there is one (not serialised)
-
-    @property
-    def target(self) -> str:
-        return f"{self.project} {self.distro}/{self.arch}"
-
-    def as_dict(self) -> dict[str, Any]:
-        d = {k: v for k, v in self.__dict__.items() if k != "result"}
-        if self.result is not None:
-            d["result"] = self.result.as_dict()
-        return d
-
-    def line(self) -> str:
-        text = f"{self.outcome:<9} {self.target}"
-        if self.version:
-            text += f"  {self.version}"
-        if self.detail:
-            text += f"  ({self.detail})"
-        if self.error:
-            text += "\n          " + self.error.strip().replace("\n", "\n          ")
-        return text
 
 
 @dataclass
@@ -150,230 +66,6 @@ class NightlyResult:
         return {"run_id": self.run_id, "channel": self.channel, "summary": self.summary(),
                 "seconds": round(self.seconds, 1),
                 "targets": [o.as_dict() for o in self.outcomes]}
-
-
-# --- progress -----------------------------------------------------------------------------
-
-
-class Display:
-    """Where per-target reporters send their events. Thread-safe."""
-
-    def __init__(self, stream: TextIO | None = None) -> None:
-        self.stream = stream or sys.stderr
-        self.lock = threading.Lock()
-
-    def start(self, targets: Sequence[str]) -> None:
-        pass
-
-    def stage(self, target: str, name: str, event: str, elapsed: float | None = None) -> None:
-        pass
-
-    def line(self, target: str, text: str) -> None:
-        pass
-
-    def finish(self, target: str, outcome: Outcome) -> None:
-        with self.lock:
-            print(outcome.line(), file=self.stream, flush=True)
-
-    def close(self) -> None:
-        pass
-
-
-class SerialDisplay(Display):
-    """One target at a time: everything the reporter says goes through, as in ``build``."""
-
-    def line(self, target: str, text: str) -> None:
-        with self.lock:
-            print(text, file=self.stream, flush=True)
-
-
-class LineDisplay(Display):
-    """Not a terminal (CI): one line per stage event, prefixed with its target, so that
-    interleaved targets stay readable in a log."""
-
-    def stage(self, target: str, name: str, event: str, elapsed: float | None = None) -> None:
-        suffix = f" after {elapsed:.1f}s" if elapsed is not None else ""
-        with self.lock:
-            print(f"[{target}] {event} {name}{suffix}", file=self.stream, flush=True)
-
-
-class LiveDisplay(Display):
-    """A terminal: one line per target, redrawn in place, with its stage and elapsed time."""
-
-    def __init__(self, stream: TextIO | None = None, interval: float = 0.5) -> None:
-        super().__init__(stream)
-        self.interval = interval
-        self.rows: dict[str, list[Any]] = {}  # target -> [state, stage, started, ended]
-        self.drawn = 0
-        self.done: list[str] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, daemon=True)
-
-    def start(self, targets: Sequence[str]) -> None:
-        for t in targets:
-            self.rows[t] = ["queued", "", None, None]
-        self._thread.start()
-
-    def stage(self, target: str, name: str, event: str, elapsed: float | None = None) -> None:
-        with self.lock:
-            row = self.rows.setdefault(target, ["queued", "", None, None])
-            if row[2] is None:
-                row[0], row[2] = "running", time.monotonic()
-            if event == "start":
-                row[1] = name
-
-    def finish(self, target: str, outcome: Outcome) -> None:
-        with self.lock:
-            row = self.rows.setdefault(target, ["queued", "", None, None])
-            row[0], row[1], row[3] = outcome.outcome, outcome.version or outcome.detail, \
-                time.monotonic()
-            # Finished targets are printed once above the live block, never redrawn.
-            self.done.append(outcome.line())
-            self._draw()
-
-    def _loop(self) -> None:
-        while not self._stop.wait(self.interval):
-            with self.lock:
-                self._draw()
-
-    def _draw(self) -> None:
-        out = self.stream
-        width = _term_width()
-        if self.drawn:
-            out.write(f"\x1b[{self.drawn}F\x1b[J")  # back to the block's top, clear below
-        for text in self.done:
-            out.write(text + "\n")
-        self.done.clear()
-        now = time.monotonic()
-        live = [(t, r) for t, r in self.rows.items() if r[0] in ("queued", "running")]
-        for target, (state, stage, started, _ended) in live:
-            elapsed = f"{now - started:6.0f}s" if started is not None else "      "
-            text = f"  {state:<7} {elapsed}  {target:<36} {stage}"
-            out.write(text[: width - 1] + "\n")
-        self.drawn = len(live)
-        out.flush()
-
-    def close(self) -> None:
-        self._stop.set()
-        if self._thread.is_alive():
-            self._thread.join()
-        with self.lock:
-            self._draw()
-
-
-def _term_width() -> int:
-    try:
-        return os.get_terminal_size(sys.stderr.fileno()).columns
-    except OSError:
-        return 120
-
-
-def make_display(jobs: int, stream: TextIO | None = None) -> Display:
-    stream = stream or sys.stderr
-    if jobs <= 1:
-        return SerialDisplay(stream)
-    if stream.isatty() and os.environ.get("TERM") != "dumb":
-        return LiveDisplay(stream)
-    return LineDisplay(stream)
-
-
-class TargetReporter(Reporter):
-    """A Reporter for one target: a transcript file (the target's log) plus the display."""
-
-    def __init__(self, target: str, display: Display, transcript: Path) -> None:
-        transcript.parent.mkdir(parents=True, exist_ok=True)
-        self._file = open(transcript, "w")  # noqa: SIM115 - closed by close()
-        super().__init__(self._file)
-        # Parallel targets interleave: CI log groups would nest nonsensically.
-        self.ci_groups = False
-        self.target = target
-        self.display = display
-        self.transcript = transcript
-
-    def info(self, message: str) -> None:
-        super().info(message)
-        self.display.line(self.target, message)
-
-    def detail(self, message: str) -> None:
-        super().detail(message)
-        self.display.line(self.target, f"    {message}")
-
-    @contextlib.contextmanager
-    def stage(self, name: str) -> Iterator[None]:
-        self.display.stage(self.target, name, "start")
-        start = time.monotonic()
-        try:
-            with super().stage(name):
-                yield
-        except BaseException:
-            self.display.stage(self.target, name, "failed", time.monotonic() - start)
-            raise
-        self.display.stage(self.target, name, "done", time.monotonic() - start)
-
-    def close(self) -> None:
-        self._file.close()
-
-
-# --- running targets ----------------------------------------------------------------------
-
-
-Work = Callable[[Target, TargetReporter], Outcome]
-
-
-def run_targets(targets: Sequence[Target], work: Work, settings: Settings, *, jobs: int = 1,
-                display: Display | None = None, logs: Path | None = None) -> list[Outcome]:
-    """``work`` for every target, ``jobs`` at a time; a failure never stops the others.
-
-    ``work`` returns the target's Outcome; a GiftboxError it raises becomes a ``failed``
-    outcome. Results come back in the order of ``targets``.
-    """
-    display = display or make_display(jobs)
-    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
-    logs = logs or settings.state_dir / "logs" / stamp
-    display.start([t.name for t in targets])
-    cancelled = threading.Event()
-
-    def one(target: Target) -> Outcome:
-        transcript = logs / f"{target.slug}.log"
-        if cancelled.is_set():
-            return Outcome(target.spec.name, target.distro.name, target.arch.value, "failed",
-                           error="interrupted before it started", exit_code=130)
-        reporter = TargetReporter(target.name, display, transcript)
-        start = time.monotonic()
-        try:
-            outcome = work(target, reporter)
-        except GiftboxError as exc:
-            reporter.info(f"error: {exc.render()}")
-            outcome = Outcome(target.spec.name, target.distro.name, target.arch.value,
-                              "failed", error=exc.render(), exit_code=exc.exit_code)
-        except Exception as exc:  # a bug: keep the other targets going, show the traceback
-            import traceback
-
-            reporter.info(traceback.format_exc())
-            outcome = Outcome(target.spec.name, target.distro.name, target.arch.value,
-                              "failed", error=f"{type(exc).__name__}: {exc}", exit_code=1)
-        finally:
-            reporter.close()
-        outcome.duration = round(time.monotonic() - start, 1)
-        if outcome.log_path is None:
-            outcome.log_path = str(transcript)
-        display.finish(target.name, outcome)
-        return outcome
-
-    try:
-        with ThreadPoolExecutor(max_workers=max(1, jobs), thread_name_prefix="giftbox") as pool:
-            futures = [pool.submit(one, t) for t in targets]
-            try:
-                return [f.result() for f in futures]
-            except KeyboardInterrupt:
-                # Running targets finish (their containers are cleaned up by their own
-                # context managers); queued ones do not start.
-                cancelled.set()
-                for f in futures:
-                    f.cancel()
-                raise
-    finally:
-        display.close()
 
 
 # --- the nightly --------------------------------------------------------------------------
@@ -468,8 +160,8 @@ def nightly_target(target: Target, reporter: TargetReporter, settings: Settings,
         result = run_target(spec, distro, arch, settings, reporter, ref=track, publish=())
     except GiftboxError as exc:
         reporter.info(f"error: {exc.render()}")
-        failed = Outcome(spec.name, distro.name, arch.value, "failed", ref=track,
-                         upstream_commit=head, error=exc.render(), exit_code=exc.exit_code)
+        failed = Outcome.of(target, "failed", ref=track, upstream_commit=head,
+                            error=exc.render(), exit_code=exc.exit_code)
         # The build stage recorded the failed build (if it got that far): link to it.
         for b in records.last_builds(settings, spec.name):
             if (b.distro, b.arch) == (distro.name, arch.value) and b.status == "failed" \
@@ -480,11 +172,11 @@ def nightly_target(target: Target, reporter: TargetReporter, settings: Settings,
         return failed
     built, package = result.build, result.package
     assert package is not None
-    out = Outcome(spec.name, distro.name, arch.value, "built", ref=track,
-                  upstream_commit=built.manifest.upstream_commit, build_key=built.key,
-                  build_id=built.build_id, version=package.version,
-                  filename=package.path.name, digest=package.sha256, result=result,
-                  log_path=str(built.log_path) if not built.cached else None)
+    out = Outcome.of(target, "built", ref=track,
+                     upstream_commit=built.manifest.upstream_commit, build_key=built.key,
+                     build_id=built.build_id, version=package.version,
+                     filename=package.path.name, digest=package.sha256, result=result,
+                     log_path=str(built.log_path) if not built.cached else None)
     if built.cached and _in_channel(settings, channel, package.path.name, package.sha256):
         # pipeline.run_target(publish=...) would record a publish of the unchanged file
         # every night; the channel history should show only what changed.
@@ -516,8 +208,8 @@ def run_nightly(settings: Settings, *, channel: str = "nightly", jobs: int = 1,
     start = time.monotonic()
     # Fail before any build: an unknown channel, no signing key, an unusable database.
     signing_key(settings, get_channel(settings, channel))
-    distros = load_distros(settings.builders_dir)
-    specs = load_specs(settings, projects)
+    catalog = Catalog.load(settings)
+    specs = catalog.specs(projects)
     with records.open_records(settings) as db:
         run_id = db.start_nightly(channel)
     result = NightlyResult(run_id=run_id, channel=channel)
@@ -525,11 +217,10 @@ def run_nightly(settings: Settings, *, channel: str = "nightly", jobs: int = 1,
     for spec in specs:
         reason = skipped_reason(spec)
         if reason is None:
-            targets.extend(matrix_targets(spec, distros))
+            targets.extend(catalog.matrix(spec))
             continue
-        for t in matrix_targets(spec, distros):
-            result.outcomes.append(Outcome(spec.name, t.distro.name, t.arch.value, "skipped",
-                                           detail=reason))
+        for t in catalog.matrix(spec):
+            result.outcomes.append(Outcome.of(t, "skipped", detail=reason))
     if reporter is not None:
         reporter.info(f"==> nightly #{run_id} into {channel}: {len(targets)} target(s), "
                       f"{len(result.outcomes)} skipped, {jobs} at a time")
@@ -583,13 +274,13 @@ def matrix(settings: Settings, *, runnable_here: bool = False,
     """
     from giftbox import builders
 
-    distros = load_distros(settings.builders_dir)
+    catalog = Catalog.load(settings)
     cells = []
-    for spec in load_specs(settings):
+    for spec in catalog.specs():
         tracked = skipped_reason(spec) is None
         if tracked_only and not tracked:
             continue
-        for t in matrix_targets(spec, distros, runnable_only=runnable_here):
+        for t in matrix_targets(spec, catalog.distros, runnable_only=runnable_here):
             # Whether the distro's archive serves the arch (its Release's Architectures:).
             archive = builders.served(t.distro, t.arch, settings)
             if runnable_here and not archive.ok:
@@ -601,6 +292,6 @@ def matrix(settings: Settings, *, runnable_here: bool = False,
                 "emulated": t.arch is not Arch.x86_64, "runs_on": GITHUB_RUNNER,
                 "platform": t.arch.platform, "tracked": tracked,
                 "ref": spec.git.track if tracked and spec.git else "",
-                "name": _LABEL_RE.sub("-", t.slug.lower()).strip("-"),
+                "name": _LABEL_RE.sub("-", t.log_name.lower()).strip("-"),
             })
     return cells

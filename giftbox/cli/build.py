@@ -2,30 +2,12 @@
 
 from __future__ import annotations
 
+import sys
+
 import click
 
 from giftbox.cli import App, cli, emit_json, json_option, pass_app
-from giftbox.distros import Arch, Distro, get_distro, load_distros
-from giftbox.errors import BuildError
-from giftbox.spec import Spec, find_spec
-
-
-def _targets(app: App, spec: Spec, distros: tuple[str, ...],
-             arches: tuple[str, ...]) -> list[tuple[Distro, Arch]]:
-    """The requested (distro, arch) pairs; by default the spec's matrix runnable here."""
-    builders = app.settings.builders_dir
-    if distros:
-        chosen = [get_distro(builders, d) for d in distros]
-    else:
-        known = load_distros(builders)
-        chosen = [known[d] for d in spec.distros if known[d].runnable_here]
-    arch_list = [Arch.parse(a) for a in arches] if arches else [Arch.parse(a)
-                                                               for a in spec.arches]
-    pairs = [(d, a) for d in chosen for a in arch_list if d.supports(a)]
-    if not pairs:
-        raise BuildError(f"nothing to do for {spec.name}: no requested distro supports "
-                         + ", ".join(a.value for a in arch_list))
-    return pairs
+from giftbox.targets import Catalog, Outcome
 
 
 @cli.command("lock")
@@ -50,9 +32,10 @@ def lock_cmd(app: App, project: str, distros: tuple[str, ...], arches: tuple[str
     """
     from giftbox.build import make_lock
 
-    spec = find_spec(app.settings.root, project, frozenset(load_distros(app.settings.builders_dir)))
-    written = [str(make_lock(spec, d, a, app.settings, app.reporter))
-               for d, a in _targets(app, spec, distros, arches)]
+    catalog = Catalog.load(app.settings)
+    spec = catalog.spec(project)
+    written = [str(make_lock(t.spec, t.distro, t.arch, app.settings, app.reporter))
+               for t in catalog.select(spec, distros, arches)]
     if as_json:
         emit_json({"project": project, "locks": written})
     else:
@@ -112,29 +95,32 @@ def build_cmd(app: App, project: str | None, all_projects: bool, jobs: int,
 
     if all_projects == bool(project):
         raise click.UsageError("name a PROJECT or give --all")
+    catalog = Catalog.load(app.settings)
     if all_projects or jobs > 1:
-        # Several targets at once, with a progress display: giftbox/cli/nightly.py.
-        from giftbox.cli.nightly import build_many
+        # Several targets at once, with a progress display: giftbox/runner.py.
+        from giftbox.runner import build_targets
 
-        build_many(app, [project] if project else [], distros=distros, arches=arches,
-                   ref=ref, jobs=jobs, as_json=as_json,
-                   run={"package": not no_package, "publish": channels, "packager": packager,
-                        "compression": compression, "compression_level": compression_level})
+        targets = catalog.select_many([project] if project else [], distros, arches)
+        _render_many(build_targets(targets, app.settings, jobs=jobs, ref=ref,
+                                   package=not no_package, publish=channels,
+                                   packager=packager, compression=compression,
+                                   compression_level=compression_level), as_json)
         return
     assert project is not None
-    spec = find_spec(app.settings.root, project, frozenset(load_distros(app.settings.builders_dir)))
+    spec = catalog.spec(project)
     results = []
-    for distro, arch in _targets(app, spec, distros, arches):
-        result = run_target(spec, distro, arch, app.settings, app.reporter, ref=ref,
-                            package=not no_package, publish=channels, packager=packager,
-                            compression=compression, compression_level=compression_level)
+    for target in catalog.select(spec, distros, arches):
+        result = run_target(target.spec, target.distro, target.arch, app.settings,
+                            app.reporter, ref=ref, package=not no_package, publish=channels,
+                            packager=packager, compression=compression,
+                            compression_level=compression_level)
         results.append(result)
         if as_json:
             continue
         b = result.build
         state = "cached" if b.cached else "built"
         click.echo(f"{state}: {project} {b.manifest.version['upstream']} for "
-                   f"{distro.name}/{arch.value}: venv {b.venv_dir} (installs at "
+                   f"{target.distro.name}/{target.arch.value}: venv {b.venv_dir} (installs at "
                    f"{b.manifest.prefix})")
         if result.package:
             p = result.package
@@ -144,3 +130,20 @@ def build_cmd(app: App, project: str | None, all_projects: bool, jobs: int,
             click.echo(f"published to {channel}")
     if as_json:
         emit_json({"builds": [r.as_dict() for r in results]})
+
+
+def _render_many(outcomes: list[Outcome], as_json: bool) -> None:
+    """The summary of several targets built at once; exits non-zero if any failed."""
+    failed = [o for o in outcomes if o.outcome == "failed"]
+    if as_json:
+        emit_json({"builds": [o.result.as_dict() for o in outcomes if o.result is not None],
+                   "targets": [o.as_dict() for o in outcomes]})
+    else:
+        click.echo(f"{len(outcomes)} target(s): {len(outcomes) - len(failed)} ok, "
+                   f"{len(failed)} failed")
+        for o in outcomes:
+            click.echo("  " + o.line().replace("\n", "\n  "))
+            if o.result is not None and o.result.package is not None:
+                click.echo(f"            package: {o.result.package.path}")
+    if failed:
+        sys.exit(max(o.exit_code for o in failed) or 1)

@@ -1,5 +1,4 @@
-"""``giftbox nightly``, ``matrix``, ``status``, ``report``, ``builds`` and ``log``; and the
-many-target path of ``giftbox build`` (``--all``, ``--jobs``)."""
+"""``giftbox nightly``, ``matrix``, ``status``, ``report``, ``builds`` and ``log``."""
 
 from __future__ import annotations
 
@@ -60,54 +59,6 @@ def nightly_cmd(app: App, projects: tuple[str, ...], channel: str, jobs: int,
             click.echo(f"  skipped   {len(targets)} target(s) of {what}")
     if result.failed:
         sys.exit(max(o.exit_code for o in result.failed) or 1)
-
-
-def build_many(app: App, projects: list[str], *, distros: tuple[str, ...],
-               arches: tuple[str, ...], ref: str | None, jobs: int, run: dict[str, Any],
-               as_json: bool) -> None:
-    """``giftbox build`` for several targets (``--all`` or ``--jobs``): concurrently, a
-    failure not stopping the others, a summary at the end."""
-    from giftbox.cli.build import _targets
-    from giftbox.errors import BuildError
-    from giftbox.nightly import Outcome, Target, TargetReporter, load_specs, run_targets
-    from giftbox.pipeline import run_target
-
-    targets = []
-    for spec in load_specs(app.settings, projects):
-        try:
-            pairs = _targets(app, spec, distros, arches)
-        except BuildError:
-            if not projects:  # --all: a spec with nothing runnable here is not an error
-                continue
-            raise
-        targets += [Target(spec, d, a) for d, a in pairs]
-
-    def work(target: Target, reporter: TargetReporter) -> Outcome:
-        result = run_target(target.spec, target.distro, target.arch, app.settings, reporter,
-                            ref=ref, **run)
-        b, p = result.build, result.package
-        return Outcome(target.spec.name, target.distro.name, target.arch.value,
-                       "unchanged" if b.cached else "built",
-                       detail=", ".join(f"published to {c}" for c in result.published),
-                       upstream_commit=b.manifest.upstream_commit, build_key=b.key,
-                       build_id=b.build_id, version=p.version if p else "",
-                       filename=p.path.name if p else "", digest=p.sha256 if p else "",
-                       log_path=str(b.log_path), result=result)
-
-    outcomes = run_targets(targets, work, app.settings, jobs=jobs)
-    failed = [o for o in outcomes if o.outcome == "failed"]
-    if as_json:
-        emit_json({"builds": [o.result.as_dict() for o in outcomes if o.result is not None],
-                   "targets": [o.as_dict() for o in outcomes]})
-    else:
-        click.echo(f"{len(outcomes)} target(s): {len(outcomes) - len(failed)} ok, "
-                   f"{len(failed)} failed")
-        for o in outcomes:
-            click.echo("  " + o.line().replace("\n", "\n  "))
-            if o.result is not None and o.result.package is not None:
-                click.echo(f"            package: {o.result.package.path}")
-    if failed:
-        sys.exit(max(o.exit_code for o in failed) or 1)
 
 
 @cli.command("matrix")
