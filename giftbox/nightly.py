@@ -44,7 +44,6 @@ from giftbox.spec import Spec
 from giftbox.targets import OUTCOMES, Catalog, Outcome, Target, matrix_targets
 from giftbox.ui import Reporter
 
-
 # --- what happened ------------------------------------------------------------------------
 
 
