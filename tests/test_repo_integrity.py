@@ -199,7 +199,7 @@ CONTROL = (b"Package: giftbox-hand\nVersion: 1.0-1~deb12\nArchitecture: all\n"
            b"Maintainer: t <t@giftbox.invalid>\nDescription: hand made\n")
 
 
-@pytest.mark.parametrize(("why", "control", "message"), [
+BAD_CONTROLS = [
     ("second stanza", CONTROL + b"\nPackage: giftbox-phantom\nVersion: 6.6-6~deb12\n"
                                 b"Architecture: all\n", "blank"),
     ("duplicate Package", CONTROL + b"Package: giftbox-other\n", "twice"),
@@ -210,7 +210,11 @@ CONTROL = (b"Package: giftbox-hand\nVersion: 1.0-1~deb12\nArchitecture: all\n"
     ("upper-case name", CONTROL.replace(b"giftbox-hand", b"Giftbox-Hand"), "package name"),
     ("whitespace-only line", CONTROL + b" \n", "blank"),
     ("bad version", CONTROL.replace(b"1.0-1~deb12", b"one-1~deb12"), "not a Debian version"),
-])
+]
+
+
+@pytest.mark.parametrize(("why", "control", "message"), BAD_CONTROLS,
+                         ids=[why for why, _, _ in BAD_CONTROLS])
 def test_hand_made_debs_with_bad_control_are_refused(tree: Tree, tmp_path: Path, why: str,
                                                      control: bytes, message: str) -> None:
     deb = hand_made_deb(tmp_path, control)

@@ -1175,8 +1175,10 @@ def channel_state(settings: Settings, channel: str) -> ChannelState:
     """What ``channel`` holds (the channel must be configured), including what an
     interrupted publish added, listed under ``pending`` until the next publish completes."""
     get_channel(settings, channel)
-    state = load_state(settings, channel)
+    # The journal first: a change writes it before the state and removes it after, so this
+    # order never misses a change that recovery is folding in meanwhile (no lock is taken).
     journal = load_journal(channel_dir(settings, channel))
+    state = load_state(settings, channel)
     if journal is not None and (journal.serial == 0 or journal.serial > state.serial):
         _fold(journal, state)
     return state
