@@ -139,7 +139,8 @@ def _set(tree: Any, path: tuple[Any, ...], value: Any) -> Any:
 
 RAW_SNIPPETS = ["!!int abc", "!!bool maybe", "0x10", "1:20", "&a [*a]", "*nope", "? [a]",
                 "{", "[", "'", '"\\0"', "\t", "%YAML 1.1", "---", "!!python/object:os.system",
-                "<<: {a: 1}", "\x00", "\xe9", "- -", ": :"]
+                "<<: {a: 1}", "\x00", "\xe9", "- -", ": :", "9" * 5000, "2001-01-01 99:99:99",
+                "!!binary '***'", "!!float x", "!!timestamp 1", ".inf", "0o17"]
 
 
 @st.composite

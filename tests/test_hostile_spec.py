@@ -402,8 +402,11 @@ channels:
     (CHANNELS + "    key_file: 5\n", "key_file: expected a string"),
     (CHANNELS + "    description: \"\\0\"\n", "control character"),
     ("channels:\n  nightly: " + "[" * 5000 + "]" * 5000 + "\n", "nests"),
+    (CHANNELS.replace("keep: 3", "keep: " + "9" * 5000), "a value cannot be read"),
+    (CHANNELS.replace("keep: 3", "keep: 2001-01-01 99:99:99"), "a value cannot be read"),
 ], ids=["dup-channel", "dup-keep", "key-option", "key-dash", "arches-empty", "arches-int",
-        "distros-nested", "key-file-int", "description-nul", "deep"])
+        "distros-nested", "key-file-int", "description-nul", "deep", "int-5000-digits",
+        "bad-timestamp"])
 def test_channels_yaml_refusals(root: Path, cache: Path, body: str, says: str) -> None:
     (root / "channels.yaml").write_text(body)
     settings = Settings.resolve(root=root, env=dict(os.environ, GIFTBOX_CACHE=str(cache)))

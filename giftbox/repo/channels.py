@@ -129,6 +129,10 @@ def load_channels(settings: Settings) -> dict[str, Channel]:
         raise RepoError(f"{path}: not valid YAML: {shown(str(exc), 300)}") from None
     except RecursionError:
         raise RepoError(f"{path}: nests too deeply to read") from None
+    except (ValueError, TypeError, OverflowError) as exc:
+        # a value YAML resolves but Python cannot hold: a 5,000-digit number, 99:99:99 o'clock
+        raise RepoError(f"{path}: a value cannot be read ({shown(str(exc), 120)})",
+                        hint="quote it, or write a plain number or string") from None
     raw = data.get("channels") if isinstance(data, dict) else None
     if not isinstance(raw, dict) or not raw:
         raise RepoError(f"{path}: expected a mapping 'channels:' of channel name to settings")
