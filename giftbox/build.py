@@ -133,6 +133,23 @@ def _present_wheels(wheelhouse: Path) -> set[tuple[str, str]]:
     return found
 
 
+def build_requirements_locked(requirements: tuple[str, ...] | list[str],
+                              lock_text: str) -> bool:
+    """Whether the lock pins every build requirement (so the deps venv can build the
+    project's wheel without an isolated env of its own)."""
+    from packaging.requirements import InvalidRequirement, Requirement
+
+    pinned = {p.name for p in lock.pins(lock_text)}
+    for text in requirements:
+        try:
+            name = canonicalize_name(Requirement(text).name)
+        except InvalidRequirement:
+            return False
+        if name not in pinned:
+            return False
+    return bool(requirements)
+
+
 def _failed_package(output: str) -> str | None:
     for pattern in (r"Failed building wheel for (\S+)", r"Failed to build (\S+)",
                     r"No matching distribution found for (\S+)",
@@ -307,9 +324,10 @@ class Builder:
         (work / "pins.txt").write_text(lock.pins_text(lock.pins(lock_text)))
         # The project's wheel depends on the patched source and the build tools (lock, image)
         # only: a build whose other inputs changed (prefix, bindings) reuses it.
+        in_venv = build_requirements_locked(meta.build_requirements, lock_text)
         wheel_key = _key({"recipe": RECIPE, "commit": upstream.commit, "patches": patch_digest,
                           "lock": lock_digest, "image": image.image_id,
-                          "version": upstream.version})
+                          "version": upstream.version, "isolated": not in_venv})
         wheel_cache = (settings.cache_dir / "wheels" / f"{spec.name}-{distro.name}-"
                        f"{arch.value}" / wheel_key[:16])
         tree_dir = directory / "src"
@@ -327,8 +345,10 @@ class Builder:
                        workdir=BUILD_DIR) as c:
             if not (work / "dist").is_dir():
                 self._install_build_packages(c, log_path)
-                with self._timed(f"wheel: build {spec.name} with build"):
-                    self._build_wheel(c, upstream.version, log_path)
+                with self._timed(f"wheel: build {spec.name} "
+                                 f"{'in the deps venv' if in_venv else 'with build'}"):
+                    self._build_wheel(c, upstream.version, log_path,
+                                      prefix if in_venv else None)
                 self._store_wheel(wheel_cache, work, src_record)
             wheel = next((work / "dist").glob("*.whl")).name
             with self._timed(f"install: {spec.name} into the venv"):
@@ -433,6 +453,7 @@ class Builder:
         with locked(layer):
             if (layer / "audit-deps.json").is_file():
                 self.reporter.info(f"==> deps layer {key[:16]}: cached")
+                _package_modes(layer)
                 return layer
             tmp = layer.with_name(f"{layer.name}.tmp")
             shutil.rmtree(tmp, ignore_errors=True)
@@ -461,6 +482,7 @@ class Builder:
                     audit.gate(spec, audit.failures(report), log_path)
             (tmp / "audit-deps.json").write_text(json.dumps(report, indent=2) + "\n")
             shutil.rmtree(work)
+            _package_modes(tmp)
             tmp.rename(layer)
             return layer
 
@@ -623,7 +645,13 @@ class Builder:
                     "--no-compile", *what]
         c.call(argv, log_path=log_path, stream=False)
 
-    def _build_wheel(self, c: Container, upstream_version: str, log_path: Path) -> None:
+    def _build_wheel(self, c: Container, upstream_version: str, log_path: Path,
+                     prefix: str | None = None) -> None:
+        """The project's wheel into ``BUILD_DIR/dist``. With ``prefix`` (every build
+        requirement is pinned by the lock, so the deps venv there holds exactly the versions
+        an isolated build env would get from the same pins): built in that venv without an
+        isolated env, pip checking the build requirements (static and dynamic) are met;
+        otherwise with ``build`` in an isolated env filled offline from the wheelhouse."""
         # A private, writable copy: pbr and setuptools write into the tree they build.
         c.call(["rm", "-rf", f"{BUILD_DIR}/src", f"{BUILD_DIR}/dist"], stream=False)
         c.call(["cp", "-a", SRC_DIR, f"{BUILD_DIR}/src"], stream=False)
@@ -632,9 +660,18 @@ class Builder:
                # Patches add commits on top of the release: keep the upstream version.
                "PBR_VERSION": upstream_version,
                "SETUPTOOLS_SCM_PRETEND_VERSION": upstream_version}
+        if prefix is not None:
+            # -B and PYTHONDONTWRITEBYTECODE: the build imports setuptools from the venv and
+            # must leave no bytecode of its own there.
+            argv = [f"{prefix}/bin/python", "-B", "-m", "pip", "wheel", "--no-build-isolation",
+                    "--check-build-dependencies", "--no-deps", "--no-index", "--progress-bar",
+                    "off", "--wheel-dir", f"{BUILD_DIR}/dist", f"{BUILD_DIR}/src"]
+            env["PYTHONDONTWRITEBYTECODE"] = "1"
+        else:
+            argv = [f"{TOOLS}/python", "-m", "build", "--wheel", "--outdir", f"{BUILD_DIR}/dist",
+                    f"{BUILD_DIR}/src"]
         try:
-            c.call([f"{TOOLS}/python", "-m", "build", "--wheel", "--outdir", f"{BUILD_DIR}/dist",
-                    f"{BUILD_DIR}/src"], env=env, log_path=log_path, stream=self.settings.verbose)
+            c.call(argv, env=env, log_path=log_path, stream=self.settings.verbose)
         except CommandFailed as exc:
             raise BuildError(f"building {self.spec.name}'s wheel failed:\n"
                              + "\n".join(exc.output.splitlines()[-20:]),
@@ -682,6 +719,18 @@ def _replace(path: Path, data: bytes) -> None:
     tmp.write_bytes(data)
     shutil.copymode(path, tmp)
     tmp.replace(path)
+
+
+def _package_modes(layer: Path) -> None:
+    """The modes a package gives the deps layer's files (0644/0755, extensions not
+    executable), given once to the layer: packaging stages its files by hard link and must
+    otherwise copy every file whose mode it changes (a chmod there would reach every build)."""
+    marker = layer / "modes-normalised"
+    if not marker.exists():
+        from giftbox.package.layout import _normalise_modes
+
+        _normalise_modes(layer / "venv")
+        marker.write_text("")
 
 
 def link_tree(src: Path, dst: Path) -> None:
