@@ -8,6 +8,7 @@ thread floor (see ``Compression``). Nothing in control or the scripts names a bu
 
 from __future__ import annotations
 
+import fcntl
 import gzip
 import hashlib
 import io
@@ -232,13 +233,18 @@ def refresh_apt_lists(c: Any, folder: Path, reporter: Reporter, label: str,
     """`apt-get update` in the container ``c`` (which mounts ``folder`` at /var/lib/apt/lists)
     unless the lists there are younger than ``max_age`` seconds; True when it ran."""
     now = time.time() if now is None else now
-    age = apt_lists_age(folder, now)
-    if age is not None and age < max_age:
-        reporter.info(f"==> apt lists of the {label} builder: fresh ({int(age)} s old)")
-        return False
-    with reporter.stage(f"apt-get update in the {label} builder"):
-        c.call(["apt-get", "update", "-qq"], stream=False)
-    mark_apt_lists(folder, now)
+    # Targets packaged at once (build --jobs, nightly) share the folder: one updates while
+    # the others wait, then find the lists fresh (apt's own lock would fail them instead).
+    # Beside the folder, not in it: apt-get update deletes files it does not know there.
+    with open(folder.with_name(folder.name + ".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        age = apt_lists_age(folder, now)
+        if age is not None and age < max_age:
+            reporter.info(f"==> apt lists of the {label} builder: fresh ({int(age)} s old)")
+            return False
+        with reporter.stage(f"apt-get update in the {label} builder"):
+            c.call(["apt-get", "update", "-qq"], stream=False)
+        mark_apt_lists(folder, now)
     return True
 
 
