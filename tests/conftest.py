@@ -185,6 +185,18 @@ def runtime_image() -> str:
     return RUNTIME_IMAGE
 
 
+# --- the fast tier: pytest -m "not docker and not slow" -----------------------------------
+
+# A test that signs (a real gpg keyring, made once per session) is tool-driven: the slow tier.
+SLOW_FIXTURES = frozenset({"keyring_template"})
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        if SLOW_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)
+
+
 # --- CI must not pass when the engine tests did not run -----------------------------------
 
 _docker_outcomes: dict[str, int] = {"passed": 0, "skipped": 0}

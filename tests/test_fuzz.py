@@ -220,6 +220,7 @@ def _check_accepted(spec: Any) -> None:
         assert "@" not in text.split("//", 1)[-1].split("/", 1)[0] or "://" not in text
 
 
+@pytest.mark.slow
 @FUZZ
 @given(data=mutated_yaml(BASE_SPEC))
 def test_fuzz_spec_is_loaded_or_refused_by_name(fuzz_tree: Path, data: bytes) -> None:
@@ -241,6 +242,7 @@ def test_fuzz_spec_is_loaded_or_refused_by_name(fuzz_tree: Path, data: bytes) ->
         _check_accepted(spec)
 
 
+@pytest.mark.slow
 @FUZZ
 @given(data=mutated_yaml(BASE_CHANNELS))
 def test_fuzz_channels_yaml_is_loaded_or_refused_by_name(fuzz_tree: Path, data: bytes) -> None:
@@ -273,6 +275,7 @@ CLI = settings(max_examples=4, deadline=None, derandomize=True, database=None,
                                       HealthCheck.function_scoped_fixture])
 
 
+@pytest.mark.slow
 @CLI
 @given(spec=mutated_yaml(BASE_SPEC), channels=mutated_yaml(BASE_CHANNELS))
 def test_fuzz_cli_exit_codes(fuzz_tree: Path, spec: bytes, channels: bytes) -> None:

@@ -90,6 +90,7 @@ def replace(path: Path, text: str) -> None:
     tmp.replace(path)  # by rename, as every giftbox writer does
 
 
+@pytest.mark.slow
 def test_a_cached_lint_verdict_is_reused_only_for_the_same_digest(tmp_path: Path) -> None:
     tree = make_tree(tmp_path / "tree")
     cache, work = tmp_path / "cache", tmp_path / "work"
@@ -128,6 +129,7 @@ def test_a_cached_lint_verdict_is_reused_only_for_the_same_digest(tmp_path: Path
     assert (linted, cached) == (4, 0)
 
 
+@pytest.mark.slow
 def test_a_rejected_package_is_rejected_on_every_build(tmp_path: Path) -> None:
     # without the override, every file under /opt is an error (dir-or-file-in-opt)
     tree = make_tree(tmp_path / "tree", overrides=OVERRIDES.replace("dir-or-file-in-opt *",

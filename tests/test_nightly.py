@@ -371,6 +371,7 @@ def actionlint(files: list[Path], tmp_path: Path) -> subprocess.CompletedProcess
                           text=True, check=False)
 
 
+@pytest.mark.slow
 def test_workflows_pass_actionlint(tmp_path: Path) -> None:
     files = [REPO / ".github" / "workflows" / "nightly.yml",
              REPO / ".github" / "workflows" / "ci.yml"]

@@ -113,6 +113,7 @@ def test_manifest_for_another_prefix_is_refused(tmp_path: Path) -> None:
         build_package(venv, manifest, spec, debian, tmp_path / "out")
 
 
+@pytest.mark.slow
 def test_unknown_runtime_dependency_names_dep_and_distro(tmp_path: Path) -> None:
     # The host is Debian 12 and has apt lists: it stands in for the builder here.
     spec = write_spec(tmp_path, "demo", depends_deb=("iproute2", "no-such-package-giftbox"))
@@ -163,6 +164,7 @@ def test_fpm_command_line(tmp_path: Path) -> None:
                        for a in argv)
 
 
+@pytest.mark.slow
 def test_lintian_errors_fail_with_the_tags(tmp_path: Path) -> None:
     root = tmp_path / "bad"
     (root / "DEBIAN").mkdir(parents=True)

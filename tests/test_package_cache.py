@@ -34,6 +34,9 @@ from giftbox.pipeline import PackageInfo, package_build
 from giftbox.settings import Settings
 from giftbox.spec import load_spec
 
+# dpkg-deb, apt-cache and lintian on the host: the slow tier (pyproject.toml's markers).
+pytestmark = pytest.mark.slow
+
 TESTS = Path(__file__).resolve().parent
 VENV_KEY = "5e" * 32  # stands for the build stage's key of the cached venv
 

@@ -76,6 +76,7 @@ VERSIONS = ["1.0", "1.0-1", "1.0-1~deb12", "1.0-2~deb12", "1.0~rc1-1", "1:0.9-1"
             "2:1.0-1.el9", "1.0^post1-1.el9"]
 
 
+@pytest.mark.slow
 def test_version_order_matches_dpkg() -> None:
     dpkg = local[need("dpkg")]
     deb_versions = [v for v in VERSIONS if "^" not in v]  # ^ is not valid in Debian versions

@@ -18,6 +18,9 @@ from giftbox.errors import StateError
 from giftbox.records import MIGRATIONS, SCHEMA_VERSION, Records, open_records
 from giftbox.settings import Settings
 
+# A real PostgreSQL server on loopback: the slow tier (pyproject.toml's markers).
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture(scope="module")
 def pg() -> Iterator[PostgresServer]:

@@ -153,6 +153,7 @@ def test_missing_key_says_how_to_make_one(bare_tree: Tree, tmp_path: Path) -> No
     assert not (bare_tree.repos / "nightly" / "state.json").exists()
 
 
+@pytest.mark.slow
 def test_expired_key_is_refused_with_the_fix(bare_tree: Tree, tmp_path: Path) -> None:
     from giftbox.keys import init_key
 
@@ -171,6 +172,7 @@ def test_expired_key_is_refused_with_the_fix(bare_tree: Tree, tmp_path: Path) ->
     assert "--quick-set-expire" in (err.value.hint or "")
 
 
+@pytest.mark.slow
 def test_keys_init_prints_fingerprint_and_keeps_secrets_out_of_repos(bare_tree: Tree,
                                                                      tmp_path: Path) -> None:
     out = giftbox_cli(bare_tree, "keys", "init", "--channel", "nightly", "--algo", "ed25519",

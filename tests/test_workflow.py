@@ -377,6 +377,7 @@ def test_backport_refuses_unknown_and_conflicting_commits(root: Path, giftbox,
 # --- diff ------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_diff_lists_exactly_what_changed(root: Path, giftbox, tmp_path: Path) -> None:
     up = make_upstream(tmp_path / "up")
     tree, names = make_series(root, up, giftbox, tmp_path)
