@@ -87,9 +87,13 @@ class Catalog:
                                              frozenset(self.distros))
         return self._specs[project]
 
+    def projects(self) -> list[str]:
+        """Every project of the tree (specs/*.yaml), sorted."""
+        return list_projects(self.settings.root)
+
     def specs(self, projects: Sequence[str] = ()) -> list[Spec]:
         """The named specs, or every spec of the tree."""
-        return [self.spec(p) for p in projects or list_projects(self.settings.root)]
+        return [self.spec(p) for p in projects or self.projects()]
 
     def matrix(self, spec: Spec, *, runnable_only: bool = True) -> list[Target]:
         return matrix_targets(spec, self.distros, runnable_only=runnable_only)

@@ -7,9 +7,8 @@ from pathlib import Path
 import click
 
 from giftbox.cli import App, cli, emit_json, json_option, pass_app
-from giftbox.distros import load_distros
 from giftbox.errors import GiftboxError, PatchError
-from giftbox.spec import find_spec, list_projects
+from giftbox.targets import Catalog
 
 
 @cli.group("patches")
@@ -39,8 +38,7 @@ def export_cmd(app: App, project: str, tree: Path, as_json: bool) -> None:
     """
     from giftbox.workflow.export import export
 
-    spec = find_spec(app.settings.root, project,
-                     frozenset(load_distros(app.settings.builders_dir)))
+    spec = Catalog.load(app.settings).spec(project)
     result = export(spec, app.settings, tree)
     if as_json:
         emit_json(result.as_dict())
@@ -81,12 +79,12 @@ def check_cmd(app: App, project: str | None, all_projects: bool, as_json: bool) 
     if bool(project) == all_projects:
         raise click.UsageError("name one PROJECT, or pass --all")
     settings = app.settings
-    distros = frozenset(load_distros(settings.builders_dir))
+    catalog = Catalog.load(settings)
     reports: list[dict[str, object]] = []
     failed = False
-    for name in list_projects(settings.root) if all_projects else [project or ""]:
+    for name in catalog.projects() if all_projects else [project or ""]:
         try:
-            report = check_series(find_spec(settings.root, name, distros), settings,
+            report = check_series(catalog.spec(name), settings,
                                   app.reporter)
         except GiftboxError as exc:
             if not all_projects:

@@ -7,8 +7,7 @@ from pathlib import Path
 import click
 
 from giftbox.cli import App, cli, emit_json, json_option, pass_app
-from giftbox.distros import load_distros
-from giftbox.spec import find_spec
+from giftbox.targets import Catalog
 
 
 @cli.command("source")
@@ -36,7 +35,7 @@ def source_cmd(app: App, project: str, ref: str | None, into: Path | None,
     from giftbox import source as source_stage
 
     settings = app.settings
-    spec = find_spec(settings.root, project, frozenset(load_distros(settings.builders_dir)))
+    spec = Catalog.load(settings).spec(project)
     into = into or Path("build") / f"{project}-src"
     tree = source_stage.prepare(spec, into, settings, app.reporter, ref=ref)
     if as_json:
