@@ -5,10 +5,12 @@ the real builder definitions: no engine, no git."""
 from __future__ import annotations
 
 import dataclasses
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
-from conftest import git_spec, write_spec
+from conftest import REPO, git_spec, write_spec
 
 from giftbox.distros import Arch
 from giftbox.errors import BuilderError, BuildError
@@ -74,3 +76,17 @@ def test_build_all_leaves_out_specs_with_nothing_to_build_here(
     with pytest.raises(BuildError) as exc:
         catalog.select_many(["elsewhere"])
     assert "nothing to do for elsewhere" in exc.value.render()
+
+
+def test_the_cli_and_the_target_rooms_are_in_no_import_cycle() -> None:
+    # Every import counts, lazy ones too: cli/build.py and cli/nightly.py once imported each
+    # other. scripts/import-cycles reads the modules with ast; it imports nothing.
+    proc = subprocess.run([sys.executable, str(REPO / "scripts" / "import-cycles")],
+                          capture_output=True, text=True, check=False)
+    assert proc.returncode in (0, 1), proc.stderr
+    assert "import cycle group(s)" in proc.stdout
+    rooms = ("giftbox.cli.", "giftbox.targets", "giftbox.runner", "giftbox.progress",
+             "giftbox.nightly")
+    tangled = [line for line in proc.stdout.splitlines()
+               if any(r in line for r in rooms)]
+    assert tangled == [], proc.stdout
