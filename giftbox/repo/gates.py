@@ -158,7 +158,8 @@ def missing(db: Records, source: Channel, target: Channel,
                     continue
                 why = "no verdict" if v is None else \
                     f"failed {v.at}: {v.detail or 'see ' + str(v.log_path)}"
-                against = f" --against {target.name}" if check in ("upgrade", "migrate") else ""
+                # upgrade and migrate start from the target's version; vulns uses its allow:
+                against = f" --against {target.name}" if check != "install" else ""
                 command = (f"giftbox verify {project} --channel {source.name} --distro "
                            f"{e.distro} --arch {arch} --check {check}{against}")
                 if check == "reproducible":
