@@ -45,7 +45,7 @@ from giftbox import wheelhouse as wheelhouses
 from giftbox.builders import BuilderImage, ensure
 from giftbox.container import CommandFailed, Container, Mount
 from giftbox.distros import Arch, Distro
-from giftbox.errors import BuildError
+from giftbox.errors import BuildError, GiftboxError
 from giftbox.gitutil import locked
 from giftbox.manifest import BuildRecord, Manifest, PatchInfo
 from giftbox.package.layout import install_prefix, rootwrap_share
@@ -188,7 +188,8 @@ class Builder:
 
     # -- inputs ----------------------------------------------------------------------------
 
-    def inputs(self) -> tuple[source.Upstream, BuilderImage, lock.ProjectMeta, lock.LockInputs]:
+    def inputs(self, builder_arch: Arch | None = None
+               ) -> tuple[source.Upstream, BuilderImage, lock.ProjectMeta, lock.LockInputs]:
         spec = self.spec
         with self._timed("resolve: upstream and builder"):
             upstream = source.resolve(spec, self.settings, self.reporter, self.ref)
@@ -199,7 +200,7 @@ class Builder:
             # Before the image: refusing an incompatible Python costs nothing, while a
             # builder may have to be bootstrapped or pulled first.
             check_python(spec, meta, upstream.version, self.distro)
-            image = ensure(self.distro, self.arch, self.settings, self.reporter)
+            image = ensure(self.distro, builder_arch or self.arch, self.settings, self.reporter)
             constraints = lock.read_constraints(spec, self.settings)
             inputs = lock.lock_inputs(spec, meta, constraints, self.distro, self.arch)
         return upstream, image, meta, inputs
@@ -218,8 +219,23 @@ class Builder:
 
     # -- the lock command ------------------------------------------------------------------
 
+    def lock_builder_arch(self) -> Arch:
+        """Where the lock is computed: an arch uv resolves for by platform (ppc64le...) is
+        locked in the distro's builder for this machine's own arch, at native speed; the lock
+        is a function of its inputs (Python version, platform), not of where it ran."""
+        import platform
+
+        try:
+            host = Arch.parse(platform.machine())
+        except GiftboxError:
+            return self.arch
+        if self.arch.value in lock.UV_PLATFORMS and self.distro.supports(host):
+            return host
+        return self.arch
+
     def make_lock(self) -> Path:
-        upstream, image, meta, inputs = self.inputs()
+        builder_arch = self.lock_builder_arch()
+        upstream, image, meta, inputs = self.inputs(builder_arch)
         path = lock.lock_path(self.settings, self.spec, self.distro, self.arch)
         work = self.settings.cache_dir / "lock-work" / f"{self.spec.name}-{self.distro.name}-" \
             f"{self.arch.value}"
@@ -234,7 +250,10 @@ class Builder:
             log_path = work / "lock.log"
             with self._timed(f"lock: pip-compile {self.spec.name} for {self.distro.name}/"
                              f"{self.arch.value}"):
-                with Container(image, self.arch, self.settings, self.reporter,
+                if builder_arch is not self.arch:
+                    self.reporter.detail(f"resolving for {self.arch.value} (uv, by platform) in "
+                                         f"the {builder_arch.value} builder")
+                with Container(image, builder_arch, self.settings, self.reporter,
                                mounts=self.mounts(work, cache, wheelhouse),
                                workdir=BUILD_DIR) as c:
                     body = lock.compile_lock(c, inputs, work, log_path)
