@@ -544,7 +544,9 @@ def _inspect_sdist(settings: Settings, url: str, sha: str) -> tuple[bool, bool]:
         requires = []
     backends = {canonicalize_name(re.split(r"[\s<>=!~;\[(]", str(r), maxsplit=1)[0])
                 for r in requires}
-    rust = bool(backends & RUST_BACKENDS) or any(n.endswith("/Cargo.toml") for n in names)
+    # By its build backend: a Cargo.toml alone may be a vendored build system's test data
+    # (numpy's sdist carries meson's).
+    rust = bool(backends & RUST_BACKENDS)
     vendored = any("/vendor/" in n and n.endswith("/Cargo.toml") for n in names) or \
         any(n.endswith(("/.cargo/config.toml", "/.cargo/config")) for n in names)
     return rust, vendored
