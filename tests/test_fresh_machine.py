@@ -9,7 +9,9 @@ itself where the host allows it, else every capability the host has (these machi
 CAP_SYS_RESOURCE, and runc refuses ``--privileged`` without it) with seccomp, AppArmor and the
 masked /proc paths lifted and /sys and the cgroup hierarchies remounted writable, which is what
 ``--privileged`` adds. It shares the host's network (this project's machines route out only
-from the host's namespace); its engine is told to leave the host's bridge alone. The host's CA bundle and pip configuration go in, as
+from the host's namespace), so its engine gets a bridge of its own, made for the test: an engine
+with ``"bridge": "none"`` deletes ``docker0`` at start, which in a shared namespace is the
+host's (the test checks the host's bridge is still there afterwards). The host's CA bundle and pip configuration go in, as
 they would be on an operator's machine behind a TLS-intercepting proxy.
 
 Then the bad input: the same machine without the privileges binfmt_misc needs, where
@@ -101,10 +103,17 @@ def start(image: str, name: str, *, privileged: bool, extra: tuple[str, ...] = (
 def fresh(base_image: str) -> Iterator[tuple[str, float]]:
     """A clean Debian 12 after `scripts/setup-machine`, and how long setup-machine took."""
     name = f"giftbox-fresh-{os.getpid()}"
-    # /var/lib/docker as a volume: the inner engine's overlay2 cannot sit on the container's
-    # own overlay root.
-    start(base_image, name, privileged=True, extra=("--mount", "type=volume,dst=/var/lib/docker"))
+    had_docker0 = Path("/sys/class/net/docker0").exists()
+    bridge = f"gbfresh{os.getpid() % 100000}"
+    subnet = f"10.250.{20 + os.getpid() % 200}.1/24"
+    for argv in (["ip", "link", "add", "name", bridge, "type", "bridge"],
+                 ["ip", "addr", "add", subnet, "dev", bridge], ["ip", "link", "set", bridge, "up"]):
+        subprocess.run(argv, check=True, capture_output=True)
     try:
+        # /var/lib/docker as a volume: the inner engine's overlay2 cannot sit on the
+        # container's own overlay root.
+        start(base_image, name, privileged=True,
+              extra=("--mount", "type=volume,dst=/var/lib/docker"))
         docker("exec", name, "test", "!", "-e", "/usr/bin/python3")  # really nothing there
         copy_in(name, CA_BUNDLE, str(CA_BUNDLE))
         # kept when apt's ca-certificates regenerates the bundle
@@ -113,7 +122,7 @@ def fresh(base_image: str) -> Iterator[tuple[str, float]]:
             if config.exists():
                 copy_in(name, config, str(config))
         docker("exec", name, "sh", "-c", "mkdir -p /etc/docker && "
-               "echo '{\"bridge\": \"none\"}' > /etc/docker/daemon.json")
+               f"echo '{{\"bridge\": \"{bridge}\"}}' > /etc/docker/daemon.json")
         # as Debian's own container images have it: dpkg does not fsync every file
         docker("exec", name, "sh", "-c", "echo force-unsafe-io > "
                "/etc/dpkg/dpkg.cfg.d/docker-apt-speedup")
@@ -129,6 +138,9 @@ def fresh(base_image: str) -> Iterator[tuple[str, float]]:
         yield name, took
     finally:
         docker("rm", "-f", "-v", name, check=False)
+        subprocess.run(["ip", "link", "del", bridge], check=False, capture_output=True)
+        assert Path("/sys/class/net/docker0").exists() or not had_docker0, \
+            "the host's docker0 bridge is gone"
 
 
 def in_fresh(name: str, *argv: str, workdir: str = "/") -> subprocess.CompletedProcess[str]:
