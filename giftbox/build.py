@@ -62,7 +62,7 @@ WHEELHOUSE_DIR = lock.WHEELHOUSE_DIR
 CACHE_DIR = lock.CACHE_DIR
 LOCK_NAME = "giftbox-lock.txt"  # in the venv root, beside giftbox-manifest.json
 # Bumped when the way a venv is assembled changes, so old cache entries are not reused.
-RECIPE = "6"
+RECIPE = "7"
 
 _WHEEL_RE = re.compile(r"^(?P<name>[^-]+)-(?P<version>[^-]+)(-\d[^-]*)?-[^-]+-[^-]+-[^-]+\.whl$")
 
@@ -383,6 +383,7 @@ class Builder:
                     paths.append(shim)
                 self._compile(c, prefix, [prefix + "/" + str(p.relative_to(venv_dir))
                                           for p in paths], log_path)
+                fix_records(site, set(), set(), bytecode=True)
             with self._timed("audit"):
                 problems = audit.pip_check(c, prefix, log_path)
                 report = audit.run_scope(c, "project", prefix, spec, meta.name, work, log_path)
@@ -496,6 +497,7 @@ class Builder:
                     (tmp / "venv" / LOCK_NAME).write_text(lock_text)
                 with self._timed("bytecode: hash-based .pyc for the dependencies"):
                     self._compile(c, prefix, [f"{prefix}/lib"], log_path)
+                    fix_records(_site_packages(tmp / "venv"), set(), set(), bytecode=True)
                 with self._timed("audit: the dependencies"):
                     report = audit.run_scope(c, "deps", prefix, spec, dist_name, work, log_path)
                     audit.gate(spec, audit.failures(report), log_path)
@@ -840,11 +842,13 @@ def _record_hash(data: bytes) -> str:
     return "sha256=" + digest.decode()
 
 
-def fix_records(site: Path, changed: set[Path], removed: set[Path]) -> None:
+def fix_records(site: Path, changed: set[Path], removed: set[Path], *,
+                bytecode: bool = False) -> None:
     """Keep every dist-info's RECORD true to the tree: entries of ``removed`` files and of
     files that are not there go (virtualenv's seeder lists .pyc files outside __pycache__ and
-    directories), entries of ``changed`` files get their new hash and size (PEP 376/627); the
-    rest of each line is kept byte for byte. Only RECORDs that change are rewritten (by
+    directories), entries of ``changed`` files get their new hash and size (PEP 376/627), and
+    with ``bytecode`` so do the .pyc files a wheel shipped and compileall rewrote (numpy's);
+    the rest of each line is kept byte for byte. Only RECORDs that change are rewritten (by
     rename)."""
     for record in sorted(site.glob("*.dist-info/RECORD")):
         text = record.read_text()
@@ -856,12 +860,14 @@ def fix_records(site: Path, changed: set[Path], removed: set[Path]) -> None:
             if target is not None and (target in removed or not target.is_file()):
                 edited = True
                 continue
-            if target is not None and target in changed and len(row) >= 3 and row[1]:
+            if target is not None and len(row) >= 3 and row[1] and (
+                    target in changed or (bytecode and target.suffix == ".pyc")):
                 data = target.read_bytes()
-                buf = io.StringIO()
-                csv.writer(buf, lineterminator="").writerow(
-                    [row[0], _record_hash(data), str(len(data))])
-                line, edited = buf.getvalue(), True
+                if row[1] != _record_hash(data) or row[2] != str(len(data)):
+                    buf = io.StringIO()
+                    csv.writer(buf, lineterminator="").writerow(
+                        [row[0], _record_hash(data), str(len(data))])
+                    line, edited = buf.getvalue(), True
             out.append(line)
         if edited:
             _replace(record, ("\n".join(out) + "\n").encode())
