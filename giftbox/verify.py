@@ -47,7 +47,8 @@ from typing import Any
 
 from giftbox.distros import Arch, Distro
 from giftbox.errors import GiftboxError, RepoError, VerifyError
-from giftbox.repo.gates import CHECKS, Allowance
+from giftbox.repo.gates import VERIFY_CHECKS as CHECKS  # reproducible: giftbox rebuild
+from giftbox.repo.gates import Allowance
 from giftbox.settings import Settings
 from giftbox.ui import NULL_REPORTER, Reporter
 

@@ -33,7 +33,8 @@ if TYPE_CHECKING:
     from giftbox.repo.publish import Entry
     from giftbox.settings import Settings
 
-CHECKS = ("install", "upgrade", "migrate", "vulns", "reproducible")  # the last: giftbox rebuild --check
+VERIFY_CHECKS = ("install", "upgrade", "migrate", "vulns")  # what giftbox verify runs
+CHECKS = (*VERIFY_CHECKS, "reproducible")  # the last: giftbox rebuild --check records it
 
 
 @dataclass(frozen=True)
