@@ -9,10 +9,13 @@ Public API (everything else is internal):
 - ``publish_objects(channel, digests, settings, reporter)``: add pool objects by sha256 (what
   ``promote`` does: hard links, no bytes copied), then republish.
 - ``republish(channel, settings, reporter)``: regenerate and re-sign everything.
-- ``withdraw(channel, filenames, settings, reporter)`` / ``change(channel, plan, ...)``: remove
-  entries (and add pool objects) under the channel lock, then republish: prune and rollback.
-- ``giftbox.repo.promote``: promote, rollback, prune, gc, pin/unpin, channel history (imported
-  on use: it reads the build records database).
+- ``withdraw(channel, filenames, settings, reporter)`` / ``change(channel, plan, ...,
+  record=)``: remove entries (and add pool objects) under the channel lock, then republish,
+  with the records ``record`` returns, as one journaled transaction (publish.py's docstring):
+  promotion, prune and rollback.
+- ``giftbox.repo.promote``: promote, ``move`` (a list of ``Move``s into one channel, all or
+  none: release promotion), rollback, prune, gc, pin/unpin, channel history (imported on use:
+  it reads the build records database).
 - ``giftbox.repo.vercmp``: dpkg's and rpm's version order.
 - ``channel_state(settings, name)``: the ``ChannelState`` recorded in
   ``repos/<channel>/state.json`` (entries by filename, each with its pool digest).

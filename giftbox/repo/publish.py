@@ -728,7 +728,6 @@ def _publish_entries(ch: Channel, plan: Plan, settings: Settings,
                            retired=[r for r in state.retired if r["path"] not in live_now])
         created = [dest for e in added for dest in _link_all(pool, objects[e.filename], root,
                                                              e.paths)]
-        swapped = False
         with _critical():
             _write_json(root / JOURNAL, txn.as_dict())
             _fault("journal")
@@ -744,11 +743,9 @@ def _publish_entries(ch: Channel, plan: Plan, settings: Settings,
             with reporter.stage("swap"):
                 for repo_id, (link, gen_rel, gen_name) in built.items():
                     _swap(link, gen_rel)
-                    swapped = True
                     _fault("swap")
                     new.generations[repo_id] = gen_name
                     _prune_generations(link)
-            assert swapped or not built
             new.pending = []
             new.key = key.fingerprint
             new.retired = _expire_retired(root, new) + retire
