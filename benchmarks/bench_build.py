@@ -119,7 +119,8 @@ def new_patch(root: Path, project: str, source: Path, rel: str, n: int) -> Path:
     patch = patches / f"9{n:03d}-bench-round-{n}.patch"
     patch.write_text(diff)
     spec = root / "specs" / f"{project}.yaml"
-    lines = [line for line in spec.read_text().splitlines(True) if "-bench-round-" not in line]
+    lines = [line.replace("patches: []", "patches:") for line in
+             spec.read_text().splitlines(True) if "-bench-round-" not in line]
     at = next(i for i, line in enumerate(lines) if line.startswith("patches:")) + 1
     while at < len(lines) and lines[at].startswith("  - "):
         at += 1
@@ -154,6 +155,10 @@ export DH_VIRTUALENV_INSTALL_ROOT=/opt/openstack
 export PBR_VERSION={version}
 %:
 \tdh $@ --with python-virtualenv
+
+# dh_virtualenv installs the project; debhelper's own build system steps have nothing to do
+override_dh_auto_clean override_dh_auto_configure override_dh_auto_build:
+override_dh_auto_test override_dh_auto_install:
 
 override_dh_virtualenv:
 \tdh_virtualenv --builtin-venv --python /usr/bin/python3 \\
@@ -205,9 +210,18 @@ def dhv_source(work: Path, name: str, version: str, sdist_or_tree: Path,
 def dh_virtualenv(work: Path, pip_cache: Path) -> tuple[float, dict[str, float]]:
     """debuild -b in the dh-virtualenv container; the wall time and per-stage times."""
     pip_cache.mkdir(parents=True, exist_ok=True)
+    # The host's CA bundle, as giftbox's builders get it (TLS-intercepting proxies).
+    ca = next((p for p in ("/etc/ssl/certs/ca-certificates.crt",
+                           "/etc/pki/tls/certs/ca-bundle.crt") if Path(p).is_file()), None)
+    trust = ["-v", f"{ca}:/run/giftbox/ca-bundle.crt:ro"] + [
+        f"--env={name}=/run/giftbox/ca-bundle.crt"
+        for name in ("PIP_CERT", "SSL_CERT_FILE", "REQUESTS_CA_BUNDLE")] if ca else []
     argv = ["docker", "run", "--rm", "--network", "host", "-v", f"{work}:/build",
-            "-v", f"{pip_cache}:/root/.cache/pip", "-w", "/build/src", DHV_IMAGE,
-            "debuild", "--no-conf", "-b", "-us", "-uc", "--lintian-opts", "--allow-root"]
+            "-v", f"{pip_cache}:/root/.cache/pip", *trust, "-w", "/build/src", DHV_IMAGE,
+            # debuild clears the environment: keep the trust settings
+            "debuild", "--no-conf", *(f"--preserve-envvar={v}" for v in
+                                      ("PIP_CERT", "SSL_CERT_FILE", "REQUESTS_CA_BUNDLE")),
+            "-b", "-us", "-uc", "--lintian-opts", "--allow-root"]
     start = time.monotonic()
     marks: list[tuple[float, str]] = [(start, "prepare")]
     tail: list[str] = []
@@ -250,10 +264,12 @@ def compare(title: str, rounds: int, run_a, run_b) -> None:  # type: ignore[no-u
         total, stages, hit = run_a(n)
         a_runs.append((total, stages))
         hits.append(hit)
-        print(f"  round {n} A giftbox: {total:.1f} s; no change: {hit:.2f} s", flush=True)
+        print(f"  round {n} A giftbox: {total:.1f} s; no change: {hit:.2f} s  ("
+              + ", ".join(f"{k} {v:.1f}" for k, v in stages.items()) + ")", flush=True)
         total_b, stages_b = run_b(n)
         b_runs.append((total_b, stages_b))
-        print(f"  round {n} B dh-virtualenv: {total_b:.1f} s", flush=True)
+        print(f"  round {n} B dh-virtualenv: {total_b:.1f} s  ("
+              + ", ".join(f"{k} {v:.1f}" for k, v in stages_b.items()) + ")", flush=True)
     for label, runs in (("A giftbox (warm, a new patch)", a_runs),
                         ("B dh-virtualenv + debuild -b", b_runs)):
         names = list(dict.fromkeys(k for _t, s in runs for k in s))
