@@ -188,8 +188,10 @@ class Builder:
 
     # -- inputs ----------------------------------------------------------------------------
 
-    def inputs(self, builder_arch: Arch | None = None
-               ) -> tuple[source.Upstream, BuilderImage, lock.ProjectMeta, lock.LockInputs]:
+    # The arch whose builder image inputs() ensures, when not the target's (make_lock).
+    builder_arch: Arch | None = None
+
+    def inputs(self) -> tuple[source.Upstream, BuilderImage, lock.ProjectMeta, lock.LockInputs]:
         spec = self.spec
         with self._timed("resolve: upstream and builder"):
             upstream = source.resolve(spec, self.settings, self.reporter, self.ref)
@@ -200,7 +202,8 @@ class Builder:
             # Before the image: refusing an incompatible Python costs nothing, while a
             # builder may have to be bootstrapped or pulled first.
             check_python(spec, meta, upstream.version, self.distro)
-            image = ensure(self.distro, builder_arch or self.arch, self.settings, self.reporter)
+            image = ensure(self.distro, self.builder_arch or self.arch, self.settings,
+                           self.reporter)
             constraints = lock.read_constraints(spec, self.settings)
             inputs = lock.lock_inputs(spec, meta, constraints, self.distro, self.arch)
         return upstream, image, meta, inputs
@@ -234,8 +237,8 @@ class Builder:
         return self.arch
 
     def make_lock(self) -> Path:
-        builder_arch = self.lock_builder_arch()
-        upstream, image, meta, inputs = self.inputs(builder_arch)
+        builder_arch = self.builder_arch = self.lock_builder_arch()
+        upstream, image, meta, inputs = self.inputs()
         path = lock.lock_path(self.settings, self.spec, self.distro, self.arch)
         work = self.settings.cache_dir / "lock-work" / f"{self.spec.name}-{self.distro.name}-" \
             f"{self.arch.value}"
