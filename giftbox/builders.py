@@ -469,10 +469,14 @@ def check_rootfs(rootfs: Path, distro: Distro, arch: Arch) -> None:
                                 "Architectures:) and that mmdebstrap's output has no errors")
 
 
+# A package file its own index lists is missing from the pool: the pool is behind the index.
+_POOL_404 = re.compile(r"Failed to fetch \S+/pool/\S+\s+404\b")
+
+
 def _mid_sync(tail: collections.deque[str] | list[str]) -> str | None:
     """The apt error line that says a mirror is mid-sync, if any."""
     for line in tail:
-        if any(marker in line for marker in _MID_SYNC):
+        if any(marker in line for marker in _MID_SYNC) or _POOL_404.search(line):
             return line.strip()
     return None
 

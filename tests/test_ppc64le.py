@@ -157,6 +157,10 @@ def test_a_mirror_mid_sync_is_recognised() -> None:
             "binary-ppc64el/Packages.xz  File has unexpected size (5640 != 5712). Mirror sync "
             "in progress? [IP: 151.101.2.132 80]", "E: Some index files failed to download."]
     assert "trixie-updates" in (builders._mid_sync(tail) or "")
+    # ...and later that day: the index lists files the pool does not have yet.
+    pool = ["E: Failed to fetch http://deb.debian.org/debian/pool/main/g/glibc/libc6_2.41-12%2b"
+            "deb13u5_ppc64el.deb  404  Not Found [IP: 203.0.113.80 80]"]
+    assert "libc6_2.41" in (builders._mid_sync(pool) or "")
     assert builders._mid_sync(["E: Unable to locate package python3"]) is None
 
 
