@@ -584,7 +584,8 @@ def _bootstrap_debian(client: docker.DockerClient, d: Definition, settings: Sett
                 f"cannot bootstrap {d.distro.name}/{d.arch.value}: the mirror was caught "
                 f"mid-sync for {d.distro.bootstrap.suite} ({d.arch.deb}) {retries} times, "
                 f"{delay:.0f} s apart: {synced}",
-                hint="the archive's indexes disagree with its Release file while it syncs: "
+                hint="while a mirror syncs, its indexes disagree with its Release file or "
+                     "with its pool: "
                      "try again later, or set bootstrap.mirror to another mirror in "
                      f"{_where(d.distro)} (GIFTBOX_MIRROR_RETRIES and "
                      "GIFTBOX_MIRROR_RETRY_DELAY set how long to insist)")
