@@ -110,7 +110,8 @@ def new_patch(root: Path, project: str, source: Path, rel: str, n: int) -> Path:
     """A plain diff appending a comment to ``rel`` (its text as ``source`` has it), added
     to the spec's series in place of the previous round's."""
     text = (source / rel).read_text()
-    after = text + f"# giftbox benchmark round {n}\n"
+    # a nonce: a patch never seen before, so no cache (the project's wheel) knows it
+    after = text + f"# giftbox benchmark round {n} ({time.time_ns()})\n"
     diff = "".join(difflib.unified_diff(text.splitlines(True), after.splitlines(True),
                                         f"a/{rel}", f"b/{rel}"))
     patches = root / "patches" / project
@@ -231,7 +232,8 @@ def dh_virtualenv(work: Path, pip_cache: Path) -> tuple[float, dict[str, float]]
         for line in proc.stdout:
             tail = (tail + [line])[-40:]
             now = time.monotonic()
-            step = re.match(r"^\s+(dh_\w+)", line)
+            # dh prints each step indented, an override as "debian/rules override_dh_..."
+            step = re.match(r"^\s+(?:debian/rules override_)?(dh_\w+)", line)
             if step:
                 marks.append((now, step.group(1)))
             elif line.startswith("Now running lintian"):
