@@ -43,9 +43,13 @@ def verify_cmd(app: App, project: str, channel: str, distro: str | None, arch: s
         results = verify(app.settings, project, channel, distro=distro, arch=arch,
                          checks=checks, against=against, reporter=app.reporter)
     except VerifyFailed as exc:
-        if as_json:
-            emit_json({"passed": False, "results": [r.as_dict() for r in exc.results]})
-        raise
+        if not as_json:
+            raise
+        # One JSON document: the verdicts, and the error the CLI would otherwise add.
+        emit_json({"passed": False, "results": [r.as_dict() for r in exc.results],
+                   "error": exc.message, "exit_code": exc.exit_code})
+        click.echo("error: " + exc.render(), err=True)
+        raise SystemExit(exc.exit_code) from None
     if as_json:
         emit_json({"passed": True, "results": [r.as_dict() for r in results]})
         return
