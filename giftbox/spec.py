@@ -217,6 +217,26 @@ def yaml_depth_line(text: str, limit: int = MAX_NESTING) -> int | None:
     return None
 
 
+def raw_spec(root: Path, project: str) -> dict[str, Any] | None:
+    """specs/<project>.yaml as plain YAML, unvalidated, or None when it is missing or cannot
+    be read as a spec. For readers that must work for a project whose spec has since changed
+    (promotion, release gates): read with the same file rules as the validator (inside the
+    tree, regular, bounded, UTF-8, nesting bounded), so a FIFO or a symlink out never hangs or
+    leaks into them."""
+    base = root.resolve()
+    path = root / "specs" / f"{project}.yaml"
+    if not path.is_file():
+        return None
+    try:
+        text = read_tree_text(path, base)
+        if yaml_depth_line(text) is not None:
+            return None
+        data = yaml.safe_load(text)
+    except (TreeFileError, yaml.YAMLError, ValueError, RecursionError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
 _USERINFO_RE = re.compile(r"(?<=://)[^/@\s]*@")
 
 

@@ -462,3 +462,26 @@ def test_shipped_tree_still_validates() -> None:
     assert result.returncode == 0, result.err if hasattr(result, "err") else result.stderr
     settings = Settings.resolve(root=REPO)
     assert set(load_channels(settings)) >= {"nightly", "staging", "stable"}
+
+
+def test_promotion_and_release_readers_never_open_a_fifo_or_a_secret_spec(tmp_path: Path) -> None:
+    """promote and the release gates read specs unvalidated (a spec may have changed since
+    the build), but with the validator's file rules: a FIFO would block them for ever, and a
+    symlink out of the tree must not be read at all."""
+    import os as _os
+
+    from giftbox.spec import raw_spec
+
+    root = tmp_path / "tree"
+    (root / "specs").mkdir(parents=True)
+    _os.mkfifo(root / "specs" / "fifo.yaml")
+    secret = tmp_path / "secret.yaml"
+    secret.write_text("release: '2026.1'\npackage: {name: leaked}\n")
+    (root / "specs" / "linked.yaml").symlink_to(secret)
+    (root / "specs" / "good.yaml").write_text("release: '2026.1'\npackage: {name: giftbox-good}\n")
+    (root / "specs" / "deep.yaml").write_text("a: " + "[" * 5000 + "]" * 5000 + "\n")
+    assert raw_spec(root, "fifo") is None
+    assert raw_spec(root, "linked") is None
+    assert raw_spec(root, "deep") is None
+    assert raw_spec(root, "missing") is None
+    assert raw_spec(root, "good") == {"release": "2026.1", "package": {"name": "giftbox-good"}}

@@ -213,16 +213,9 @@ class GateRefused(RepoError):
 
 def spec_release(settings: Settings, project: str) -> str | None:
     """``release:`` of specs/<project>.yaml, read with plain YAML (as promote reads specs)."""
-    import yaml
+    from giftbox.spec import raw_spec
 
-    path = settings.specs_dir / f"{project}.yaml"
-    if not path.is_file():
-        return None
-    try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError:
-        return None
-    value = data.get("release") if isinstance(data, dict) else None
+    value = (raw_spec(settings.root, project) or {}).get("release")
     return str(value) if value is not None else None
 
 
@@ -305,20 +298,20 @@ def release_states(settings: Settings) -> list[ReleaseState]:
         or CHECKS
     releases: dict[str, list[str]] = {}
     matrix: dict[str, tuple[list[str], list[str]]] = {}
-    import yaml
+    from giftbox.spec import raw_spec
 
     for path in sorted(settings.specs_dir.glob("*.yaml")):
         project = path.stem
+        data = raw_spec(settings.root, project)
         rel = spec_release(settings, project)
-        if rel is None:
+        if data is None or rel is None:
             continue
-        try:
-            data = yaml.safe_load(path.read_text()) or {}
-            m = data.get("matrix") or {}
-            matrix[project] = ([str(d) for d in m.get("distros") or []],
-                               [str(a) for a in m.get("arches") or []])
-        except (yaml.YAMLError, AttributeError):
-            continue
+        m = data.get("matrix")
+        if not isinstance(m, dict):
+            m = {}
+        distros, arches = m.get("distros"), m.get("arches")
+        matrix[project] = ([str(d) for d in distros] if isinstance(distros, list) else [],
+                           [str(a) for a in arches] if isinstance(arches, list) else [])
         releases.setdefault(rel, []).append(project)
     out: list[ReleaseState] = []
     with open_records(settings) as db:

@@ -76,16 +76,12 @@ def _spec_package(settings: Settings, project: str) -> str | None:
     Read with plain YAML rather than the spec validator: promotion must work for a project
     whose spec has since changed or been removed.
     """
-    path = settings.specs_dir / f"{project}.yaml"
-    if not path.is_file():
-        return None
-    import yaml
+    from giftbox.spec import raw_spec
 
-    try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError:
-        return f"{DEFAULT_PREFIX}{project}"
-    package = data.get("package") if isinstance(data, dict) else None
+    if not (settings.specs_dir / f"{project}.yaml").is_file():
+        return None
+    data = raw_spec(settings.root, project) or {}
+    package = data.get("package")
     name = package.get("name") if isinstance(package, dict) else None
     return str(name) if name else f"{DEFAULT_PREFIX}{project}"
 
