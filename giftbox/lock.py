@@ -38,6 +38,7 @@ CACHE_DIR = "/giftbox-cache"
 _HEADER_RE = re.compile(r"^# inputs: sha256:(?P<digest>[0-9a-f]{64})$", re.M)
 _PIN_RE = re.compile(r"^(?P<name>[A-Za-z0-9][A-Za-z0-9._-]*)(\[[^\]]*\])?==(?P<version>[^\s;\\]+)",
                      re.M)
+_HASH_RE = re.compile(r"--hash=sha256:([0-9a-f]{64})")
 
 
 @dataclass(frozen=True)
@@ -196,6 +197,38 @@ def recorded_digest(lock_text: str) -> str | None:
 def pins(lock_text: str) -> list[Pin]:
     return [Pin(canonicalize_name(m.group("name")), m.group("version"))
             for m in _PIN_RE.finditer(lock_text)]
+
+
+@dataclass(frozen=True)
+class Locked:
+    """A pinned requirement of a lock: its name as written, its version, and the sha256 of
+    every file pip may install for it."""
+
+    name: str
+    version: str
+    hashes: tuple[str, ...]
+
+
+def requirements(lock_text: str) -> list[Locked]:
+    """Every pin line with the ``--hash=sha256:`` values on it and on its indented
+    continuation lines, as pip-compile and uv write them. The one reader of that format:
+    the SBOM and the wheelhouse's hash check both read locks through it."""
+    out: list[Locked] = []
+    name = version = None
+    hashes: list[str] = []
+    for line in lock_text.splitlines():
+        if line.startswith((" ", "\t")):
+            if name is not None:
+                hashes.extend(_HASH_RE.findall(line))
+            continue
+        if name is not None and version is not None:
+            out.append(Locked(name, version, tuple(hashes)))
+        match = _PIN_RE.match(line)
+        name, version = (match.group("name"), match.group("version")) if match else (None, None)
+        hashes = _HASH_RE.findall(line) if match else []
+    if name is not None and version is not None:
+        out.append(Locked(name, version, tuple(hashes)))
+    return out
 
 
 def blocks(lock_text: str) -> dict[str, str]:

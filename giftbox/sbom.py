@@ -38,32 +38,6 @@ from giftbox.settings import Settings
 
 SBOM_DIR = "sbom"
 SPEC_VERSION = "1.6"
-_REQ_RE = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]*)(?:\[[^\]]*\])?==([^\s;\\]+)")
-_HASH_RE = re.compile(r"--hash=sha256:([0-9a-f]{64})")
-
-
-@dataclass(frozen=True)
-class Locked:
-    name: str
-    version: str
-    hashes: tuple[str, ...]
-
-
-def parse_lock(text: str) -> list[Locked]:
-    """``name==version`` with its ``--hash=sha256:`` lines, as pip-compile writes them."""
-    out: list[Locked] = []
-    name = version = None
-    hashes: list[str] = []
-    for line in text.splitlines():
-        m = _REQ_RE.match(line)
-        if m:
-            if name is not None and version is not None:
-                out.append(Locked(name, version, tuple(hashes)))
-            name, version, hashes = m.group(1), m.group(2), []
-        hashes.extend(_HASH_RE.findall(line))
-    if name is not None and version is not None:
-        out.append(Locked(name, version, tuple(hashes)))
-    return out
 
 
 @dataclass(frozen=True)
@@ -189,7 +163,9 @@ def build_sbom(path: Path, digest: str | None = None, distro: str | None = None)
                                       Property(name="giftbox:series_index", value=str(i + 1))])
         bom.components.add(patch)
         refs.append(patch)
-    for dep in parse_lock(c.lock):
+    from giftbox.lock import requirements
+
+    for dep in requirements(c.lock):
         lib = Component(type=ComponentType.LIBRARY, name=dep.name, version=dep.version,
                         bom_ref=f"pypi:{dep.name.lower()}@{dep.version}",
                         purl=PackageURL("pypi", None, dep.name.lower(), dep.version),
@@ -267,5 +243,5 @@ def python_requirements(doc: dict[str, Any]) -> list[tuple[str, str]]:
     return sorted(out)
 
 
-__all__ = ["Locked", "build_sbom", "for_entry", "parse_lock", "publish_sbom",
+__all__ = ["build_sbom", "for_entry", "publish_sbom",
            "python_requirements", "read_deb", "sbom_path", "validate"]

@@ -62,8 +62,6 @@ GLIBC = {"debian11": (2, 31), "debian12": (2, 36), "debian13": (2, 41),
 _LEGACY_MANYLINUX = {"manylinux1": (2, 5), "manylinux2010": (2, 12), "manylinux2014": (2, 17)}
 _RELEASE_RE = re.compile(r"^# giftbox lock for (?P<project>\S+) on (?P<target>\S+) "
                          r"\(Python [^)]*\), release (?P<release>\S+?)\.$", re.M)
-_PIN_LINE = re.compile(r"^(?P<name>[A-Za-z0-9][A-Za-z0-9._-]*)(\[[^\]]*\])?==(?P<version>\S+)")
-_HASH = re.compile(r"--hash=sha256:([0-9a-f]{64})")
 
 
 @dataclass(frozen=True)
@@ -162,20 +160,13 @@ class LockIndex:
     files: list[str] = field(default_factory=list)
 
     def add(self, path: Path, text: str) -> None:
+        from giftbox.lock import requirements
+
         self.files.append(str(path))
-        current: tuple[str, str] | None = None
-        for line in text.splitlines():
-            if line.startswith((" ", "\t")):
-                if current:
-                    self.hashes[current].update(_HASH.findall(line))
-                continue
-            match = _PIN_LINE.match(line)
-            current = None
-            if match:
-                current = (canonicalize_name(match.group("name")),
-                           str(Version(match.group("version"))))
-                self.hashes.setdefault(current, set()).update(_HASH.findall(line))
-                self.where.setdefault(current, []).append(str(path))
+        for dep in requirements(text):
+            key = (canonicalize_name(dep.name), str(Version(dep.version)))
+            self.hashes.setdefault(key, set()).update(dep.hashes)
+            self.where.setdefault(key, []).append(str(path))
 
     @property
     def all_hashes(self) -> set[str]:
