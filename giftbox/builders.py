@@ -28,7 +28,6 @@ import secrets
 import subprocess
 import tarfile
 import tempfile
-import threading
 import time
 import urllib.error
 import urllib.request
@@ -699,14 +698,10 @@ def _one_shot_config(body: str) -> Iterator[str]:
         def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
             pass
 
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}/{token}"
-    finally:
-        server.shutdown()
-        server.server_close()
+    from giftbox.loopback import serve
+
+    with serve(Handler, name="giftbox-builder-config") as base:
+        yield f"{base}/{token}"
 
 
 def _build_builder(client: docker.DockerClient, d: Definition, settings: Settings,

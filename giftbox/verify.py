@@ -29,15 +29,12 @@ start) raises VerifyError and records nothing. verify never changes a channel.
 from __future__ import annotations
 
 import contextlib
-import functools
-import http.server
 import json
 import secrets
 import socket
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -47,6 +44,7 @@ from typing import Any
 
 from giftbox.distros import Arch, Distro
 from giftbox.errors import GiftboxError, RepoError, VerifyError
+from giftbox.loopback import serve_directory
 from giftbox.repo.gates import VERIFY_CHECKS as CHECKS  # reproducible: giftbox rebuild
 from giftbox.repo.gates import Allowance
 from giftbox.settings import Settings
@@ -105,25 +103,11 @@ class Candidate:
 # --- the channel over HTTP ----------------------------------------------------------------
 
 
-class _QuietHandler(http.server.SimpleHTTPRequestHandler):
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 (http.server's name)
-        pass
-
-
 @contextlib.contextmanager
 def serve_repos(settings: Settings) -> Iterator[str]:
     """``repos/`` over HTTP on 127.0.0.1 (a free port) while the block runs; yields the URL."""
-    handler = functools.partial(_QuietHandler, directory=str(settings.repos_dir))
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, name="giftbox-verify-http",
-                              daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(5)
+    with serve_directory(settings.repos_dir, name="giftbox-verify-http") as base:
+        yield base
 
 
 def free_port() -> int:

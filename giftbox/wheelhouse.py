@@ -25,7 +25,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import html
-import http.server
 import json
 import os
 import re
@@ -36,7 +35,6 @@ import urllib.parse
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -417,25 +415,13 @@ def import_(settings: Settings, target: Target, source: str) -> ImportResult:
 # -- serve ----------------------------------------------------------------------------------
 
 
-class _Quiet(http.server.SimpleHTTPRequestHandler):
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
-        pass
-
-
 @contextlib.contextmanager
 def serving(root: Path, host: str = "127.0.0.1", port: int = 0) -> Iterator[str]:
     """Serve an exported wheelhouse read-only over HTTP; yields its base URL."""
-    handler = partial(_Quiet, directory=str(root))
-    server = http.server.ThreadingHTTPServer((host, port), handler)
-    import threading
+    from giftbox.loopback import serve_directory
 
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://{host}:{server.server_address[1]}/"
-    finally:
-        server.shutdown()
-        server.server_close()
+    with serve_directory(root, host, port, name="giftbox-wheelhouse") as base:
+        yield base + "/"
 
 
 # -- before compiling: what must be built from sdist, and can the builder build it ----------
