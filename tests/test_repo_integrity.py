@@ -247,6 +247,29 @@ def test_packages_is_generated_from_parsed_fields_and_apt_agrees(tree: Tree,
     assert versions == ["1.0-1~deb12", "1.1-1~deb12"]
 
 
+def test_changes_within_one_second_are_never_hidden_by_if_modified_since(
+        tree: Tree, tmp_path: Path) -> None:
+    # apt keeps its lists and asks for InRelease with If-Modified-Since; HTTP servers compare
+    # whole seconds (python's http.server: 304 when mtime <= the date). Three publishes in a
+    # row, each read by the same apt between them: every one is seen, and every generation's
+    # top files are whole seconds later than the one before (CI found the stale 304).
+    seen: list[str] = []
+    stamps: list[dict[str, int]] = []
+    with http_server(tree.repos / "nightly" / "apt") as url:
+        for minor in range(3):
+            publish("nightly", [make_deb(tmp_path, version=f"1.{minor}-1~deb12")], tree.settings)
+            code, out, versions = apt_lists(tmp_path / "apt", url,
+                                            public_key_path(tree.settings, "nightly"))
+            assert code == 0, out
+            seen.append(versions[-1])
+            live = (tree.repos / "nightly/apt/dists/bookworm").resolve()
+            stamps.append({n: int((live / n).stat().st_mtime)
+                           for n in ("InRelease", "Release", "Release.gpg")})
+    assert seen == ["1.0-1~deb12", "1.1-1~deb12", "1.2-1~deb12"]
+    for before, after in zip(stamps, stamps[1:], strict=False):
+        assert all(after[n] > before[n] for n in before), stamps
+
+
 # --- 3. crashes ------------------------------------------------------------------------------
 
 

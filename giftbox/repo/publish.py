@@ -1061,6 +1061,7 @@ def _build(ch: Channel, state: ChannelState, repo_ids: list[str], settings: Sett
     cache: dict[str, str] | None = None
     cache_dirty = False
     release_jobs = []
+    stamps: list[tuple[Path, Path | None, tuple[str, ...]]] = []
     for repo_id in repo_ids:
         link = root / _live_link(repo_id)
         if repo_id in apt_targets:
@@ -1086,6 +1087,7 @@ def _build(ch: Channel, state: ChannelState, repo_ids: list[str], settings: Sett
                 name, gen = _next_gen(gen_root, current)
                 write_suite(gen, target, stanzas, gen_root / current if current else None)
                 release_jobs.append((gen, target, release_command(gen, target, ch.name).popen()))
+                stamps.append((gen, gen_root / current if current else None, _APT_TOP))
                 reporter.detail(f"{len(entries)} package(s), generation {name}")
             built[repo_id] = (link, f"../.gen/{target.codename}/{name}", name)
         else:
@@ -1105,6 +1107,8 @@ def _build(ch: Channel, state: ChannelState, repo_ids: list[str], settings: Sett
                                         gen_root / current if current else None)
                 signing += sign_commands(settings, key, repomd,
                                          detached=repomd.with_name("repomd.xml.asc"))
+                stamps.append((repomd.parent, gen_root / current / "repodata" if current
+                               else None, _YUM_TOP))
                 reporter.detail(f"{len(files)} package(s), generation {name}")
             built[repo_id] = (link, f".gen/{name}/repodata", name)
     for gen, target, proc in release_jobs:
@@ -1118,9 +1122,34 @@ def _build(ch: Channel, state: ChannelState, repo_ids: list[str], settings: Sett
     if signing:
         with reporter.stage(f"sign ({key.fingerprint[-16:]})"):
             run_all(signing, "signing")
+    for new, old, names in stamps:
+        _later_than(new, old, names)
     if cache is not None and cache_dirty:
         _save_cache(root, cache)
     return built
+
+
+_APT_TOP = ("InRelease", "Release", "Release.gpg")
+_YUM_TOP = ("repomd.xml", "repomd.xml.asc")
+
+
+def _later_than(new: Path, old: Path | None, names: tuple[str, ...]) -> None:
+    """Give a generation's top files (the ones fetched by name, not by hash) an mtime at least
+    one whole second later than the live generation's.
+
+    HTTP servers answer If-Modified-Since at one-second granularity (python's http.server
+    answers 304 when mtime <= the date, nginx when they match; ETags are mtime and size), so two
+    changes within one second would hand a client that fetched the first a 304 for the
+    second: it would keep the old InRelease, and miss the change, until the next one.
+    """
+    floor = 0
+    for name in names:
+        with contextlib.suppress(FileNotFoundError, TypeError):
+            floor = max(floor, int((old / name).stat().st_mtime) + 1)  # type: ignore[operator]
+    stamp = max(float(int(time.time())), float(floor))
+    for name in names:
+        with contextlib.suppress(FileNotFoundError):
+            os.utime(new / name, (stamp, stamp))
 
 
 def _load_cache(root: Path) -> dict[str, str]:
