@@ -138,11 +138,14 @@ def _term_width() -> int:
         return 120
 
 
-def make_display(jobs: int, stream: TextIO | None = None) -> Display:
+def make_display(jobs: int, stream: TextIO | None = None, *,
+                 smart_terminal: bool = True) -> Display:
+    """One line per stage for one job; for several, a live table on a terminal that can
+    redraw (``Settings.smart_terminal``), else one line per event."""
     stream = stream or sys.stderr
     if jobs <= 1:
         return SerialDisplay(stream)
-    if stream.isatty() and os.environ.get("TERM") != "dumb":
+    if stream.isatty() and smart_terminal:
         return LiveDisplay(stream)
     return LineDisplay(stream)
 

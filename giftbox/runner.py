@@ -29,7 +29,7 @@ def run_targets(targets: Sequence[Target], work: Work, settings: Settings, *, jo
     ``work`` returns the target's Outcome; a GiftboxError it raises becomes a ``failed``
     outcome. Results come back in the order of ``targets``.
     """
-    display = display or make_display(jobs)
+    display = display or make_display(jobs, smart_terminal=settings.smart_terminal)
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
     logs = logs or settings.state_dir / "logs" / stamp
     display.start([t.label for t in targets])

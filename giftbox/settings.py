@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import configparser
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 DEFAULT_INDEX_URL = "https://pypi.org/simple"
@@ -81,9 +81,18 @@ class Settings:
     # Index credentials for hosts whose URL carries none (as pip and requests read it).
     netrc_file: Path | None = None
     verbose: bool = False
-    json_output: bool = False
-    # Environment handed to git so that the host's git config cannot redirect or widen fetches.
-    extra: dict[str, str] = field(default_factory=dict)
+    # The container engine (``$DOCKER_HOST``; the SDK reads the same variable to connect).
+    docker_host: str = "unix:///var/run/docker.sock"
+    # Who acts, as records name them (``$GIFTBOX_USER``: CI sets it to the person or bot behind
+    # a run); None means the login name.
+    user: str | None = None
+    # Where the records live (``$GIFTBOX_DATABASE``: a postgresql:// URL or a file); None is
+    # ``<state dir>/giftbox.db``.
+    database: str | None = None
+    # Under GitHub Actions stages fold into log groups (``$GITHUB_ACTIONS``).
+    ci_groups: bool = False
+    # A terminal that can redraw lines (``$TERM`` is not ``dumb``).
+    smart_terminal: bool = True
 
     @property
     def specs_dir(self) -> Path:
@@ -107,7 +116,7 @@ class Settings:
 
     @classmethod
     def resolve(cls, *, root: Path | None = None, verbose: bool = False,
-                json_output: bool = False, env: dict[str, str] | None = None) -> Settings:
+                env: dict[str, str] | None = None) -> Settings:
         env = dict(os.environ if env is None else env)
         root = (root or Path(env.get("GIFTBOX_ROOT") or _find_root(Path.cwd()))).resolve()
         cache_home = Path(env.get("XDG_CACHE_HOME") or Path.home() / ".cache")
@@ -130,5 +139,9 @@ class Settings:
                    extra_index_urls=tuple(_with_netrc(u.rstrip("/"), netrc_file)
                                           for u in extra.split()
                                           if u.startswith(("http://", "https://"))),
-                   ca_bundle=ca, verbose=verbose, json_output=json_output,
-                   netrc_file=netrc_file)
+                   ca_bundle=ca, verbose=verbose, netrc_file=netrc_file,
+                   docker_host=env.get("DOCKER_HOST") or "unix:///var/run/docker.sock",
+                   user=env.get("GIFTBOX_USER") or None,
+                   database=env.get("GIFTBOX_DATABASE") or None,
+                   ci_groups=env.get("GITHUB_ACTIONS") == "true",
+                   smart_terminal=env.get("TERM") != "dumb")

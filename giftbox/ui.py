@@ -7,7 +7,6 @@ Under GitHub Actions stages fold into groups, as cibuildwheel's logger does.
 from __future__ import annotations
 
 import contextlib
-import os
 import sys
 import time
 from collections.abc import Iterator
@@ -15,11 +14,11 @@ from typing import TextIO
 
 
 class Reporter:
-    def __init__(self, stream: TextIO | None = None, *, quiet: bool = False) -> None:
+    def __init__(self, stream: TextIO | None = None, *, quiet: bool = False,
+                 ci_groups: bool = False) -> None:
         self.stream = stream or sys.stderr
         self.quiet = quiet
-        self.ci_groups = os.environ.get("GITHUB_ACTIONS") == "true"
-        self.timings: dict[str, float] = {}
+        self.ci_groups = ci_groups  # Settings.ci_groups: fold stages into GitHub log groups
 
     def info(self, message: str) -> None:
         if not self.quiet:
@@ -41,13 +40,11 @@ class Reporter:
             yield
         except BaseException:
             elapsed = time.monotonic() - start
-            self.timings[name] = elapsed
             if self.ci_groups:
                 self.info("::endgroup::")
             self.info(f"    {name}: failed after {elapsed:.1f}s")
             raise
         elapsed = time.monotonic() - start
-        self.timings[name] = elapsed
         if self.ci_groups:
             self.info("::endgroup::")
         self.info(f"    {name}: done in {elapsed:.1f}s")

@@ -74,7 +74,7 @@ def cli(ctx: click.Context, root: Path | None, verbose: bool) -> None:
     3 source, 4 patch, 5 builder, 6 build, 7 package, 8 repository, 9 state.
     """
     settings = Settings.resolve(root=root, verbose=verbose)
-    ctx.obj = App(settings=settings, reporter=Reporter())
+    ctx.obj = App(settings=settings, reporter=Reporter(ci_groups=settings.ci_groups))
 
 
 def emit_json(payload: Any) -> None:

@@ -950,9 +950,7 @@ class _QuietOnClosed(Reporter):
     change goes on silently rather than stopping half-way at a write."""
 
     def __init__(self, inner: Reporter) -> None:
-        super().__init__(inner.stream, quiet=inner.quiet)
-        self.ci_groups = inner.ci_groups
-        self.timings = inner.timings
+        super().__init__(inner.stream, quiet=inner.quiet, ci_groups=inner.ci_groups)
 
     def _say(self, text: str) -> None:
         if self.quiet:
