@@ -44,6 +44,7 @@ from typing import Any
 
 from giftbox.distros import Arch, Distro
 from giftbox.errors import GiftboxError, RepoError, VerifyError
+from giftbox.family import DEB, get_family
 from giftbox.loopback import serve_directory
 from giftbox.repo.gates import VERIFY_CHECKS as CHECKS  # reproducible: giftbox rebuild
 from giftbox.repo.gates import Allowance
@@ -123,19 +124,12 @@ def base_image(settings: Settings, distro: Distro, arch: Arch,
                reporter: Reporter = NULL_REPORTER) -> str:
     """The target's base image tag (the bootstrapped distro), made when missing."""
     from giftbox.builders import definition, ensure
-    from giftbox.container import connect
+    from giftbox.engine import Engine
 
     d = definition(distro, arch, settings)
-    client = connect()
-    try:
-        try:
-            client.images.get(d.base_tag)
-            return d.base_tag
-        except Exception:  # noqa: BLE001 (docker's ImageNotFound; imported lazily)
-            pass
-    finally:
-        client.close()
-    ensure(distro, arch, settings, reporter)  # bootstraps the base on the way
+    with Engine(settings) as engine:
+        if not engine.exists(d.base_tag):
+            ensure(distro, arch, settings, reporter, engine=engine)  # bootstraps the base
     return d.base_tag
 
 
@@ -238,14 +232,13 @@ def _check_install(s: _Session, spec: Any, cand: Candidate, ctx: dict[str, Any])
 def _against_entry(ctx: dict[str, Any], cand: Candidate) -> Any | None:
     """The version of the candidate's package the target channel holds now (its highest)."""
     from giftbox.repo.publish import channel_state, scope_key
-    from giftbox.repo.vercmp import compare
 
     against = ctx["against"]
     held = [x for x in channel_state(ctx["settings"], against).entries.values()
             if scope_key(x) == scope_key(cand.entry)]
     best = None
     for x in held:
-        if best is None or compare(x.kind, x.version, best.version) > 0:
+        if best is None or get_family(x.kind).compare(x.version, best.version) > 0:
             best = x
     return best
 
@@ -331,9 +324,9 @@ class MariaDB:
             c.remove(force=True)
 
     def __enter__(self) -> MariaDB:
-        from giftbox.container import connect
+        from giftbox.engine import Engine
 
-        self._client = connect()
+        self._client = Engine(self.settings).client
         try:
             self._image()
             start = time.monotonic()
@@ -465,14 +458,82 @@ def audit_requirements(requirements: Sequence[tuple[str, str]], allowances: Sequ
             raise _Failed(f"pip-audit failed (exit {proc.returncode}): "
                           + (proc.stderr.strip().splitlines() or ["no output"])[-1])
         report = json.loads(out.read_text())
-    return judge_audit(report, allowances, log, len(requirements))
+    cause: tuple[str, str] | None = None
+    skipped = [d["name"] for d in report.get("dependencies", []) if d.get("skip_reason")]
+    if skipped:  # pip-audit says only "not found": ask PyPI ourselves what it answers
+        versions = {_canonical(n): v for n, v in requirements}
+        cause = pypi_cause(skipped[0], versions.get(_canonical(skipped[0]), ""))
+        with log.open("a") as f:
+            f.write(f"why not audited: {cause[0]}\n")
+    return judge_audit(report, allowances, log, len(requirements), cause=cause)
+
+
+def _canonical(name: str) -> str:
+    return name.lower().replace("_", "-").replace(".", "-")
+
+
+PYPI_JSON = "https://pypi.org/pypi"  # where pip-audit's PyPI service reads advisories
+
+
+def _http_status(url: str) -> str:
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(url, timeout=30) as response:  # noqa: S310 (https only)
+            return f"HTTP {response.status}"
+    except urllib.error.HTTPError as exc:
+        return f"HTTP {exc.code}"
+    except (urllib.error.URLError, OSError) as exc:
+        return f"no answer ({getattr(exc, 'reason', exc)})"
+
+
+def pypi_cause(name: str, version: str) -> tuple[str, str]:
+    """Why pip-audit had no data for ``name==version``: (cause, what to do), from what PyPI's
+    per-release JSON (the document pip-audit reads a release's advisories from) and the
+    project's JSON answer from this machine, over the same route (proxy variables included).
+    The project JSON cannot stand in: its ``vulnerabilities`` are the latest release's only."""
+    release = f"{PYPI_JSON}/{name}/{version}/json"
+    project = f"{PYPI_JSON}/{name}/json"
+    got_release = _http_status(release)
+    if got_release == "HTTP 200":
+        return (f"{release} answers now ({got_release}), so pip-audit's lookup failed in "
+                "passing", "run the check again")
+    got_project = _http_status(project)
+    route = ("let https://pypi.org/pypi/NAME/VERSION/json through (the proxy or mirror between "
+             "this machine and pypi.org), or run the vulns check on a machine that reaches it")
+    if got_release == "HTTP 404" and got_project == "HTTP 200":
+        return (f"{release} (PyPI's per-release JSON, where pip-audit reads a release's "
+                f"advisories) answered {got_release} from this machine while {project} "
+                f"answered {got_project}: the route to PyPI does not serve per-release "
+                "documents, so no vulnerability data reached pip-audit", route)
+    if got_release == "HTTP 404" and got_project == "HTTP 404":
+        return (f"{name} is not on PyPI ({project} answered HTTP 404), so pip-audit's PyPI "
+                "service knows no advisory for it",
+                f"take {name} from PyPI, or drop it from the lock")
+    return (f"{release} answered {got_release} and {project} {got_project} from this machine",
+            "check the route to pypi.org (proxy settings, HTTPS_PROXY), then run the check again")
+
+
+def _unaudited_summary(reasons: Sequence[str]) -> str:
+    """pip-audit's skip reasons, grouped: "<reason>: a (1.0), b (2.0), … (N in all)"."""
+    groups: dict[str, list[str]] = {}
+    for r in reasons:
+        why, sep, what = r.rpartition(": ")
+        groups.setdefault(why if sep else "", []).append(what if sep else r)
+    parts = []
+    for why, whats in groups.items():
+        shown = ", ".join(whats[:5]) + (f", … ({len(whats)} in all)" if len(whats) > 5 else "")
+        parts.append(f"{why}: {shown}" if why else shown)
+    return "; ".join(parts)
 
 
 def judge_audit(report: dict[str, Any], allowances: Sequence[Allowance], log: Path,
-                count: int) -> str:
+                count: int, *, cause: tuple[str, str] | None = None) -> str:
     """pip-audit's JSON report judged against the channel's allowances: _Failed for any
     finding no allowance names, and for any dependency pip-audit could not look up (an
-    unaudited dependency is no evidence of safety)."""
+    unaudited dependency is no evidence of safety). ``cause`` is (why, what to do) for the
+    unaudited ones, from pypi_cause."""
     found, allowed, unaudited = [], [], []
     for dep in report.get("dependencies", []):
         if dep.get("skip_reason"):
@@ -498,11 +559,14 @@ def judge_audit(report: dict[str, Any], allowances: Sequence[Allowance], log: Pa
                       advice="add an allow: entry (advisory, reason) to the channel if one does not "
                       "apply, or update the lock")
     if unaudited:
-        raise _Failed(f"{len(unaudited)} of {count} locked dependencies could not be audited "
-                      "(no vulnerability data for them from PyPI): " + "; ".join(unaudited[:5])
-                      + ("; …" if len(unaudited) > 5 else ""),
-                      advice="PyPI's per-release JSON (https://pypi.org/pypi/NAME/VERSION/json) must "
-                      "answer for pip-audit; check the route to it")
+        why, advice = cause or ("pip-audit had no vulnerability data for them from PyPI",
+                                "PyPI's per-release JSON (https://pypi.org/pypi/NAME/VERSION/"
+                                "json) must answer for pip-audit; check the route to it")
+        raise _Failed(f"{len(unaudited)} of {count} locked dependencies could not be audited, "
+                      f"and no data is not evidence of safety. Cause: {why}. pip-audit said: "
+                      f"{_unaudited_summary(unaudited)}",
+                      advice=f"what to do: {advice}; until vulns passes the gate refuses, and "
+                      "promote --force --reason overrides it on the record")
     return (f"{count} locked dependencies audited, none known vulnerable"
             + (f"; allowed: {'; '.join(allowed)}" if allowed else ""))
 
@@ -592,7 +656,7 @@ def verify(settings: Settings, project: str, channel: str, *, distro: str | None
     results: list[CheckResult] = []
     with serve_repos(settings) as url:
         for cand in candidates:
-            if cand.distro.family != "deb":
+            if cand.distro.family_obj is not DEB:
                 raise VerifyError(f"verify installs with apt only so far; {cand.distro.name} "
                                   "is an rpm distro", hint="dnf support is not written yet")
             base = base_image(settings, cand.distro, cand.arch, reporter) \

@@ -282,6 +282,10 @@ def test_vulns_fails_on_a_known_vulnerability_or_on_what_it_could_not_audit(
     message = err.value.message
     assert "requests" in message and "2.19.1" in message
     assert "known vulnerabilit" in message or "could not be audited" in message
+    if "could not be audited" in message:  # the cause, from what PyPI answered, and the fix
+        assert "Cause: https://pypi.org/pypi/requests/2.19.1/json" in message
+        assert "answered HTTP" in message or "answers now" in message
+        assert "what to do:" in message
     with open_records(gated.settings) as db:
         [v] = db.verdicts(_sha(deb))
     assert (v.check, v.passed, v.against) == ("vulns", False, "stable")
@@ -440,7 +444,9 @@ def test_keystone_installs_upgrades_across_releases_and_migrates_on_mariadb(
     print("\nkeystone 2025.2 -> 2026.1 on debian12/x86_64:",
           json.dumps({k: round(v, 1) for k, v in seconds.items()}),
           "\nmigrate timings:", json.dumps(migrate),
-          "\ninstall timings:", json.dumps(results["install"]["timings"]))
+          "\ninstall timings:", json.dumps(results["install"]["timings"]),
+          "\nupgrade timings:", json.dumps(results["upgrade"]["timings"]),
+          "\nvulns:", results["vulns"]["detail"])
     if results["vulns"]["passed"]:
         code, _, err = cli["promote", "keystone", "--from", "nightly", "--to", "stable"] \
             .with_env(**env).run(retcode=None)
@@ -449,3 +455,5 @@ def test_keystone_installs_upgrades_across_releases_and_migrates_on_mariadb(
         code, _, err = cli["promote", "keystone", "--from", "nightly", "--to", "stable"] \
             .with_env(**env).run(retcode=None)
         assert code == 8 and "vulns: failed" in err
+        if "could not be audited" in results["vulns"]["detail"]:  # the refusal says why
+            assert "Cause: https://pypi.org/pypi/" in err and "what to do:" in err
