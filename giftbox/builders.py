@@ -12,6 +12,9 @@ What feeds a digest: builder.yaml and every file in the builder's folder, the ba
 (``RECIPE_VERSION`` below, sources, apt options), the tools pins, the install script and the host
 CA bundle that gets copied in. The package index (which may carry credentials) is not part of the
 definition and never reaches a layer: the build fetches it once from a one-shot local server.
+
+This module is the policy (what an image is, when it is made, what is stale); what the engine is
+asked goes through ``giftbox.engine.Engine``.
 """
 
 from __future__ import annotations
@@ -37,20 +40,21 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-import docker
-import docker.errors
 from plumbum import CommandNotFound, local
 
-from giftbox.container import (
+from giftbox.distros import Arch, Distro, get_distro, load_distros
+from giftbox.engine import (
     LABEL,
     OWNER_LABEL,
+    Engine,
+    EngineError,
+    Image,
     check_platform,
-    connect,
+    engine_for,
     mask,
     mask_url,
     url_secrets,
 )
-from giftbox.distros import Arch, Distro, get_distro, load_distros
 from giftbox.errors import BuilderError
 from giftbox.settings import Settings
 from giftbox.ui import NULL_REPORTER, Reporter
@@ -121,10 +125,6 @@ class BuilderImage:
     digest: str  # of the definition; also the tag's suffix
     tools: str = TOOLS_PREFIX  # venv with pip, pip-tools, build, virtualenv, (uv)
     built: bool = False  # whether this ensure() had to build it
-
-    @property
-    def tools_bin(self) -> str:
-        return f"{self.tools}/bin"
 
     def as_dict(self) -> dict[str, Any]:
         return {"tag": self.tag, "image_id": self.image_id, "distro": self.distro,
@@ -483,14 +483,7 @@ def _mid_sync(tail: collections.deque[str] | list[str]) -> str | None:
 # -- ensure ---------------------------------------------------------------------------------
 
 
-def _image(client: docker.DockerClient, ref: str) -> Any:
-    try:
-        return client.images.get(ref)
-    except docker.errors.ImageNotFound:
-        return None
-
-
-def _builder_image(d: Definition, image: Any, built: bool) -> BuilderImage:
+def _builder_image(d: Definition, image: Image, built: bool) -> BuilderImage:
     return BuilderImage(tag=d.tag, image_id=image.id, distro=d.distro.name, arch=d.arch,
                         python=d.distro.python, digest=d.digest, built=built)
 
@@ -510,36 +503,36 @@ def _lock(settings: Settings, name: str) -> Iterator[None]:
 
 def ensure(distro: str | Distro, arch: str | Arch, settings: Settings,
            reporter: Reporter = NULL_REPORTER, *,
-           pull_timeout: float = DEFAULT_PULL_TIMEOUT) -> BuilderImage:
-    """The builder image for distro/arch, bootstrapping and building what is missing."""
+           pull_timeout: float = DEFAULT_PULL_TIMEOUT,
+           engine: Engine | None = None) -> BuilderImage:
+    """The builder image for distro/arch, bootstrapping and building what is missing.
+
+    ``engine``: the command's, when it has one (left open); else one for this call."""
     dist = distro if isinstance(distro, Distro) else get_distro(settings.builders_dir, distro)
     arch = arch if isinstance(arch, Arch) else Arch.parse(arch)
     d = definition(dist, arch, settings)
     check_platform(arch)
-    client = connect()
-    try:
-        image = _image(client, d.tag)
+    with engine_for(settings, engine) as engine:
+        image = engine.image(d.tag)
         if image is not None:
             reporter.detail(f"{d.tag}: up to date")
             return _builder_image(d, image, built=False)
         with _lock(settings, f"{dist.name}-{arch.value}"):
-            image = _image(client, d.tag)  # another run may have built it while we waited
+            image = engine.image(d.tag)  # another run may have built it while we waited
             if image is not None:
                 return _builder_image(d, image, built=False)
-            if _image(client, d.base_tag) is None:
+            if not engine.exists(d.base_tag):
                 if dist.bootstrap.method == "mmdebstrap":
                     check_served(dist, arch, settings)
                 with reporter.stage(f"base image {dist.name}/{arch.value}"):
                     if dist.bootstrap.method == "mmdebstrap":
-                        _bootstrap_debian(client, d, settings, reporter)
+                        _bootstrap_debian(engine, d, settings, reporter)
                     else:
-                        _pull_base(d, reporter, pull_timeout)
+                        _pull_base(engine, d, reporter, pull_timeout)
             with reporter.stage(f"builder image {dist.name}/{arch.value}"):
-                image = _build_builder(client, d, settings, reporter)
+                image = _build_builder(engine, d, settings, reporter)
             reporter.detail(f"{d.tag}: built ({image.id[:19]})")
             return _builder_image(d, image, built=True)
-    finally:
-        client.close()
 
 
 def _scratch_dir(settings: Settings, prefix: str) -> tempfile.TemporaryDirectory[str]:
@@ -548,7 +541,7 @@ def _scratch_dir(settings: Settings, prefix: str) -> tempfile.TemporaryDirectory
     return tempfile.TemporaryDirectory(dir=tmp, prefix=prefix)
 
 
-def _bootstrap_debian(client: docker.DockerClient, d: Definition, settings: Settings,
+def _bootstrap_debian(engine: Engine, d: Definition, settings: Settings,
                       reporter: Reporter) -> None:
     try:
         mmdebstrap = local["mmdebstrap"]
@@ -591,7 +584,7 @@ def _bootstrap_debian(client: docker.DockerClient, d: Definition, settings: Sett
         check_rootfs(rootfs, d.distro, d.arch)
         (Path(tmp) / "Dockerfile").write_text(_BASE_DOCKERFILE)
         labels = _labels(d, "base", d.base_digest)
-        _docker_build(client, Path(tmp), d.base_tag, d.arch, {}, labels, reporter,
+        _docker_build(engine, Path(tmp), d.base_tag, d.arch, {}, labels, reporter,
                       what=f"the {d.distro.name} {d.arch.value} base image", secrets_=())
 
 
@@ -626,39 +619,31 @@ def _stream(command: Any, reporter: Reporter) -> tuple[int, list[str]]:
     return code, list(tail)
 
 
-def _pull_base(d: Definition, reporter: Reporter, timeout: float) -> None:
+def _pull_base(engine: Engine, d: Definition, reporter: Reporter, timeout: float) -> None:
     ref = str(d.distro.bootstrap.image)
-    client = connect(timeout)
-    try:
-        local_image = _image(client, ref)
-        if local_image is not None and local_image.attrs.get("Architecture") == docker_arch(d.arch):
-            # An image the operator `docker load`ed under the upstream name counts.
-            reporter.detail(f"using the local {ref} ({d.arch.platform})")
-            image = local_image
-        else:
-            reporter.detail(f"pulling {ref} for {d.arch.platform}")
-            try:
-                image = client.images.pull(ref, platform=d.arch.platform)
-            except Exception as exc:  # APIError, timeouts, connection errors alike
-                text = str(getattr(exc, "explanation", None) or exc).strip()
-                reason = text.splitlines()[0][:400] if text else type(exc).__name__
-                raise BuilderError(
-                    f"cannot get the {d.distro.name} base image for {d.arch.value}: pulling "
-                    f"{ref} ({d.arch.platform}) failed, no registry was reachable: {reason}",
-                    hint=f"Either point the engine at a registry mirror you can reach "
-                         f"(\"registry-mirrors\" in /etc/docker/daemon.json, restart dockerd), "
-                         f"or load the image by hand: `docker load -i image.tar`, then tag it "
-                         f"{ref} (it must be {d.arch.platform}) or {d.base_tag}; then run "
-                         f"`giftbox builder ensure {d.distro.name} --arch {d.arch.value}` "
-                         "again.") from None
-        if image.attrs.get("Architecture") != docker_arch(d.arch):
-            raise BuilderError(f"{ref} is {image.attrs.get('Architecture')}, not "
-                               f"{docker_arch(d.arch)}",
-                               hint=f"load or pull the {d.arch.platform} variant of {ref}")
-        repo, tag = d.base_tag.split(":")
-        image.tag(repo, tag)
-    finally:
-        client.close()
+    local_image = engine.image(ref)
+    if local_image is not None and local_image.architecture == docker_arch(d.arch):
+        # An image the operator `docker load`ed under the upstream name counts.
+        reporter.detail(f"using the local {ref} ({d.arch.platform})")
+        image = local_image
+    else:
+        reporter.detail(f"pulling {ref} for {d.arch.platform}")
+        try:
+            image = engine.pull(ref, platform=d.arch.platform, timeout=timeout)
+        except EngineError as exc:
+            raise BuilderError(
+                f"cannot get the {d.distro.name} base image for {d.arch.value}: pulling "
+                f"{ref} ({d.arch.platform}) failed, no registry was reachable: {exc.reason}",
+                hint=f"Either point the engine at a registry mirror you can reach "
+                     f"(\"registry-mirrors\" in /etc/docker/daemon.json, restart dockerd), "
+                     f"or load the image by hand: `docker load -i image.tar`, then tag it "
+                     f"{ref} (it must be {d.arch.platform}) or {d.base_tag}; then run "
+                     f"`giftbox builder ensure {d.distro.name} --arch {d.arch.value}` "
+                     "again.") from None
+    if image.architecture != docker_arch(d.arch):
+        raise BuilderError(f"{ref} is {image.architecture}, not {docker_arch(d.arch)}",
+                           hint=f"load or pull the {d.arch.platform} variant of {ref}")
+    engine.tag(image.id, d.base_tag)
 
 
 def _labels(d: Definition, kind: str, digest: str) -> dict[str, str]:
@@ -704,8 +689,8 @@ def _one_shot_config(body: str) -> Iterator[str]:
         yield f"{base}/{token}"
 
 
-def _build_builder(client: docker.DockerClient, d: Definition, settings: Settings,
-                   reporter: Reporter) -> Any:
+def _build_builder(engine: Engine, d: Definition, settings: Settings,
+                   reporter: Reporter) -> Image:
     with _scratch_dir(settings, f"builder-{d.distro.name}-{d.arch.value}-") as tmp:
         for name, data in d.files.items():
             path = Path(tmp) / name
@@ -714,20 +699,19 @@ def _build_builder(client: docker.DockerClient, d: Definition, settings: Setting
         with _one_shot_config(_pip_conf(settings)) as url:
             args = {**d.build_args, "GIFTBOX_SECRETS_URL": url}
             hidden = url_secrets([settings.index_url, *settings.extra_index_urls])
-            return _docker_build(client, Path(tmp), d.tag, d.arch, args,
+            return _docker_build(engine, Path(tmp), d.tag, d.arch, args,
                                  {**_labels(d, "builder", d.digest),
                                   LABEL_PREFIX + "tools": TOOLS_PREFIX},
                                  reporter, what=f"the {d.distro.name} {d.arch.value} builder",
                                  secrets_=hidden)
 
 
-def _docker_build(client: docker.DockerClient, context: Path, tag: str, arch: Arch,
+def _docker_build(engine: Engine, context: Path, tag: str, arch: Arch,
                   build_args: dict[str, str], labels: dict[str, str], reporter: Reporter, *,
-                  what: str, secrets_: tuple[str, ...]) -> Any:
+                  what: str, secrets_: tuple[str, ...]) -> Image:
     tail: collections.deque[str] = collections.deque(maxlen=25)
     step = "preparing the build"
     error: str | None = None
-    pending = ""  # the engine cuts output anywhere, mid-line included
 
     def show(line: str) -> None:
         nonlocal step
@@ -740,21 +724,13 @@ def _docker_build(client: docker.DockerClient, context: Path, tag: str, arch: Ar
         reporter.detail(line)
 
     try:
-        events = client.api.build(path=str(context), tag=tag, platform=arch.platform,
-                                  network_mode="host", rm=True, forcerm=True, pull=False,
-                                  buildargs=build_args, labels=labels, decode=True)
-        for event in events:
-            if "error" in event:
-                error = mask(str(event.get("error", "")).strip(), secrets_)
-                break
-            *complete, pending = (pending + str(event.get("stream", ""))).split("\n")
-            for line in complete:
-                show(line)
-    except docker.errors.APIError as exc:
-        error = str(exc.explanation or exc)
-    show(pending)
+        for line in engine.build(context, tag=tag, platform=arch.platform,
+                                 build_args=build_args, labels=labels):
+            show(line)
+    except EngineError as exc:
+        error = mask(exc.reason, secrets_)
     if error is None:
-        image = _image(client, tag)
+        image = engine.image(tag)
         if image is not None:
             return image
         error = "the engine reported no error but the image is missing"
@@ -770,14 +746,9 @@ def _docker_build(client: docker.DockerClient, context: Path, tag: str, arch: Ar
 # -- list and prune -------------------------------------------------------------------------
 
 
-def _all_tags(client: docker.DockerClient) -> dict[str, str]:
+def _all_tags(engine: Engine) -> dict[str, str]:
     """Every giftbox base/builder tag present, with its image id."""
-    found: dict[str, str] = {}
-    for image in client.images.list():
-        for tag in image.tags:
-            if tag.startswith((f"{BASE_REPO}/", f"{BUILDER_REPO}/")):
-                found[tag] = image.id
-    return found
+    return engine.tags(f"{BASE_REPO}/", f"{BUILDER_REPO}/")
 
 
 def _definitions(settings: Settings) -> list[Definition]:
@@ -785,13 +756,10 @@ def _definitions(settings: Settings) -> list[Definition]:
             for dist in load_distros(settings.builders_dir).values() for arch in dist.arches]
 
 
-def list_builders(settings: Settings) -> list[BuilderRow]:
+def list_builders(settings: Settings, engine: Engine | None = None) -> list[BuilderRow]:
     """One row per distro and arch the builders/ folder defines."""
-    client = connect()
-    try:
-        tags = _all_tags(client)
-    finally:
-        client.close()
+    with engine_for(settings, engine) as engine:
+        tags = _all_tags(engine)
     rows = []
     for d in _definitions(settings):
         prefix = f"{BUILDER_REPO}/{d.distro.name}:{d.arch.value}-"
@@ -810,25 +778,23 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
-def prune(settings: Settings, dry_run: bool = False,
-          reporter: Reporter = NULL_REPORTER) -> PruneResult:
+def prune(settings: Settings, dry_run: bool = False, reporter: Reporter = NULL_REPORTER,
+          engine: Engine | None = None) -> PruneResult:
     """Remove giftbox images whose tag digest is no longer current, and containers whose
     giftbox process is gone (killed with SIGKILL, so it could not clean up)."""
     current = set()
     for d in _definitions(settings):
         current.update({d.tag, d.base_tag})
     result = PruneResult(dry_run=dry_run)
-    client = connect()
-    try:
-        for container in client.containers.list(all=True, filters={"label": LABEL}):
+    with engine_for(settings, engine) as engine:
+        for container in engine.containers(LABEL):
             owner = container.labels.get(OWNER_LABEL, "")
             if owner.isdigit() and not _pid_alive(int(owner)):
                 result.removed_containers.append(container.name)
                 if not dry_run:
-                    with contextlib.suppress(docker.errors.NotFound):
-                        container.remove(force=True)
+                    engine.remove_container(container.name)
         # Builders before bases: a base is still referenced by the builders made from it.
-        stale = sorted((t for t in _all_tags(client) if t not in current),
+        stale = sorted((t for t in _all_tags(engine) if t not in current),
                        key=lambda t: (not t.startswith(BUILDER_REPO), t))
         for tag in stale:
             if dry_run:
@@ -836,13 +802,11 @@ def prune(settings: Settings, dry_run: bool = False,
                 reporter.detail(f"would remove {tag}")
                 continue
             try:
-                client.images.remove(tag)
-            except docker.errors.APIError as exc:
-                result.kept.append({"tag": tag, "reason": str(exc.explanation or exc)})
-                reporter.detail(f"kept {tag}: {exc.explanation or exc}")
+                engine.remove_image(tag)
+            except EngineError as exc:
+                result.kept.append({"tag": tag, "reason": exc.reason})
+                reporter.detail(f"kept {tag}: {exc.reason}")
                 continue
             result.removed.append(tag)
             reporter.detail(f"removed {tag}")
-    finally:
-        client.close()
     return result

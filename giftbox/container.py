@@ -6,6 +6,8 @@
 
 The rest of giftbox never builds a docker command line: it hands argv lists to ``call`` (no shell
 in between, so spec fields cannot become shell syntax) and files to ``copy_into``/``copy_out``.
+What the engine is asked goes through ``giftbox.engine.Engine``: pass one (``engine=``) to share
+its connection across the containers of a command, or let the container make its own.
 
 Host integration is a feature, not an accident: behind a TLS-intercepting proxy nothing inside a
 container can reach PyPI unless it trusts the host's CA bundle and uses the host's index. Both are
@@ -19,7 +21,6 @@ from __future__ import annotations
 import contextlib
 import io
 import os
-import platform
 import re
 import shutil
 import signal
@@ -32,113 +33,29 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
 from types import FrameType, TracebackType
-from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit
-
-import docker
-import docker.errors
-import docker.types
+from typing import Any, Protocol
 
 from giftbox.distros import Arch
+from giftbox.engine import (
+    LABEL,
+    OWNER_LABEL,
+    Engine,
+    EngineError,
+    check_platform,
+    mask,
+    mask_url,
+    url_secrets,
+)
 from giftbox.errors import BuilderError, BuildError
 from giftbox.settings import Settings
 from giftbox.ui import NULL_REPORTER, Reporter
 
-if TYPE_CHECKING:
-    from giftbox.builders import BuilderImage
+# LABEL, OWNER_LABEL, check_platform and the maskers lived here before the engine had a module
+# of its own: still importable from here.
+__all__ = ["CA_PATH", "LABEL", "OWNER_LABEL", "BuilderRef", "CallResult", "CommandFailed",
+           "Container", "Mount", "check_platform", "host_env", "mask", "mask_url", "url_secrets"]
 
-# Every container we start carries this label, so leftovers are findable (tests, prune).
-LABEL = "org.giftbox.container"
-OWNER_LABEL = "org.giftbox.owner-pid"
 CA_PATH = "/run/giftbox/ca-bundle.crt"
-BINFMT_DIR = Path("/proc/sys/fs/binfmt_misc")
-
-_ENGINE_HINT = (
-    "Start a Docker engine and try again: as root `dockerd --iptables=false &` (or "
-    "`systemctl start docker` where systemd runs it), or point DOCKER_HOST at a running engine "
-    "(e.g. DOCKER_HOST=unix:///run/docker.sock).")
-
-
-def connect(timeout: float | None = None) -> docker.DockerClient:
-    """A client for the engine named by DOCKER_HOST (default socket otherwise), known to answer.
-
-    ``timeout`` bounds each wait on the engine afterwards; None waits as long as it takes, since
-    a build step can be silent for many minutes (compiling under qemu) without being stuck.
-    """
-    where = os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock"
-    try:
-        client = docker.from_env(timeout=30)
-        client.ping()
-    except Exception as exc:  # the SDK raises DockerException, requests' and urllib3's errors
-        raise BuilderError(f"no container engine answered at {mask_url(where)}: "
-                           f"{_first_line(exc)}", hint=_ENGINE_HINT) from None
-    client.api.timeout = timeout
-    return client
-
-
-def host_arch() -> Arch:
-    return Arch.parse(platform.machine())
-
-
-def check_platform(arch: Arch) -> None:
-    """Refuse a foreign arch early when the kernel cannot run its binaries through qemu.
-
-    Without the binfmt handler the engine fails later with a cryptic "exec format error"; with it
-    registered but lacking the F flag the interpreter is looked up inside the container and the
-    failure is just as cryptic.
-    """
-    if arch is host_arch():
-        return
-    entry = BINFMT_DIR / f"qemu-{arch.qemu}"
-    how = ("Enable qemu user emulation for it: `apt-get install qemu-user-static binfmt-support`, "
-           "`mount -t binfmt_misc binfmt_misc /proc/sys/fs/binfmt_misc` if it is not mounted, "
-           f"then `update-binfmts --enable qemu-{arch.qemu}`.")
-    if not (BINFMT_DIR / "status").exists():
-        raise BuilderError(f"cannot run {arch.value} containers on this {host_arch().value} "
-                           f"host: binfmt_misc is not mounted at {BINFMT_DIR}", hint=how)
-    if not entry.exists():
-        raise BuilderError(f"cannot run {arch.value} containers on this {host_arch().value} "
-                           f"host: no qemu binfmt handler registered ({entry} is missing)",
-                           hint=how)
-    text = entry.read_text()
-    if not text.startswith("enabled"):
-        raise BuilderError(f"cannot run {arch.value} containers on this {host_arch().value} "
-                           f"host: the qemu binfmt handler {entry} is disabled", hint=how)
-    flags = next((line.split(":", 1)[1] for line in text.splitlines()
-                  if line.startswith("flags:")), "")
-    if "F" not in flags:
-        raise BuilderError(
-            f"the qemu binfmt handler {entry} lacks the F (fix binary) flag, so containers "
-            "cannot find the emulator", hint="Use the registration shipped by qemu-user-static "
-            f"(`update-binfmts --disable qemu-{arch.qemu} && update-binfmts --enable "
-            f"qemu-{arch.qemu}`), which sets F.")
-
-
-def mask_url(url: str) -> str:
-    """``https://user:***@host/...``: safe to print."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
-    return parts._replace(netloc=netloc).geturl()
-
-
-def url_secrets(urls: Sequence[str]) -> tuple[str, ...]:
-    """The passwords (and tokens used as user names) in index URLs: what must never be printed."""
-    found: list[str] = []
-    for url in urls:
-        parts = urlsplit(url)
-        if parts.password:
-            found.append(parts.password)
-        elif parts.username and "@" in parts.netloc:
-            found.append(parts.username)  # a bare token as user name is a secret too
-    return tuple(s for s in found if len(s) >= 3)
-
-
-def mask(text: str, secrets: Sequence[str]) -> str:
-    for secret in secrets:
-        text = text.replace(secret, "***")
-    return text
 
 
 def host_env(settings: Settings) -> dict[str, str]:
@@ -167,6 +84,16 @@ class Mount:
     read_only: bool = True
 
 
+class BuilderRef(Protocol):
+    """What a container needs of a builder image (``builders.BuilderImage`` is one)."""
+
+    @property
+    def tag(self) -> str: ...
+
+    @property
+    def arch(self) -> Arch: ...
+
+
 @dataclass(frozen=True)
 class CallResult:
     returncode: int
@@ -184,11 +111,6 @@ class CommandFailed(BuildError):
         self.output = output
 
 
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip() or type(exc).__name__
-    return text.splitlines()[0][:300]
-
-
 def _raise_interrupt(signum: int, frame: FrameType | None) -> None:
     raise KeyboardInterrupt(f"signal {signum}")
 
@@ -196,10 +118,10 @@ def _raise_interrupt(signum: int, frame: FrameType | None) -> None:
 class Container:
     """A running builder container; removed on exit whatever happened inside the block."""
 
-    def __init__(self, image: BuilderImage | str, arch: Arch, settings: Settings,
+    def __init__(self, image: BuilderRef | str, arch: Arch, settings: Settings,
                  reporter: Reporter = NULL_REPORTER, *, mounts: Sequence[Mount] = (),
                  env: Mapping[str, str] | None = None, workdir: str = "/work",
-                 engine_timeout: float | None = None) -> None:
+                 engine_timeout: float | None = None, engine: Engine | None = None) -> None:
         if not isinstance(image, str) and image.arch is not arch:
             raise BuilderError(f"builder {image.tag} is {image.arch.value}, not {arch.value}")
         self.image = image if isinstance(image, str) else image.tag
@@ -213,8 +135,9 @@ class Container:
         self.name = f"giftbox-{re.sub(r'[^a-z0-9]+', '-', self.image.lower())[:60]}-" \
                     f"{uuid.uuid4().hex[:8]}"
         self._secrets = url_secrets([settings.index_url, *settings.extra_index_urls])
-        self._client: docker.DockerClient | None = None
-        self._container: Any = None
+        self._given_engine = engine  # the caller's: used, never closed here
+        self._engine: Engine | None = None
+        self._started = False
         self._previous_sigterm: Any = None
         self._installed_sigterm = False
 
@@ -228,12 +151,16 @@ class Container:
                 raise BuilderError(f"mount source {m.source} does not exist",
                                    hint="create it before starting the container")
         check_platform(self.arch)
-        self._client = connect(self.engine_timeout)
+        self._engine = self._given_engine or Engine(self.settings, timeout=self.engine_timeout)
         try:
-            self._client.images.get(self.image)
-        except docker.errors.ImageNotFound:
+            present = self._engine.exists(self.image)
+        except BaseException:
+            self._release_engine()
+            raise
+        if not present:
+            self._release_engine()
             raise BuilderError(f"builder image {self.image} is not present",
-                               hint="run `giftbox builder ensure` for it first") from None
+                               hint="run `giftbox builder ensure` for it first")
         self._install_sigterm()
         try:
             self._start()
@@ -254,24 +181,19 @@ class Container:
             self._installed_sigterm = True
 
     def _start(self) -> None:
-        assert self._client is not None
-        mounts = [docker.types.Mount(target=m.target, source=str(m.source.resolve()),
-                                     type="bind", read_only=m.read_only) for m in self.mounts]
+        assert self._engine is not None
+        binds = [(m.source.resolve(), m.target, m.read_only) for m in self.mounts]
         if self.settings.ca_bundle:
-            mounts.append(docker.types.Mount(target=CA_PATH,
-                                             source=str(self.settings.ca_bundle.resolve()),
-                                             type="bind", read_only=True))
-        self._container = self._client.containers.create(
-            self.image, command=["sleep", "infinity"], name=self.name,
-            platform=self.arch.platform, network_mode="host", init=True, mounts=mounts,
-            working_dir=self.workdir, labels={LABEL: "1", OWNER_LABEL: str(os.getpid())},
-            detach=True)
-        self._container.start()
-        self._container.reload()
-        if self._container.status != "running":
-            logs = self._container.logs(tail=20).decode(errors="replace")
+            binds.append((self.settings.ca_bundle.resolve(), CA_PATH, True))
+        self._started = True  # from here on there may be a container to remove
+        status = self._engine.start(
+            self.image, ["sleep", "infinity"], name=self.name, platform=self.arch.platform,
+            binds=binds, workdir=self.workdir,
+            labels={LABEL: "1", OWNER_LABEL: str(os.getpid())})
+        if status != "running":
+            logs = self._engine.logs(self.name, tail=20)
             raise BuilderError(f"builder container {self.name} from {self.image} did not start "
-                               f"(status {self._container.status})", hint=logs.strip() or None)
+                               f"(status {status})", hint=logs.strip() or None)
         if self.workdir:
             self._exec_plain(["mkdir", "-p", self.workdir])
 
@@ -283,24 +205,24 @@ class Container:
         except ValueError:
             previous_int = previous_term = None
         try:
-            if self._client is not None:
-                with contextlib.suppress(docker.errors.NotFound):
-                    self._client.api.remove_container(self.name, force=True, v=True)
-        except docker.errors.APIError as exc:
-            if "already in progress" not in str(exc):
-                self.reporter.info(f"warning: could not remove container {self.name}: "
-                                   f"{_first_line(exc)}")
+            if self._engine is not None and self._started:
+                self._engine.remove_container(self.name)
+        except EngineError as exc:
+            self.reporter.info(f"warning: could not remove container {self.name}: {exc.reason}")
         finally:
-            self._container = None
+            self._started = False
             if previous_int is not None:
                 signal.signal(signal.SIGINT, previous_int)
                 signal.signal(signal.SIGTERM, previous_term)
             if self._installed_sigterm:
                 signal.signal(signal.SIGTERM, self._previous_sigterm)
                 self._installed_sigterm = False
-            if self._client is not None:
-                self._client.close()
-                self._client = None
+            self._release_engine()
+
+    def _release_engine(self) -> None:
+        if self._engine is not None and self._engine is not self._given_engine:
+            self._engine.close()
+        self._engine = None
 
     # -- running commands ------------------------------------------------------------------
 
@@ -311,23 +233,22 @@ class Container:
         result = self.call(argv, stream=False, check=True)
         del result
 
-    def _running(self) -> Any:
-        if self._container is None or self._client is None:
+    def _running(self) -> Engine:
+        if not self._started or self._engine is None:
             raise BuilderError("the container is not running: use `with Container(...) as c:`")
-        return self._client
+        return self._engine
 
     def call(self, argv: list[str], *, env: Mapping[str, str] | None = None,
              cwd: str | None = None, check: bool = True, log_path: Path | None = None,
              stream: bool = True) -> CallResult:
         """Run argv (no shell) inside the container; stream its output, timestamped, to the
         reporter (when ``stream``) and to ``log_path``; return exit code and output."""
-        client = self._running()
+        engine = self._running()
         if not argv or not all(isinstance(a, str) for a in argv):
             raise BuilderError(f"call needs a non-empty list of strings, got {argv!r}")
         shown = mask(" ".join(argv), self._secrets)
-        exec_id = client.api.exec_create(
-            self.name, cmd=list(argv), environment=self._environment(env),
-            workdir=cwd or self.workdir or None, stdout=True, stderr=True, tty=False)["Id"]
+        exec_id, chunks = engine.exec(self.name, argv, environment=self._environment(env),
+                                      workdir=cwd or self.workdir or None)
         start = time.monotonic()
         lines: list[str] = []
         log = log_path.open("a", encoding="utf-8") if log_path else None
@@ -335,14 +256,14 @@ class Container:
             if log:
                 log.write(f"{_stamp()} $ {shown}\n")
             pending = b""
-            for chunk in client.api.exec_start(exec_id, stream=True, demux=False):
+            for chunk in chunks:
                 pending += chunk
                 *complete, pending = pending.split(b"\n")
                 for raw in complete:
                     self._line(raw, start, lines, log, stream)
             if pending:
                 self._line(pending, start, lines, log, stream)
-            returncode = client.api.exec_inspect(exec_id)["ExitCode"]
+            returncode = engine.exit_code(exec_id)
             if log:
                 log.write(f"{_stamp()} exit {returncode} after "
                           f"{time.monotonic() - start:.1f}s\n")
@@ -374,7 +295,7 @@ class Container:
 
     def copy_into(self, host_path: Path, container_path: str) -> None:
         """Copy a file or a directory tree to ``container_path`` (its parents are created)."""
-        client = self._running()
+        engine = self._running()
         host_path = Path(host_path)
         if not host_path.exists():
             raise BuilderError(f"cannot copy {host_path} into the container: it does not exist")
@@ -386,18 +307,16 @@ class Container:
             with tarfile.open(fileobj=buf, mode="w") as tar:
                 tar.add(str(host_path), arcname=target.name)
             buf.seek(0)
-            if not client.api.put_archive(self.name, str(target.parent), buf):
+            if not engine.put_archive(self.name, str(target.parent), buf):
                 raise BuilderError(f"the engine refused to copy {host_path} to {container_path}")
 
     def copy_out(self, container_path: str, host_path: Path) -> None:
         """Copy a file or directory out of the container to ``host_path`` (replacing it)."""
-        client = self._running()
-        host_path = Path(host_path)
-        try:
-            chunks, _stat = client.api.get_archive(self.name, container_path)
-        except docker.errors.NotFound:
+        chunks = self._running().get_archive(self.name, container_path)
+        if chunks is None:
             raise BuilderError(f"cannot copy {container_path} out of the container: "
-                               "it does not exist") from None
+                               "it does not exist")
+        host_path = Path(host_path)
         host_path.parent.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryFile() as buf, \
                 tempfile.TemporaryDirectory(dir=host_path.parent, prefix=".giftbox-") as tmp:
@@ -417,9 +336,3 @@ class Container:
 
 def _stamp() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")[:-4] + "Z"
-
-
-def leftover_containers(client: docker.DockerClient | None = None) -> list[str]:
-    """Names of giftbox containers that exist now (for tests and for prune)."""
-    client = client or connect()
-    return [c.name for c in client.containers.list(all=True, filters={"label": LABEL})]

@@ -184,22 +184,17 @@ def _check_spec(spec: Spec, manifest: Manifest, distro: Distro) -> None:
                 hint=f"check out the revision of {where} that built it and run the check there")
 
 
-def _image(manifest: Manifest, distro: Distro, arch: Arch) -> BuilderImage:
-    import docker.errors
+def _image(settings: Settings, manifest: Manifest, distro: Distro, arch: Arch) -> BuilderImage:
+    from giftbox.engine import Engine
 
-    from giftbox.container import connect
-
-    client = connect()
-    try:
-        client.images.get(manifest.builder_image)
-    except docker.errors.ImageNotFound:
+    with Engine(settings) as engine:
+        present = engine.exists(manifest.builder_image)
+    if not present:
         raise InputUnavailable(
             f"the builder image {manifest.builder_image} the artifact was built in is no longer "
             "in the Docker engine", hint="load it from where it was kept (docker load, or a "
             "registry mirror); a builder made again from builders/ today gets another id, and "
-            "the artifact cannot be rebuilt bit for bit without the original") from None
-    finally:
-        client.close()
+            "the artifact cannot be rebuilt bit for bit without the original")
     return BuilderImage(tag=manifest.builder_image, image_id=manifest.builder_image,
                         distro=distro.name, arch=arch, python=distro.python, digest="")
 
@@ -381,7 +376,7 @@ def check(target: str, settings: Settings, reporter: Reporter = NULL_REPORTER) -
     spec = find_spec(settings.root, manifest.project, frozenset(load_distros(
         settings.builders_dir)))
     _check_spec(spec, manifest, distro)
-    image = _image(manifest, distro, arch)
+    image = _image(settings, manifest, distro, arch)
 
     folder = rebuild_dir(settings, manifest, artifact.digest)
     with locked(folder):  # one check of one artifact at a time

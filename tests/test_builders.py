@@ -180,14 +180,15 @@ def test_registry_builder_fails_clearly_without_a_registry(builder_settings: Set
     assert re.search(r"giftbox-base/ubuntu16\.04:x86_64-[0-9a-f]{12}", hint)
 
 
-def test_dead_engine_says_how_to_start_one(builder_settings: Settings,
-                                           monkeypatch: pytest.MonkeyPatch,
-                                           tmp_path: Path) -> None:
-    monkeypatch.setenv("DOCKER_HOST", f"unix://{tmp_path}/nothing-listens.sock")
-    with pytest.raises(BuilderError) as err:
-        builders.ensure("debian12", "x86_64", builder_settings)
-    assert "no container engine answered" in err.value.message
-    assert "dockerd --iptables=false" in (err.value.hint or "")
+def test_dead_engine_says_how_to_start_one(builder_settings: Settings, tmp_path: Path) -> None:
+    dead = replace(builder_settings, docker_host=f"unix://{tmp_path}/nothing-listens.sock")
+    for attempt in (lambda: builders.ensure("debian12", "x86_64", dead),
+                    lambda: builders.list_builders(dead), lambda: builders.prune(dead)):
+        with pytest.raises(BuilderError) as err:
+            attempt()
+        assert "no container engine answered at unix://" in err.value.message
+        assert err.value.exit_code == 5
+        assert "dockerd --iptables=false" in (err.value.hint or "")
 
 
 def test_cli_dead_engine_exits_with_the_builder_code(giftbox, tmp_path: Path) -> None:

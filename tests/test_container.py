@@ -23,6 +23,7 @@ import pytest
 from giftbox.builders import BuilderImage
 from giftbox.container import CA_PATH, CommandFailed, Container, Mount, mask_url
 from giftbox.distros import Arch
+from giftbox.engine import OWNER_LABEL, Engine
 from giftbox.errors import BuilderError
 from giftbox.settings import Settings
 from giftbox.ui import Reporter
@@ -188,19 +189,32 @@ def test_container_is_removed_on_interrupt(debian12_x86_64: BuilderImage, signum
     assert containers_of(child.pid) == []
 
 
-def test_missing_image_and_dead_engine(builder_settings: Settings, tmp_path: Path,
-                                       monkeypatch: pytest.MonkeyPatch) -> None:
+def test_missing_image_and_dead_engine(builder_settings: Settings, tmp_path: Path) -> None:
     with pytest.raises(BuilderError, match="is not present") as err:
         with Container("giftbox-builder/nothing:x86_64-000000000000", Arch.x86_64,
                        builder_settings):
             pass
     assert "giftbox builder ensure" in (err.value.hint or "")
-    monkeypatch.setenv("DOCKER_HOST", f"unix://{tmp_path}/dead.sock")
+    dead = replace(builder_settings, docker_host=f"unix://{tmp_path}/dead.sock")
     with pytest.raises(BuilderError, match="no container engine answered") as err:
-        with Container("giftbox-builder/nothing:x86_64-000000000000", Arch.x86_64,
-                       builder_settings):
+        with Container("giftbox-builder/nothing:x86_64-000000000000", Arch.x86_64, dead):
             pass
+    assert f"{tmp_path}/dead.sock" in err.value.message
     assert "dockerd --iptables=false" in (err.value.hint or "")
+
+
+def test_containers_of_one_command_share_its_engine(debian12_x86_64: BuilderImage,
+                                                    builder_settings: Settings) -> None:
+    with Engine(builder_settings) as engine:
+        with Container(debian12_x86_64, Arch.x86_64, builder_settings, engine=engine) as c:
+            assert c.call(["echo", "one"], stream=False).output == "one"
+            first = c.name
+        with Container(debian12_x86_64, Arch.x86_64, builder_settings, engine=engine) as c:
+            assert c.call(["echo", "two"], stream=False).output == "two"
+        # Each container was removed, and the engine the command lent stayed open.
+        assert engine.containers(f"{OWNER_LABEL}={os.getpid()}") == []
+        assert engine.exists(debian12_x86_64.tag)
+    assert first != c.name
 
 
 def test_builder_of_another_arch_is_refused(debian12_x86_64: BuilderImage,

@@ -1,0 +1,119 @@
+"""The engine: one connection, made on first use, to the address Settings names; images built,
+found, tagged, listed and removed; a refused request named by what the engine said."""
+
+# Fixtures come from tests/builder_fixtures.py (the lead owns conftest.py); pytest finds them
+# by name, which ruff reads as redefinitions.
+# ruff: noqa: F811
+
+from __future__ import annotations
+
+import os
+import subprocess
+import uuid
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from giftbox import builders
+from giftbox.builders import BuilderImage
+from giftbox.engine import LABEL, OWNER_LABEL, Engine, EngineError
+from giftbox.errors import BuilderError
+from giftbox.settings import Settings
+from tests.builder_fixtures import (  # noqa: F401 (fixtures)
+    REPO_ROOT,
+    builder_settings,
+    debian12_x86_64,
+)
+
+
+def test_the_engine_is_asked_only_when_used_and_at_the_address_settings_name(
+        tmp_path: Path) -> None:
+    dead = f"unix://{tmp_path}/nothing-listens.sock"
+    settings = Settings.resolve(root=REPO_ROOT, env={"DOCKER_HOST": dead, "HOME": str(tmp_path)})
+    assert settings.docker_host == dead
+    engine = Engine(settings)  # a command that never needs the engine never meets this error
+    engine.close()
+    with pytest.raises(BuilderError) as err:
+        engine.exists("giftbox-builder/debian12:x86_64-000000000000")
+    assert f"no container engine answered at {dead}" in err.value.message
+    assert err.value.exit_code == 5
+    assert "systemctl start docker" in (err.value.hint or "")
+
+    secret = replace(settings, docker_host="tcp://deploy:s3cr3t@127.0.0.1:1")
+    with pytest.raises(BuilderError) as err:
+        Engine(secret).tags()
+    assert "deploy:***@127.0.0.1:1" in err.value.message and "s3cr3t" not in err.value.message
+
+
+@pytest.mark.docker
+def test_a_build_streams_its_lines_and_the_image_is_found_listed_and_removed(
+        tmp_path: Path, builder_settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The process environment names a dead engine: Settings' address is the one used.
+    monkeypatch.setenv("DOCKER_HOST", f"unix://{tmp_path}/nothing-listens.sock")
+    settings = replace(builder_settings, docker_host="unix:///var/run/docker.sock")
+    (tmp_path / "hello.txt").write_text("hello\n")
+    (tmp_path / "Dockerfile").write_text("FROM scratch\nCOPY hello.txt /hello.txt\n")
+    tag = f"giftbox-test/engine:{uuid.uuid4().hex[:12]}"
+    with Engine(settings) as engine:
+        try:
+            lines = list(engine.build(tmp_path, tag=tag, platform="linux/amd64",
+                                      labels={"org.giftbox.kind": "test"}))
+            assert any(line.startswith("Step 2/3 : COPY hello.txt") for line in lines), lines
+            image = engine.image(tag)
+            assert image is not None and image.id.startswith("sha256:")
+            assert image.architecture == "amd64"
+            assert image.labels["org.giftbox.kind"] == "test"
+            assert engine.tags("giftbox-test/engine:") == {tag: image.id}
+            engine.tag(tag, f"{tag}-again")
+            assert engine.tags("giftbox-test/engine:") == {tag: image.id,
+                                                           f"{tag}-again": image.id}
+        finally:
+            for ref in (tag, f"{tag}-again"):
+                if engine.exists(ref):
+                    engine.remove_image(ref)
+        assert engine.image(tag) is None and engine.tags("giftbox-test/engine:") == {}
+        with pytest.raises(EngineError, match="No such image"):
+            engine.remove_image(tag)
+
+
+@pytest.mark.docker
+def test_a_failed_build_says_what_the_engine_said_after_the_lines_before_it(
+        tmp_path: Path, builder_settings: Settings) -> None:
+    # A scratch image has no shell: the RUN step fails in the engine, not in giftbox.
+    (tmp_path / "Dockerfile").write_text("FROM scratch\nRUN true\n")
+    tag = f"giftbox-test/engine:{uuid.uuid4().hex[:12]}"
+    lines: list[str] = []
+    with Engine(builder_settings) as engine:
+        with pytest.raises(EngineError) as err:
+            for line in engine.build(tmp_path, tag=tag, platform="linux/amd64"):
+                lines.append(line)
+        assert not engine.exists(tag)
+    assert any(line.startswith("Step 2/2 : RUN true") for line in lines), lines
+    assert "/bin/sh" in err.value.reason
+    assert err.value.exit_code == 5  # a BuilderError, should a caller not name it
+
+
+@pytest.mark.docker
+def test_prune_finds_the_container_a_killed_giftbox_left_behind(
+        debian12_x86_64: BuilderImage, builder_settings: Settings) -> None:
+    gone = subprocess.Popen(["true"])  # a pid that no longer runs: a giftbox killed by SIGKILL
+    gone.wait()
+    name = f"giftbox-test-left-behind-{uuid.uuid4().hex[:8]}"
+    with Engine(builder_settings) as engine:
+        try:
+            status = engine.start(debian12_x86_64.tag, ["sleep", "infinity"], name=name,
+                                  platform="linux/amd64", binds=[], workdir="/",
+                                  labels={LABEL: "1", OWNER_LABEL: str(gone.pid)})
+            assert status == "running"
+            mine = engine.containers(f"{OWNER_LABEL}={os.getpid()}")
+            assert name not in {c.name for c in mine}
+            (left,) = engine.containers(f"{OWNER_LABEL}={gone.pid}")
+            assert left.name == name and left.labels[LABEL] == "1"
+            result = builders.prune(builder_settings, dry_run=True, engine=engine)
+            assert name in result.removed_containers
+            assert engine.containers(f"{OWNER_LABEL}={gone.pid}")  # a dry run removes nothing
+        finally:
+            engine.remove_container(name)
+        assert engine.containers(f"{OWNER_LABEL}={gone.pid}") == []
+        engine.remove_container(name)  # gone already is fine
