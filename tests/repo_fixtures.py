@@ -9,6 +9,7 @@ it never skips it: a green run must mean the clients really accepted the reposit
 from __future__ import annotations
 
 import contextlib
+import os
 import shutil
 import socket
 import sys
@@ -66,8 +67,11 @@ def make_tree(base: Path, channels_yaml: str = CHANNELS_YAML) -> Tree:
     (root / "specs").mkdir(parents=True)
     (root / "builders").symlink_to(REPO_ROOT / "builders")
     (root / "channels.yaml").write_text(channels_yaml)
+    # Who acts and where the records live come from the environment, as for the command line
+    # (tests set GIFTBOX_USER before asking for a tree).
+    passed = {k: os.environ[k] for k in ("GIFTBOX_USER", "GIFTBOX_DATABASE") if k in os.environ}
     settings = Settings.resolve(root=root, env={"GIFTBOX_STATE": str(base / "state"),
-                                                "HOME": str(base)})
+                                                "HOME": str(base), **passed})
     return Tree(root=root, settings=settings)
 
 

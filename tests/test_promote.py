@@ -30,6 +30,7 @@ from giftbox.records import MIGRATIONS, SCHEMA_VERSION, Records, open_records
 from giftbox.repo import Pool, channel_state, publish, republish
 from giftbox.repo.promote import gc, history, pin, promote, prune, rollback, unpin
 from giftbox.repo.vercmp import dpkg_compare, rpm_compare
+from giftbox.settings import Settings
 from tests.repo_fixtures import (
     Tree,
     apt_client,
@@ -489,18 +490,18 @@ def test_a_locked_database_names_the_file(tmp_path: Path) -> None:
         holder.close()
 
 
-def test_database_url(tree: Tree, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_database_url(tree: Tree, tmp_path: Path) -> None:
     # PostgreSQL is supported (tests/test_records_pg.py); a server that is not there is named,
     # the password never shown.
-    monkeypatch.setenv("GIFTBOX_DATABASE", "postgresql://giftbox:hunter2@127.0.0.1:1/giftbox")
+    def at(database: str) -> Settings:  # $GIFTBOX_DATABASE, as the command line resolves it
+        return Settings.resolve(root=tree.root, env={**tree.env(), "GIFTBOX_DATABASE": database})
+
     with pytest.raises(StateError) as err:
-        open_records(tree.settings)
+        open_records(at("postgresql://giftbox:hunter2@127.0.0.1:1/giftbox"))
     assert "cannot connect" in err.value.message and "hunter2" not in err.value.message
-    monkeypatch.setenv("GIFTBOX_DATABASE", f"sqlite:///{tmp_path}/elsewhere.db")
-    open_records(tree.settings).close()
+    open_records(at(f"sqlite:///{tmp_path}/elsewhere.db")).close()
     assert (tmp_path / "elsewhere.db").is_file()
     not_a_db = tmp_path / "garbage.db"
     not_a_db.write_bytes(b"this is not sqlite" * 100)
-    monkeypatch.setenv("GIFTBOX_DATABASE", str(not_a_db))
     with pytest.raises(StateError, match="not a usable build records database"):
-        open_records(tree.settings)
+        open_records(at(str(not_a_db)))

@@ -3,6 +3,7 @@ the embedded SQLite default, so verdicts from CI jobs on many machines gate one 
 
 from __future__ import annotations
 
+import os
 import re
 import sqlite3
 import threading
@@ -98,12 +99,14 @@ def test_records_round_trip_on_both_backends(location: str) -> None:
         assert row[0] == row["n"] == 2
 
 
-def test_settings_name_the_server(pg_url: str, settings: Settings,
-                                  monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("GIFTBOX_DATABASE", pg_url)
-    with open_records(settings) as db:
+def test_settings_name_the_server(pg_url: str, settings: Settings) -> None:
+    # $GIFTBOX_DATABASE as the command line resolves it into Settings.database.
+    on_server = Settings.resolve(root=settings.root, env={
+        **os.environ, "GIFTBOX_CACHE": str(settings.cache_dir), "GIFTBOX_DATABASE": pg_url})
+    assert on_server.database == pg_url
+    with open_records(on_server) as db:
         assert db.postgres and PASSWORD not in str(db.path)
-    assert not (settings.state_dir / "giftbox.db").exists()
+    assert not (on_server.state_dir / "giftbox.db").exists()
 
 
 def test_writers_queue_and_a_held_lock_is_named(pg_url: str) -> None:
