@@ -316,9 +316,8 @@ def definition(distro: Distro, arch: Arch, settings: Settings) -> Definition:
 
 # A Release file read less than this long ago is trusted (an archive drops an arch rarely).
 ARCHIVE_TTL = 6 * 3600
-# mmdebstrap against a mirror caught mid-sync: how often, and how far apart, to try again.
-MIRROR_RETRIES = 3
-MIRROR_RETRY_DELAY = 60.0
+# mmdebstrap against a mirror caught mid-sync is tried again: settings.mirror_retries times,
+# settings.mirror_retry_delay seconds apart.
 _MID_SYNC = ("Mirror sync in progress", "File has unexpected size", "Hash Sum mismatch",
              "Clearsigned file isn't valid")
 
@@ -557,8 +556,7 @@ def _bootstrap_debian(engine: Engine, d: Definition, settings: Settings,
                         + ", ".join(mask_url(s.split()[1]) + " " + s.split()[2]
                                     for s in d.sources))
         step = f"mmdebstrap of {d.distro.name} ({d.arch.deb})"
-        retries = int(os.environ.get("GIFTBOX_MIRROR_RETRIES", MIRROR_RETRIES))
-        delay = float(os.environ.get("GIFTBOX_MIRROR_RETRY_DELAY", MIRROR_RETRY_DELAY))
+        retries, delay = settings.mirror_retries, settings.mirror_retry_delay
         for attempt in range(1, max(retries, 1) + 1):
             code, tail = _stream(mmdebstrap[args], reporter)
             if code == 0:

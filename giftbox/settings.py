@@ -93,6 +93,10 @@ class Settings:
     ci_groups: bool = False
     # A terminal that can redraw lines (``$TERM`` is not ``dumb``).
     smart_terminal: bool = True
+    # A Debian mirror caught mid-sync: how often a bootstrap tries, and how many seconds apart
+    # (``$GIFTBOX_MIRROR_RETRIES``, ``$GIFTBOX_MIRROR_RETRY_DELAY``).
+    mirror_retries: int = 3
+    mirror_retry_delay: float = 60.0
 
     @property
     def specs_dir(self) -> Path:
@@ -144,4 +148,6 @@ class Settings:
                    user=env.get("GIFTBOX_USER") or None,
                    database=env.get("GIFTBOX_DATABASE") or None,
                    ci_groups=env.get("GITHUB_ACTIONS") == "true",
-                   smart_terminal=env.get("TERM") != "dumb")
+                   smart_terminal=env.get("TERM") != "dumb",
+                   mirror_retries=int(env.get("GIFTBOX_MIRROR_RETRIES") or 3),
+                   mirror_retry_delay=float(env.get("GIFTBOX_MIRROR_RETRY_DELAY") or 60.0))

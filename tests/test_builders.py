@@ -249,3 +249,12 @@ def test_cli_help_teaches(giftbox) -> None:
     assert result.code == 0
     assert "giftbox builder ensure debian12 --arch x86_64" in result.out
     assert "--all-runnable" in result.out
+
+
+def test_mirror_retries_are_read_once_into_settings(tmp_path: Path) -> None:
+    env = {"HOME": str(tmp_path), "GIFTBOX_MIRROR_RETRIES": "5",
+           "GIFTBOX_MIRROR_RETRY_DELAY": "0.5"}
+    settings = Settings.resolve(root=REPO_ROOT, env=env)
+    assert (settings.mirror_retries, settings.mirror_retry_delay) == (5, 0.5)
+    defaults = Settings.resolve(root=REPO_ROOT, env={"HOME": str(tmp_path)})
+    assert (defaults.mirror_retries, defaults.mirror_retry_delay) == (3, 60.0)
