@@ -81,7 +81,7 @@ class Settings:
     # Index credentials for hosts whose URL carries none (as pip and requests read it).
     netrc_file: Path | None = None
     verbose: bool = False
-    # The container engine (``$DOCKER_HOST``; the SDK reads the same variable to connect).
+    # The container engine ``giftbox.engine.Engine`` connects to (``$DOCKER_HOST``).
     docker_host: str = "unix:///var/run/docker.sock"
     # Who acts, as records name them (``$GIFTBOX_USER``: CI sets it to the person or bot behind
     # a run); None means the login name.
