@@ -177,18 +177,17 @@ def nightly_target(target: Target, reporter: TargetReporter, settings: Settings,
                      filename=package.path.name, digest=package.sha256, result=result,
                      log_path=str(built.log_path) if not built.cached else None)
     if built.cached and _in_channel(settings, channel, package.path.name, package.sha256):
-        # pipeline.run_target(publish=...) would record a publish of the unchanged file
-        # every night; the channel history should show only what changed.
+        # Nothing to publish: say since when the channel has held this build.
         with records.open_records(settings) as db:
             last = db.last_nightly_target(spec.name, distro.name, arch.value, good=True)
         since = f"since nightly #{last.run_id}" if last and last.build_key == built.key \
             else f"already in {channel}"
         out.outcome, out.detail = "unchanged", f"{since}, inputs {built.key[:12]}"
         return out
+    # Recorded by the publish, in its transaction, linked to the build.
     with reporter.stage(f"publish {package.path.name} to {channel}"):
-        publish(channel, [package.path], settings, reporter)
-    records.record_publish(settings, channel, package.sha256, package.path.name,
-                           build_id=built.build_id)
+        publish(channel, [package.path], settings, reporter, record=True,
+                build_id=built.build_id)
     if built.cached:
         out.outcome, out.detail = "published", f"built before, new to {channel}"
     else:

@@ -175,6 +175,12 @@ def test_nightly_builds_what_changed_and_survives_a_failing_project(
     assert ".1.g" in targets["beta"]["version"]  # the patched build says so in its version
     builds_after_first = len(records.open_records(settings).recent_builds(limit=100))
     assert builds_after_first == 2
+    # Each publish is recorded once, by the publish itself, linked to the build it made.
+    with records.open_records(settings) as db:
+        published = sorted((e.detail["filename"], e.detail["build_id"])
+                           for e in db.history("nightly") if e.kind == "publish")
+    assert published == sorted((t["filename"], t["build_id"])
+                               for t in (targets["alpha"], targets["beta"]))
 
     # Night 2: nothing moved. Cache hits, nothing published, no build recorded.
     code, second, err = nightly(giftbox, env)
@@ -184,6 +190,7 @@ def test_nightly_builds_what_changed_and_survives_a_failing_project(
     assert f"since nightly #{first['run_id']}" in targets["alpha"]["detail"]
     with records.open_records(settings) as db:
         assert len(db.recent_builds(limit=100)) == builds_after_first
+        assert len([e for e in db.history("nightly") if e.kind == "publish"]) == 2
 
     # Night 3: only alpha's branch moved.
     moved = move_branch(alpha, "Fix a bug on the stable branch")
