@@ -175,9 +175,9 @@ def run_target(spec: Spec, distro: Distro, arch: Arch, settings: Settings,
     for channel in publish:
         from giftbox.repo import publish as publish_files
 
+        # Recorded by the publish, in its transaction, linked to the build.
         with reporter.stage(f"publish {info.path.name} to {channel}"):
-            publish_files(channel, [info.path], settings, reporter)
-        records.record_publish(settings, channel, info.sha256, info.path.name,
-                               build_id=built.build_id)
+            publish_files(channel, [info.path], settings, reporter, record=True,
+                          build_id=built.build_id)
         published.append(channel)
     return TargetResult(build=built, package=info, published=published)
