@@ -1,5 +1,5 @@
 """``giftbox verify``: evidence that a candidate installs, upgrades, migrates and is not known
-to be vulnerable, recorded as verdicts on its exact sha256 (giftbox/records.py) for the gates
+to be vulnerable, recorded as verdicts on its exact sha256 (giftbox/records/verdicts.py) for the gates
 of giftbox/repo/gates.py.
 
 The candidate is installed the way a fleet gets it: apt, in a clean container of the target's
