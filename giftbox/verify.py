@@ -1,6 +1,6 @@
 """``giftbox verify``: evidence that a candidate installs, upgrades, migrates and is not known
-to be vulnerable, recorded as verdicts on its exact sha256 (giftbox/records/verdicts.py) for the gates
-of giftbox/repo/gates.py.
+to be vulnerable, recorded as verdicts on its exact sha256 (giftbox/records/verdicts.py) for
+the gates of giftbox/repo/gates.py.
 
 The candidate is installed the way a fleet gets it: apt, in a clean container of the target's
 *base* image (the distro as bootstrapped, not the builder with its compilers), from the channel
