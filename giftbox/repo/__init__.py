@@ -14,12 +14,18 @@ Public API (everything else is internal):
   with the records ``record`` returns, as one journaled transaction (publish.py's docstring):
   promotion, prune and rollback.
 - ``giftbox.repo.promote``: promote, ``move`` (a list of ``Move``s into one channel, all or
-  none: release promotion), rollback, prune, gc, pin/unpin, channel history (imported on use:
-  it reads the build records database).
+  none: release promotion), rollback, channel history; and, from ``giftbox.repo.retention``,
+  prune, gc, pin/unpin (imported on use: they read the build records database).
 - ``giftbox.repo.vercmp``: dpkg's and rpm's version order.
 - ``channel_state(settings, name)``: the ``ChannelState`` recorded in
   ``repos/<channel>/state.json`` (entries by filename, each with its pool digest).
 - ``Pool(settings.repos_dir).load(digest)``: the ``PoolObject`` stored under a digest.
+
+Inside: ``publish`` is the transaction; ``state`` the channel's state.json, journal and lock;
+``recovery`` the roll-forward of an interrupted change; ``routing`` which repository a package
+goes to; ``generations`` the index generations (built by ``apt`` and ``yum``, signed, swapped);
+``interrupts`` signals and closed pipes; ``selection`` which entries a promotion takes;
+``gates`` the evidence a channel requires; ``pool`` and ``channels`` as named.
 
 These modules are light; the tools' wrappers (plumbum, gzip/lzma, the apt and yum writers) are
 imported on first use so that ``giftbox`` starts fast.

@@ -290,8 +290,8 @@ def release_states(settings: Settings) -> list[ReleaseState]:
     from giftbox.errors import GiftboxError
     from giftbox.records import open_records
     from giftbox.repo.channels import load_channels
-    from giftbox.repo.promote import _highest, package_names
     from giftbox.repo.publish import channel_state
+    from giftbox.repo.selection import highest, package_names
 
     channels = load_channels(settings)
     checks = tuple(c for c in CHECKS if any(c in ch.requires for ch in channels.values())) \
@@ -339,7 +339,7 @@ def release_states(settings: Settings) -> list[ReleaseState]:
                             if not held:
                                 blockers.append(f"{p} {d}/{a}: not in {name}")
                                 continue
-                            best = _highest(held)[0]
+                            best = highest(held)[0]
                             have = verdicts_for(db, best)
                             lacking = [c for c in checks if not (c in have and have[c].passed)]
                             if lacking:
