@@ -16,6 +16,7 @@ from typing import Any
 import yaml
 
 from giftbox.errors import BuilderError, SpecError, SpecProblem
+from giftbox.family import DEB, RPM, Family, get_family
 
 
 class Arch(enum.Enum):
@@ -28,12 +29,11 @@ class Arch(enum.Enum):
 
     @property
     def deb(self) -> str:
-        return {"x86_64": "amd64", "ppc64le": "ppc64el", "aarch64": "arm64",
-                "s390x": "s390x"}[self.value]
+        return DEB.arch(self)
 
     @property
     def rpm(self) -> str:
-        return self.value
+        return RPM.arch(self)
 
     @property
     def platform(self) -> str:
@@ -51,11 +51,13 @@ class Arch(enum.Enum):
                 "s390x": "s390x"}[self.value]
 
     def spelled(self, family: str) -> str:
-        return self.deb if family == "deb" else self.rpm
+        """This arch as the family called ``family`` spells it (``get_family(f).arch(a)``)."""
+        return get_family(family).arch(self)
 
     @classmethod
     def parse(cls, name: str) -> Arch:
-        aliases = {"amd64": "x86_64", "ppc64el": "ppc64le", "arm64": "aarch64"}
+        """An arch by its kernel name or a family's spelling of it (``amd64``, ``ppc64el``)."""
+        aliases = {spelled: kernel for kernel, spelled in DEB.arch_names.items()}
         name = aliases.get(name, name)
         try:
             return cls(name)
@@ -80,7 +82,7 @@ class Bootstrap:
 @dataclass(frozen=True)
 class Distro:
     name: str  # debian12
-    family: str  # deb | rpm
+    family: str  # deb | rpm: the name; family_obj is what it does
     distro: str  # debian, ubuntu, rocky, centos
     version: str  # "12"
     codename: str  # bookworm (apt suite); for rpm the major version
@@ -97,6 +99,12 @@ class Distro:
 
     def supports(self, arch: Arch) -> bool:
         return arch in self.arches
+
+    @property
+    def family_obj(self) -> Family:
+        """The package family object (``giftbox.family``) for ``family``; a PackageError
+        for a family giftbox cannot package."""
+        return get_family(self.family)
 
 
 def elf_machine(head: bytes) -> int | None:

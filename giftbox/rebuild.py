@@ -38,6 +38,7 @@ from giftbox.build import Builder, BuildResult
 from giftbox.builders import BuilderImage
 from giftbox.distros import Arch, Distro, get_distro, load_distros
 from giftbox.errors import BuildError, PackageError, RepoError, SourceError
+from giftbox.family import NAMES
 from giftbox.gitutil import locked
 from giftbox.manifest import Manifest
 from giftbox.settings import Settings
@@ -100,7 +101,7 @@ def locate(settings: Settings, target: str) -> Artifact:
         return _from_channel(settings, target)
     path = Path(target)
     kind = path.suffix.lstrip(".")
-    if kind not in ("deb", "rpm"):
+    if kind not in NAMES:
         raise PackageError(f"{target}: not a .deb or .rpm",
                            hint="name a package file or channel:NAME/PROJECT[/DISTRO/ARCH]")
     if not path.is_file():
@@ -303,9 +304,11 @@ def _package(result: BuildResult, spec: Spec, distro: Distro, arch: Arch,
     from giftbox.package.runner import ContainerRunner
 
     with Container(image, arch, settings, reporter, workdir="/giftbox-package") as c:
-        if distro.family == "deb":
-            with reporter.stage(f"apt-get update in the {distro.name} builder"):
-                c.call(["apt-get", "update", "-qq"], stream=False)
+        update = list(distro.family_obj.index_update)
+        if update:
+            with reporter.stage(f"{' '.join(a for a in update if not a.startswith('-'))} "
+                                f"in the {distro.name} builder"):
+                c.call(update, stream=False)
         artifact = build_package(result.venv_dir, result.manifest, spec, distro, out,
                                  runner=ContainerRunner(c), reporter=reporter)
     return artifact.path

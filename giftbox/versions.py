@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from packaging.version import InvalidVersion, Version
 
 from giftbox.errors import SourceError
+from giftbox.family import get_family
 
 _PRE_NAMES = {"a": "a", "b": "b", "rc": "rc"}
 _VERSION_TAG_RE = re.compile(r"^v?(\d+(\.\d+)*((a|b|rc|\.0a|\.0b|\.0rc)\d+)?)$")
@@ -144,7 +145,8 @@ class PackageVersion:
         return f"{epoch}{self.rpm_version}-{self.rpm_release}"
 
     def for_family(self, family: str) -> str:
-        return self.deb if family == "deb" else self.rpm_evr
+        """The spelling the family called ``family`` uses (``get_family(f).version(v)``)."""
+        return get_family(family).version(self)
 
     def as_dict(self) -> dict[str, object]:
         return {"upstream": self.upstream, "release": self.release,
@@ -156,10 +158,9 @@ def package_version(upstream: str, *, release: int = 1, patch_count: int = 0,
                     patch_digest: str = "", family: str = "deb",
                     version_tag: str = "") -> PackageVersion:
     parse_upstream(upstream)
+    deb_tag, rpm_tag = get_family(family).version_tags(version_tag)
     return PackageVersion(upstream=upstream, release=release, patch_count=patch_count,
-                          patch_digest=patch_digest,
-                          deb_tag=version_tag if family == "deb" else "",
-                          rpm_tag=version_tag if family == "rpm" else "")
+                          patch_digest=patch_digest, deb_tag=deb_tag, rpm_tag=rpm_tag)
 
 
 def for_target(upstream_version: str, package_release: int, patch_count: int,

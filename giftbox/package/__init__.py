@@ -38,6 +38,7 @@ from plumbum.commands.processes import CommandNotFound
 from giftbox import __version__
 from giftbox.distros import Distro
 from giftbox.errors import PackageError
+from giftbox.family import NAMES, get_family
 from giftbox.manifest import Manifest
 from giftbox.package.common import COMPRESSORS, DEFAULT_MAINTAINER, Compression, compression_for
 from giftbox.package.deb import build_deb, dpkg_deb_build
@@ -59,6 +60,7 @@ from giftbox.package.rpm import build_rpm
 from giftbox.package.runner import ContainerRunner, HostRunner, Runner, RunResult
 from giftbox.spec import Spec
 from giftbox.ui import NULL_REPORTER, Reporter
+from giftbox.versions import PackageVersion
 
 __all__ = [
     "COMPRESSORS", "MANIFEST_NAME", "PACKAGER_CHOICES", "Artifact", "ContainerRunner",
@@ -77,7 +79,9 @@ PACKAGERS: dict[tuple[str, str], Builder] = {
     ("deb", "fpm"): build_fpm,
     ("rpm", "fpm"): build_fpm,
 }
-_NATIVE_TOOL = {"deb": "dpkg-deb", "rpm": "rpmbuild"}
+# family -> its linter (Family.linter names the tool); lintian_cached when a cache is given
+LINTERS: dict[str, Callable[[Path, Reporter], tuple[str, ...]]] = {
+    "deb": lintian, "rpm": rpmlint}
 
 
 @dataclass(frozen=True)
@@ -113,18 +117,19 @@ def _has(tool: str) -> bool:
 
 def select_packager(family: str, packager: str = "auto") -> str:
     """``native`` or ``fpm`` for a family: auto prefers native, falls back to fpm."""
-    if family not in ("deb", "rpm"):
+    if family not in NAMES:
         raise PackageError(f"cannot package for family '{family}'", hint="supported: deb, rpm")
+    native_tool = get_family(family).native_tool
     if packager not in PACKAGER_CHOICES:
         raise PackageError(f"unknown packager '{packager}'",
                            hint="use one of " + ", ".join(PACKAGER_CHOICES))
     if packager == "auto":
-        if _has(_NATIVE_TOOL[family]):
+        if _has(native_tool):
             return "native"
         if fpm_available():
             return "fpm"
-        raise PackageError(f"neither {_NATIVE_TOOL[family]} nor fpm is installed",
-                           hint=f"install {_NATIVE_TOOL[family]}")
+        raise PackageError(f"neither {native_tool} nor fpm is installed",
+                           hint=f"install {native_tool}")
     return packager
 
 
@@ -139,7 +144,8 @@ def select_packager(family: str, packager: str = "auto") -> str:
 
 PACKAGING_KEY_RECIPE = "1"
 # giftbox's own files whose bytes shape a package (relative to the giftbox package).
-_PACKAGING_SOURCES = ("manifest.py", "versions.py", "data/lintian-overrides", "data/rpmlintrc")
+_PACKAGING_SOURCES = ("manifest.py", "versions.py", "family.py", "data/lintian-overrides",
+                      "data/rpmlintrc")
 
 
 @functools.cache
@@ -204,16 +210,21 @@ def build_package(venv_dir: Path, manifest: Manifest, spec: Spec, distro: Distro
                   compression_level: int | None = None, runner: Runner | None = None,
                   reporter: Reporter = NULL_REPORTER, maintainer: str = DEFAULT_MAINTAINER,
                   lint: bool = True, check_deps: bool = True,
-                  cache_dir: Path | None = None) -> Artifact:
+                  cache_dir: Path | None = None,
+                  built_version: PackageVersion | None = None) -> Artifact:
     """Turn ``venv_dir`` (the venv as installed at ``manifest.prefix``) into a package for
     ``distro`` in ``out_dir``. ``compression`` defaults to the distro's (builder.yaml),
     ``compression_level`` to the tool's default for it; ``lint=False`` is for benchmarks only.
     ``cache_dir`` keeps file digests and lintian's per-file verdicts between packages
-    (giftbox.package.lint): lintian then reads only the files it has no verdict for."""
-    if distro.family not in ("deb", "rpm"):
+    (giftbox.package.lint): lintian then reads only the files it has no verdict for.
+    ``built_version`` is the build's own (``BuildResult.version``), taken as it is with the venv at
+    ``manifest.prefix``; without it (a venv and manifest from disk) both are read back from
+    the manifest and checked against the spec."""
+    if distro.family not in NAMES:
         raise PackageError(f"distro {distro.name} has package family '{distro.family}', "
                            "which giftbox cannot package", hint="supported: deb, rpm")
-    chosen = select_packager(distro.family, packager)
+    family = distro.family_obj
+    chosen = select_packager(family.name, packager)
     comp: Compression = compression_for(distro.compression, compression, compression_level)
     runner = runner or HostRunner()
     venv_dir = Path(venv_dir)
@@ -222,12 +233,13 @@ def build_package(venv_dir: Path, manifest: Manifest, spec: Spec, distro: Distro
     with tempfile.TemporaryDirectory(prefix=".giftbox-package-", dir=out_dir) as tmp:
         work = Path(tmp)
         with reporter.stage(f"stage {spec.package.name} for {distro.name}"):
-            staged: Staged = stage(venv_dir, manifest, spec, distro, work / "root")
+            staged: Staged = stage(venv_dir, manifest, spec, distro, work / "root",
+                                   version=built_version)
             reporter.detail(f"venv at {staged.prefix}; {len(staged.elf_files)} ELF objects, "
                             f"{len(staged.bundled_libs)} bundled wheel libraries")
-        build = PACKAGERS[(distro.family, chosen)]
-        label = f"{chosen} {distro.family} ({comp.kind} level {comp.level})"
-        native_deb = (distro.family, chosen) == ("deb", "native")
+        build = PACKAGERS[(family.name, chosen)]
+        label = f"{chosen} {family.name} ({comp.kind} level {comp.level})"
+        native_deb = build is build_deb
         digests = DigestCache(cache_dir / "digests.json" if cache_dir else None)
         extra: dict[str, Any] = {"digests": digests} if native_deb else {}
         with reporter.stage(f"package {spec.package.name} with {label}"):
@@ -238,23 +250,19 @@ def build_package(venv_dir: Path, manifest: Manifest, spec: Spec, distro: Distro
             reporter.detail(f"{path.name}: {path.stat().st_size / 1e6:.1f} MB")
         lint_lines: tuple[str, ...] = ()
         if lint:
-            with reporter.stage(f"{'lintian' if distro.family == 'deb' else 'rpmlint'} "
-                                f"{path.name}"):
+            with reporter.stage(f"{family.linter} {path.name}"):
                 if native_deb and cache_dir is not None:
                     epoch = manifest.source_date_epoch
                     lint_lines = lintian_cached(
                         path, staged.root, staged.prefix, cache_dir / "lintian", work,
                         lambda tree, out: dpkg_deb_build(tree, out, comp, epoch), reporter,
                         digests)
-                elif distro.family == "deb":
-                    lint_lines = lintian(path, reporter)
                 else:
-                    lint_lines = rpmlint(path, reporter)
+                    lint_lines = LINTERS[family.name](path, reporter)
         final = out_dir / path.name
         path.replace(final)  # same file system: an atomic rename, never a half-written file
-    version = staged.version.deb if distro.family == "deb" else staged.version.rpm_evr
-    return Artifact(path=final, name=spec.package.name, version=version,
-                    arch=staged.arch.spelled(distro.family), family=distro.family,
+    return Artifact(path=final, name=spec.package.name, version=family.version(staged.version),
+                    arch=family.arch(staged.arch), family=family.name,
                     size=final.stat().st_size, sha256=sha256_file(final), manifest=manifest,
                     packager=chosen, compression=f"{comp.kind}-{comp.level}",
                     depends=tuple(depends), lint=lint_lines)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import re
 import textwrap
+from collections.abc import Callable
 from dataclasses import dataclass
 from importlib import resources
 
@@ -12,6 +13,7 @@ from plumbum import local
 from plumbum.commands.processes import CommandNotFound
 
 from giftbox.errors import PackageError
+from giftbox.family import get_family
 from giftbox.package.layout import Staged
 from giftbox.package.runner import Runner
 
@@ -58,14 +60,7 @@ def split_dep(dep: str) -> tuple[str, str | None, str | None]:
 
 def dep_for(dep: str, family: str) -> str:
     """A spec dependency in the family's syntax: ``name (>= v)`` (deb), ``name >= v`` (rpm)."""
-    name, op, ver = split_dep(dep)
-    if not op:
-        return name
-    if family == "deb":
-        op = {"<": "<<", ">": ">>"}.get(op, op)
-        return f"{name} ({op} {ver})"
-    op = {"<<": "<", ">>": ">"}.get(op, op)
-    return f"{name} {op} {ver}"
+    return get_family(family).dependency(*split_dep(dep))
 
 
 def spec_depends(staged: Staged) -> list[str]:
@@ -83,16 +78,7 @@ def spec_depends(staged: Staged) -> list[str]:
 def interpreter_depends(staged: Staged) -> list[str]:
     """The exact interpreter minor the venv runs on, plus what owns the interpreter path the
     venv links to when that is not the minor-versioned one."""
-    py = staged.distro.python
-    if staged.family == "deb":
-        deps = [f"python{py}"]
-        if any(link in ("/usr/bin/python3",) for link in staged.interpreter_links):
-            deps.append("python3-minimal")  # ships the /usr/bin/python3 link
-        return deps
-    deps = [f"python(abi) = {py}"]
-    if "/usr/bin/python3" in staged.interpreter_links:
-        deps.append("/usr/bin/python3")
-    return deps
+    return staged.family_obj.interpreter_depends(staged.distro.python, staged.interpreter_links)
 
 
 def provenance_lines(staged: Staged) -> list[str]:
@@ -152,30 +138,7 @@ def check_known(runner: Runner, deps: list[str], staged: Staged) -> None:
     where the runner is a container: an rpm host is not a target here)."""
     names = list(dict.fromkeys(split_dep(d)[0] for d in deps if not d.startswith("/")))
     names = [n for n in names if not n.startswith("python(abi)")]
-    unknown: list[str] = []
-    if staged.family == "deb":
-        policy = runner.run(["apt-cache", "policy"])
-        if " Packages" not in policy.output and "Packages" not in policy.errors:
-            raise PackageError(
-                f"apt on the {runner.where} has no package lists, so the dependencies of "
-                f"{staged.name} cannot be checked against {staged.distro.name}",
-                hint="run `apt-get update` there first")
-        for name in names:
-            result = runner.run(["apt-cache", "show", "--no-all-versions", name])
-            if result.returncode == 0 and result.output.strip():
-                continue
-            virtual = runner.run(["apt-cache", "showpkg", name])
-            provided = virtual.output.split("Reverse Provides:", 1)
-            if len(provided) == 2 and provided[1].strip():
-                continue  # a virtual package some real package provides
-            unknown.append(name)
-    else:
-        if runner.where == "host":
-            return
-        for name in names:
-            result = runner.run(["dnf", "-q", "repoquery", "--whatprovides", name])
-            if result.returncode != 0 or not result.output.strip():
-                unknown.append(name)
+    unknown = _UNKNOWN_TO[staged.family_obj.name](runner, names, staged)
     if unknown:
         raise PackageError(
             f"{staged.distro.name} does not know the runtime dependenc"
@@ -183,6 +146,42 @@ def check_known(runner: Runner, deps: list[str], staged: Staged) -> None:
             + f" of {staged.name} (checked on the {runner.where})",
             hint=f"fix package.depends.{staged.family} or system_bindings in "
                  f"specs/{staged.spec.path.name}, or drop {staged.distro.name} from its matrix")
+
+
+def _unknown_to_apt(runner: Runner, names: list[str], staged: Staged) -> list[str]:
+    policy = runner.run(["apt-cache", "policy"])
+    if " Packages" not in policy.output and "Packages" not in policy.errors:
+        raise PackageError(
+            f"apt on the {runner.where} has no package lists, so the dependencies of "
+            f"{staged.name} cannot be checked against {staged.distro.name}",
+            hint="run `apt-get update` there first")
+    unknown: list[str] = []
+    for name in names:
+        result = runner.run(["apt-cache", "show", "--no-all-versions", name])
+        if result.returncode == 0 and result.output.strip():
+            continue
+        virtual = runner.run(["apt-cache", "showpkg", name])
+        provided = virtual.output.split("Reverse Provides:", 1)
+        if len(provided) == 2 and provided[1].strip():
+            continue  # a virtual package some real package provides
+        unknown.append(name)
+    return unknown
+
+
+def _unknown_to_dnf(runner: Runner, names: list[str], staged: Staged) -> list[str]:
+    if runner.where == "host":
+        return []
+    unknown: list[str] = []
+    for name in names:
+        result = runner.run(["dnf", "-q", "repoquery", "--whatprovides", name])
+        if result.returncode != 0 or not result.output.strip():
+            unknown.append(name)
+    return unknown
+
+
+# family -> which of the names its archive (apt's or dnf's) does not know
+_UNKNOWN_TO: dict[str, Callable[[Runner, list[str], Staged], list[str]]] = {
+    "deb": _unknown_to_apt, "rpm": _unknown_to_dnf}
 
 
 def tool(name: str, missing: str, hint: str):  # type: ignore[no-untyped-def]

@@ -12,6 +12,8 @@ narrows but does not close that).
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 from plumbum import local
@@ -49,16 +51,13 @@ def fpm_available() -> bool:
 def fpm_command(staged: Staged, out: Path, scripts_dir: Path, depends: list[str], *,
                 compression: Compression, maintainer: str) -> list[str]:
     """The fpm argv (without the leading ``fpm``) for a staged tree; writes the scripts."""
-    fam = staged.family
+    fam = staged.family_obj
+    half = _HALVES[fam.name]
     v = staged.version
     m = staged.manifest
-    package = staged.spec.package
-    if fam == "deb":
-        upstream, _, iteration = v.deb.split(":", 1)[-1].rpartition("-")
-    else:
-        upstream, iteration = v.rpm_version, v.rpm_release
-    argv = ["-s", "dir", "-t", fam, "-n", staged.name, "-v", upstream,
-            "--iteration", iteration, "-a", staged.arch.spelled(fam),
+    upstream, iteration = fam.upstream_and_revision(v)
+    argv = ["-s", "dir", "-t", fam.name, "-n", staged.name, "-v", upstream,
+            "--iteration", iteration, "-a", fam.arch(staged.arch),
             "--maintainer", maintainer, "--vendor", "giftbox", "--category", "net",
             "--description", "\n".join([synopsis(staged), *long_description(staged)]),
             "--license", staged.license or "Apache-2.0",
@@ -69,49 +68,82 @@ def fpm_command(staged: Staged, out: Path, scripts_dir: Path, depends: list[str]
         argv += ["--url", m.upstream_url]
     for dep in depends:
         argv += ["--depends", dep]
-    scripts = deb_scripts(staged) if fam == "deb" else rpm_scriptlets(staged)
-    flags = _DEB_SCRIPT_FLAGS if fam == "deb" else _RPM_SCRIPT_FLAGS
     scripts_dir.mkdir(parents=True, exist_ok=True)
-    for name, body in sorted(scripts.items()):
+    for name, body in sorted(half.scripts(staged).items()):
         path = scripts_dir / name
         path.write_text(body if body.startswith("#!") else "#!/bin/sh\n" + body)
         os.chmod(path, 0o755)
-        argv += [flags[name], str(path)]
+        argv += [half.script_flags[name], str(path)]
     for conf in staged.conffiles:
         argv += ["--config-files", conf.path]
-    if fam == "deb":
-        argv += ["--deb-no-default-config-files", "--deb-user", "root", "--deb-group", "root",
-                 "--deb-compression", _DEB_COMPRESSION[compression.kind],
-                 "--deb-compression-level", str(compression.level)]
-    else:
-        prefix_re = _ere(package.prefix)
-        argv += ["--rpm-os", "linux", "--rpm-user", "root", "--rpm-group", "root",
-                 "--rpm-compression", "gzip" if compression.kind == "gzip" else "xz",
-                 "--rpm-autoreq",
-                 "--rpm-rpmbuild-define", "_buildhost giftbox",
-                 "--rpm-rpmbuild-define", "use_source_date_epoch_as_buildtime 1",
-                 "--rpm-rpmbuild-define", "clamp_mtime_to_source_date_epoch 1",
-                 "--rpm-rpmbuild-define", "__os_install_post %{nil}",
-                 "--rpm-rpmbuild-define", "__brp_mangle_shebangs %{nil}",
-                 "--rpm-rpmbuild-define", "_build_id_links none",
-                 "--rpm-rpmbuild-define", "__python_requires %{nil}",
-                 "--rpm-rpmbuild-define", "__pythondist_requires %{nil}",
-                 "--rpm-rpmbuild-define", "__script_requires %{nil}",
-                 "--rpm-rpmbuild-define",
-                 "__provides_exclude_from " + macro_regex(f"^{prefix_re}/.*$")]
-        if staged.bundled_libs:
-            names = "|".join(_ere(n) for n in sorted(set(staged.bundled_libs)))
-            argv += ["--rpm-rpmbuild-define",
-                     "__requires_exclude " + macro_regex(f"^({names})" + r"(\(|$)")]
-        for conf in staged.conffiles:
-            owner = f"root,{conf.group}" if conf.group else "root,root"
-            argv += ["--rpm-attr", f"{conf.mode:04o},{owner}:{conf.path}"]
-        if package.user:
-            u = package.user
-            argv += ["--directories", u.home, "--rpm-attr", f"0750,{u.name},{u.group}:{u.home}"]
+    argv += half.options(staged, compression)
     argv += ["-C", str(staged.root), "--package", str(out)]
     argv += sorted(p.name for p in staged.root.iterdir() if p.name != "DEBIAN")
     return argv
+
+
+def _deb_options(staged: Staged, compression: Compression) -> list[str]:
+    return ["--deb-no-default-config-files", "--deb-user", "root", "--deb-group", "root",
+            "--deb-compression", _DEB_COMPRESSION[compression.kind],
+            "--deb-compression-level", str(compression.level)]
+
+
+def _rpm_options(staged: Staged, compression: Compression) -> list[str]:
+    package = staged.spec.package
+    prefix_re = _ere(package.prefix)
+    argv = ["--rpm-os", "linux", "--rpm-user", "root", "--rpm-group", "root",
+            "--rpm-compression", "gzip" if compression.kind == "gzip" else "xz",
+            "--rpm-autoreq",
+            "--rpm-rpmbuild-define", "_buildhost giftbox",
+            "--rpm-rpmbuild-define", "use_source_date_epoch_as_buildtime 1",
+            "--rpm-rpmbuild-define", "clamp_mtime_to_source_date_epoch 1",
+            "--rpm-rpmbuild-define", "__os_install_post %{nil}",
+            "--rpm-rpmbuild-define", "__brp_mangle_shebangs %{nil}",
+            "--rpm-rpmbuild-define", "_build_id_links none",
+            "--rpm-rpmbuild-define", "__python_requires %{nil}",
+            "--rpm-rpmbuild-define", "__pythondist_requires %{nil}",
+            "--rpm-rpmbuild-define", "__script_requires %{nil}",
+            "--rpm-rpmbuild-define",
+            "__provides_exclude_from " + macro_regex(f"^{prefix_re}/.*$")]
+    if staged.bundled_libs:
+        names = "|".join(_ere(n) for n in sorted(set(staged.bundled_libs)))
+        argv += ["--rpm-rpmbuild-define",
+                 "__requires_exclude " + macro_regex(f"^({names})" + r"(\(|$)")]
+    for conf in staged.conffiles:
+        owner = f"root,{conf.group}" if conf.group else "root,root"
+        argv += ["--rpm-attr", f"{conf.mode:04o},{owner}:{conf.path}"]
+    if package.user:
+        u = package.user
+        argv += ["--directories", u.home, "--rpm-attr", f"0750,{u.name},{u.group}:{u.home}"]
+    return argv
+
+
+def _deb_prepare(staged: Staged, out_dir: Path, work: Path, runner: Runner,
+                 depends: list[str]) -> tuple[Path, list[str]]:
+    depends = list(dict.fromkeys(depends + shlib_depends(staged, runner, work)))
+    return out_dir / deb_filename(staged.name, staged.version.deb, staged.arch.deb), depends
+
+
+def _rpm_prepare(staged: Staged, out_dir: Path, work: Path, runner: Runner,
+                 depends: list[str]) -> tuple[Path, list[str]]:
+    if staged.spec.package.user:
+        staged.path(staged.spec.package.user.home).mkdir(parents=True, exist_ok=True)
+    return out_dir / rpm_filename(staged), depends
+
+
+@dataclass(frozen=True)
+class _Half:
+    """What fpm is told for one family: its scripts and their flags, its own options, and
+    the file name and extra dependencies (``prepare``) before fpm runs."""
+
+    scripts: Callable[[Staged], dict[str, str]]
+    script_flags: dict[str, str]
+    options: Callable[[Staged, Compression], list[str]]
+    prepare: Callable[[Staged, Path, Path, Runner, list[str]], tuple[Path, list[str]]]
+
+
+_HALVES = {"deb": _Half(deb_scripts, _DEB_SCRIPT_FLAGS, _deb_options, _deb_prepare),
+           "rpm": _Half(rpm_scriptlets, _RPM_SCRIPT_FLAGS, _rpm_options, _rpm_prepare)}
 
 
 def build_fpm(staged: Staged, out_dir: Path, work: Path, *, compression: Compression,
@@ -119,13 +151,7 @@ def build_fpm(staged: Staged, out_dir: Path, work: Path, *, compression: Compres
     fpm = tool("fpm", "fpm is not on PATH",
                "use --packager native, or install fpm (gem install fpm)")
     depends = declared_depends(staged, runner, check_deps)
-    if staged.family == "deb":
-        depends = list(dict.fromkeys(depends + shlib_depends(staged, runner, work)))
-        out = out_dir / deb_filename(staged.name, staged.version.deb, staged.arch.deb)
-    else:
-        out = out_dir / rpm_filename(staged)
-    if staged.family == "rpm" and staged.spec.package.user:
-        staged.path(staged.spec.package.user.home).mkdir(parents=True, exist_ok=True)
+    out, depends = _HALVES[staged.family].prepare(staged, out_dir, work, runner, depends)
     argv = fpm_command(staged, out, work / "scripts", depends, compression=compression,
                        maintainer=maintainer)
     code, stdout, stderr = fpm[argv].with_env(

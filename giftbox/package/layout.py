@@ -33,12 +33,12 @@ from pathlib import Path, PurePosixPath
 
 from giftbox.distros import Arch, Distro, elf_machine
 from giftbox.errors import PackageError
+from giftbox.family import NAMES, Family, get_family
 from giftbox.manifest import Manifest
-from giftbox.spec import ALLOWED_PREFIX_ROOTS, FAMILIES, Spec, path_problem, system_dir
+from giftbox.spec import ALLOWED_PREFIX_ROOTS, Spec, path_problem, system_dir
 from giftbox.versions import PackageVersion
 
 MANIFEST_NAME = "giftbox-manifest.json"
-SYSTEMD_DIRS = {"deb": "/lib/systemd/system", "rpm": "/usr/lib/systemd/system"}
 SUDOERS_DIR = "/etc/sudoers.d"
 _VERSION_DIR_RE = re.compile(r"[^A-Za-z0-9.+_-]")
 
@@ -96,12 +96,12 @@ def entry_points(spec: Spec) -> tuple[str, ...]:
 def planned_paths(spec: Spec, family: str) -> dict[str, str]:
     """Every file and symlink the package of ``spec`` installs outside its prefix, plus the
     prefix itself (a tree), each with what it is: for conflict checks."""
-    name = spec.package.name
+    fam = get_family(family)
     paths = {spec.package.prefix: "the venv prefix"}
     for entry in entry_points(spec):
         paths[f"/usr/bin/{entry}"] = f"entry point {entry}"
     for unit in spec.package.units:
-        paths[f"{SYSTEMD_DIRS[family]}/{unit.name}"] = f"unit {unit.name}"
+        paths[f"{fam.systemd_dir}/{unit.name}"] = f"unit {unit.name}"
     for conf in spec.package.config_files:
         paths[conf.path] = "config file"
     rootwrap = spec.package.rootwrap
@@ -109,9 +109,7 @@ def planned_paths(spec: Spec, family: str) -> dict[str, str]:
         paths[rootwrap.config] = "rootwrap config"
         paths[rootwrap.filters_path] = "rootwrap filters"
         paths[sudoers_path(spec)] = "sudoers rule"
-    if family == "deb":
-        paths[f"/usr/share/doc/{name}"] = "documentation"
-        paths[f"/usr/share/lintian/overrides/{name}"] = "lintian overrides"
+    paths.update(fam.own_paths(spec.package.name))
     return paths
 
 
@@ -131,7 +129,7 @@ def check_conflicts(specs: Sequence[Spec], family: str | None = None) -> None:
         if a.package.name == b.package.name:
             problems.append(f"{_spec_file(a)} and {_spec_file(b)} both build package "
                             f"'{a.package.name}'")
-    for fam in (family,) if family else FAMILIES:
+    for fam in (family,) if family else NAMES:
         planned = [(spec, planned_paths(spec, fam)) for spec in specs]
         for (a, paths_a), (b, paths_b) in combinations(planned, 2):
             for path_a, what_a in paths_a.items():
@@ -187,6 +185,10 @@ class Staged:
     @property
     def name(self) -> str:
         return self.spec.package.name
+
+    @property
+    def family_obj(self) -> Family:
+        return get_family(self.family)
 
     def path(self, target: str) -> Path:
         """The staged location of an absolute target path; no '..' leads out of the tree."""
@@ -315,7 +317,7 @@ def _dist_metadata(venv_root: Path, project: str) -> dict[str, str]:
 
 
 def _check_inputs(venv_dir: Path, manifest: Manifest, spec: Spec, distro: Distro) -> None:
-    if distro.family not in FAMILIES:
+    if distro.family not in NAMES:
         raise PackageError(f"distro {distro.name} has package family '{distro.family}', "
                            f"which giftbox cannot package", hint="supported: deb, rpm")
     if manifest.family != distro.family or manifest.distro != distro.name:
@@ -340,19 +342,20 @@ def _check_inputs(venv_dir: Path, manifest: Manifest, spec: Spec, distro: Distro
 def package_version(manifest: Manifest, distro: Distro) -> PackageVersion:
     """The PackageVersion the manifest's ``version`` dict was made from (checked)."""
     v = manifest.version
+    family = distro.family_obj
+    deb_tag, rpm_tag = family.version_tags(distro.version_tag)
     try:
         version = PackageVersion(
             upstream=str(v["upstream"]), release=int(v["release"]),
             patch_count=int(v["patch_count"]), patch_digest=str(v["patch_digest"]),
-            deb_tag=distro.version_tag if distro.family == "deb" else "",
-            rpm_tag=distro.version_tag if distro.family == "rpm" else "")
+            deb_tag=deb_tag, rpm_tag=rpm_tag)
     except (KeyError, TypeError, ValueError) as exc:
         raise PackageError(f"the manifest's version is malformed ({exc})",
                            hint="it must be PackageVersion.as_dict()") from None
-    recorded = v.get(distro.family)
-    if recorded and recorded != version.for_family(distro.family):
-        raise PackageError(f"the manifest's {distro.family} version {recorded} is not what its "
-                           f"parts give for {distro.name} ({version.for_family(distro.family)})")
+    recorded = v.get(family.name)
+    if recorded and recorded != family.version(version):
+        raise PackageError(f"the manifest's {family.name} version {recorded} is not what its "
+                           f"parts give for {distro.name} ({family.version(version)})")
     return version
 
 
@@ -436,15 +439,20 @@ def _check_paths(spec: Spec) -> None:
                                hint="giftbox spec validate names what to change")
 
 
-def stage(venv_dir: Path, manifest: Manifest, spec: Spec, distro: Distro, root: Path) -> Staged:
-    """Lay the package's files out under ``root`` (which must not exist yet)."""
+def stage(venv_dir: Path, manifest: Manifest, spec: Spec, distro: Distro, root: Path, *,
+          version: PackageVersion | None = None) -> Staged:
+    """Lay the package's files out under ``root`` (which must not exist yet). With
+    ``version`` (the build's), it and ``manifest.prefix`` are the build's own; without, they
+    are read back from the manifest and checked."""
     _check_paths(spec)
     _check_inputs(venv_dir, manifest, spec, distro)
     arch = Arch.parse(manifest.arch)
     if not distro.supports(arch):
         raise PackageError(f"{distro.name} is not defined for {arch.value}")
-    version = package_version(manifest, distro)
-    prefix = install_prefix(spec, version)
+    prefix = manifest.prefix
+    if version is None:
+        version = package_version(manifest, distro)
+        prefix = install_prefix(spec, version)
     if manifest.prefix != prefix:
         raise PackageError(f"the venv was built for {manifest.prefix} but {spec.name} installs "
                            f"it at {prefix}", hint="build it at install_prefix(spec, version): "
@@ -477,7 +485,7 @@ def stage(venv_dir: Path, manifest: Manifest, spec: Spec, distro: Distro, root: 
         _symlink(staged.path(f"/usr/bin/{entry}"), f"{staged.stable}/bin/{entry}")
 
     for unit in spec.package.units:
-        _write(staged.path(f"{SYSTEMD_DIRS[family]}/{unit.name}"), unit.read_bytes())
+        _write(staged.path(f"{staged.family_obj.systemd_dir}/{unit.name}"), unit.read_bytes())
         staged.units.append(unit.name)
 
     group = spec.package.user.group if spec.package.user else None

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import difflib
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,7 @@ import yaml
 
 from giftbox.distros import Arch, Distro, load_distros
 from giftbox.errors import BuilderError, RepoError
+from giftbox.family import DEB, RPM, Family
 from giftbox.repo.gates import Allowance, parse_allow, parse_requires
 from giftbox.settings import Settings
 from giftbox.spec import TreeFileError, control_char_problem, read_tree_text, shown, yaml_depth_line
@@ -94,15 +96,24 @@ class Channel:
                              + f"; add it under channels.{self.name}.distros in "
                              + CHANNELS_FILE)
 
+    def distros_of(self, family: Family) -> tuple[Distro, ...]:
+        """The served distros whose packages are of ``family``."""
+        return _of(self.distros, family)
+
     @property
     def apt_targets(self) -> tuple[AptTarget, ...]:
-        return tuple(AptTarget(d.codename, d.name, tuple(a.deb for a in d.arches))
-                     for d in self.distros if d.family == "deb")
+        return tuple(AptTarget(d.codename, d.name, tuple(DEB.arch(a) for a in d.arches))
+                     for d in self.distros_of(DEB))
 
     @property
     def yum_targets(self) -> tuple[YumTarget, ...]:
-        return tuple(YumTarget(d.name, a.rpm) for d in self.distros if d.family == "rpm"
+        return tuple(YumTarget(d.name, RPM.arch(a)) for d in self.distros_of(RPM)
                      for a in d.arches)
+
+
+def _of(distros: Iterable[Distro], family: Family) -> tuple[Distro, ...]:
+    # by name: a distro of a family giftbox cannot package is served by no writer
+    return tuple(d for d in distros if d.family == family.name)
 
 
 def channels_path(settings: Settings) -> Path:
@@ -201,7 +212,7 @@ def _channel(path: Path, root: Path, name: str, body: Any,
 
             distro = replace(distro, arches=tuple(a for a in distro.arches if a in arches))
         served.append(distro)
-    codenames = [d.codename for d in served if d.family == "deb"]
+    codenames = [d.codename for d in _of(served, DEB)]
     if len(codenames) != len(set(codenames)):
         raise RepoError(f"{where}.distros: two deb distros share a codename")
     key_file = body.get("key_file")

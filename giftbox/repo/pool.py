@@ -12,18 +12,17 @@ any lock, and a later file of the same name with other bytes is refused (invaria
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import os
 import re
 import secrets
 import shutil
 import time
-from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from giftbox.errors import RepoError
+from giftbox.repo.archive import MEMBER_COMPRESSIONS, ar_members, list_tar
 
 # What may appear in a published filename: it becomes a path and a URL.
 _FILENAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+~-]*\.(deb|rpm)$")
@@ -196,8 +195,6 @@ _DEB_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9+.-]+$")  # Debian policy 5.6.1
 _DEB_VERSION_RE = re.compile(
     r"^(?:(?P<epoch>[0-9]+):)?(?P<upstream>[0-9][A-Za-z0-9.+~-]*?)(?:-(?P<rev>[A-Za-z0-9.+~]+))?$")
 _DEB_ARCH_RE = re.compile(r"^[a-z0-9][a-z0-9-]*$")
-_MEMBER_COMPRESSIONS = ("", ".gz", ".xz", ".zst", ".bz2")
-_AR_MAGIC = b"!<arch>\n"
 
 
 def parse_control(data: bytes | str, where: str) -> list[tuple[str, str]]:
@@ -272,148 +269,14 @@ def render_control(fields: list[tuple[str, str]]) -> str:
                      for k, v in fields)
 
 
-def _decompressor(path: Path, member: str, data: bytes) -> Iterator[bytes]:
-    """The decompressed bytes of one member, in chunks; raises RepoError when it is not a
-    whole stream of its compression."""
-    import bz2
-    import gzip
-    import lzma
-    import zlib
-
-    if member.endswith(".zst"):
-        yield from _zstd(path, member, data)
-        return
-    try:
-        if member.endswith(".gz"):
-            out = gzip.decompress(data)
-        elif member.endswith(".xz"):
-            out = lzma.decompress(data, format=lzma.FORMAT_XZ)
-        elif member.endswith(".bz2"):
-            out = bz2.decompress(data)
-        else:
-            out = data
-    except (OSError, EOFError, lzma.LZMAError, zlib.error, ValueError) as exc:
-        raise RepoError(f"{path}: member {member} does not decompress: {exc}",
-                        hint="the file is truncated or damaged; publish the file as built") \
-            from None
-    yield out
-
-
-def _zstd(path: Path, member: str, data: bytes) -> Iterator[bytes]:
-    import subprocess
-    import threading
-
-    zstd = shutil.which("zstd")
-    if zstd is None:
-        raise RepoError(f"{path}: member {member} is zstd-compressed and zstd is not installed",
-                        hint="apt-get install zstd (scripts/setup-machine installs it)")
-    proc = subprocess.Popen([zstd, "-dcq"], stdin=subprocess.PIPE,  # noqa: S603 (argv only)
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    assert proc.stdin is not None and proc.stdout is not None
-
-    def feed() -> None:
-        try:
-            proc.stdin.write(data)  # type: ignore[union-attr]
-            proc.stdin.close()  # type: ignore[union-attr]
-        except OSError:
-            pass  # zstd stopped reading: its exit code says why
-
-    writer = threading.Thread(target=feed, daemon=True)
-    writer.start()
-    try:
-        while chunk := proc.stdout.read(1 << 20):
-            yield chunk
-    finally:
-        proc.stdout.close()
-        writer.join()
-        err = proc.stderr.read().decode(errors="replace").strip() if proc.stderr else ""
-        code = proc.wait()
-    if code != 0:
-        raise RepoError(f"{path}: member {member} does not decompress: {err or f'zstd {code}'}",
-                        hint="the file is truncated or damaged; publish the file as built")
-
-
-class _Chunks(io.RawIOBase):
-    """A file object over an iterator of byte chunks (tarfile's stream mode reads it)."""
-
-    def __init__(self, chunks: Iterator[bytes]) -> None:
-        self._chunks = chunks
-        self._buf = b""
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, b) -> int:  # type: ignore[no-untyped-def, override]
-        while not self._buf:
-            try:
-                self._buf = next(self._chunks)
-            except StopIteration:
-                return 0
-        n = min(len(b), len(self._buf))
-        b[:n] = self._buf[:n]
-        self._buf = self._buf[n:]
-        return n
-
-    def drain(self) -> None:
-        for _ in self._chunks:
-            pass
-
-
-def _list_tar(path: Path, member: str, data: bytes, want: str | None = None) -> bytes | None:
-    """Decompress and walk every entry of a tar member (a truncated or corrupt one fails);
-    returns the content of ``want`` (./control) when asked for."""
-    import tarfile
-
-    chunks = _Chunks(_decompressor(path, member, data))
-    found: bytes | None = None
-    try:
-        with tarfile.open(fileobj=io.BufferedReader(chunks, 1 << 20), mode="r|") as tar:
-            for entry in tar:
-                if want is not None and entry.name in (f"./{want}", want):
-                    if not entry.isfile():
-                        raise RepoError(f"{path}: {member}'s {want} is not a regular file")
-                    f = tar.extractfile(entry)
-                    found = f.read() if f is not None else None
-        chunks.drain()  # the decompressor's own end-of-stream checks
-    except tarfile.TarError as exc:
-        raise RepoError(f"{path}: member {member} is not a whole tar archive: {exc}",
-                        hint="the file is truncated or damaged; publish the file as built") \
-            from None
-    return found
-
-
 def read_deb(path: Path) -> bytes:
     """Read a .deb whole: the ar archive to its last byte, every member decompressed and its
     tar listed. Returns the control file's bytes. Raises RepoError naming what is wrong."""
-    members: list[tuple[str, bytes]] = []
-    with open(path, "rb") as f:
-        if f.read(8) != _AR_MAGIC:
-            raise RepoError(f"{path} is not a .deb (no ar archive header)")
-        while True:
-            header = f.read(60)
-            if not header:
-                break
-            if len(header) < 60 or header[58:60] != b"`\n":
-                raise RepoError(f"{path} is truncated or damaged: a bad ar member header "
-                                f"after {len(members)} member(s)",
-                                hint="publish the file as built (dpkg-deb -c must list it)")
-            name = header[:16].decode("ascii", errors="replace").strip().rstrip("/")
-            size_text = header[48:58].decode("ascii", errors="replace").strip()
-            if not size_text.isdigit():
-                raise RepoError(f"{path}: ar member {name!r} has no valid size")
-            size = int(size_text)
-            data = f.read(size)
-            if len(data) != size:
-                raise RepoError(f"{path} is truncated: ar member {name!r} has {len(data)} of "
-                                f"its {size} bytes",
-                                hint="publish the whole file (dpkg-deb -c must list it)")
-            if size & 1 and f.read(1) != b"\n":
-                raise RepoError(f"{path} is truncated after ar member {name!r}")
-            members.append((name, data))
+    members = ar_members(path)
     names = [n for n, _ in members if not n.startswith("_")]  # _gpgorigin & co: signatures
     if (len(names) != 3 or names[0] != "debian-binary"
-            or not any(names[1] == f"control.tar{c}" for c in _MEMBER_COMPRESSIONS)
-            or not any(names[2] == f"data.tar{c}" for c in _MEMBER_COMPRESSIONS)
+            or not any(names[1] == f"control.tar{c}" for c in MEMBER_COMPRESSIONS)
+            or not any(names[2] == f"data.tar{c}" for c in MEMBER_COMPRESSIONS)
             or members[0][0] != "debian-binary"):
         raise RepoError(f"{path}: ar members are {', '.join(n for n, _ in members) or 'none'}; "
                         "a .deb has debian-binary, control.tar[.gz|.xz|.zst] and data.tar[…]",
@@ -422,10 +285,10 @@ def read_deb(path: Path) -> bytes:
     if by_name["debian-binary"] != b"2.0\n":
         raise RepoError(f"{path}: debian-binary says {by_name['debian-binary'][:16]!r}, "
                         "not 2.0")
-    control = _list_tar(path, names[1], by_name[names[1]], want="control")
+    control = list_tar(path, names[1], by_name[names[1]], want="control")
     if control is None:
         raise RepoError(f"{path}: {names[1]} has no control file")
-    _list_tar(path, names[2], by_name[names[2]])
+    list_tar(path, names[2], by_name[names[2]])
     return control
 
 

@@ -146,6 +146,8 @@ def rpm_compare(a: str, b: str) -> int:
     return r
 
 
+# By kind (deb | rpm), for callers still holding the name; giftbox.family's objects call the
+# two above (``get_family(kind).compare`` / ``.sort_key()``), and these go once none is left.
 def compare(kind: str, a: str, b: str) -> int:
     """Compare two versions of a package of ``kind`` (deb | rpm)."""
     return dpkg_compare(a, b) if kind == "deb" else rpm_compare(a, b)

@@ -24,25 +24,22 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import stat
-import subprocess
 import tarfile
 import tempfile
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import IO, Any
+from typing import Any
 
 from giftbox import lock, source
 from giftbox.distros import Arch, load_distros
 from giftbox.errors import (
     BuilderError,
-    GiftboxError,
     PackageError,
     RepoError,
     SourceError,
     StateError,
 )
+from giftbox.family import NAMES, get_family
 from giftbox.gitutil import git_env, run_git
 from giftbox.patches import spec_series_digest
 from giftbox.settings import Settings
@@ -296,8 +293,9 @@ def _side(spec: Spec, root: Path, label: str, ref: str | None,
     for name in spec.distros:
         if name in distros:
             d = distros[name]
-            versions[name] = for_target(version, spec.package.release, len(spec.patches),
-                                        series, d.family, d.version_tag).for_family(d.family)
+            versions[name] = d.family_obj.version(for_target(
+                version, spec.package.release, len(spec.patches), series, d.family,
+                d.version_tag))
     pins, lock_digests = _locks(root, spec.name)
     return Side(label=label, ref=ref, commit=commit, upstream_version=version,
                 patches={p.name: digest(p.read_bytes()) for p in spec.patches},
@@ -467,133 +465,21 @@ def _pick(found: dict[str, bytes]) -> PackageFiles:
                         else lock_bytes.decode(), "/" + chosen)
 
 
-def _normal(name: str) -> str:
-    """An archive member's path without its leading ``./`` or ``/``."""
-    return name.removeprefix("./").lstrip("/")
-
-
 def _complete(found: dict[str, bytes]) -> bool:
     return any(PurePosixPath(p).name == MANIFEST_FILE
                and str(PurePosixPath(p).with_name(LOCK_FILE)) in found for p in found)
-
-
-def _tool(name: str, *args: str) -> subprocess.Popen[bytes]:
-    """``name args…`` started through plumbum (no shell), its output piped as bytes."""
-    from giftbox.package.common import tool
-
-    command: Any = tool(name, f"{name} is not installed: giftbox diff needs it to read "
-                        "packages", "run scripts/setup-machine")[args]
-    process: subprocess.Popen[bytes] = command.popen(stdout=subprocess.PIPE,
-                                                     stderr=subprocess.PIPE)
-    return process
-
-
-def _read_limited(stream: IO[bytes], size: int, what: str) -> bytes:
-    if size > _MAX_MEMBER:
-        raise PackageError(f"{what} is {size} bytes: not a giftbox manifest or lock")
-    data = stream.read(size)
-    if len(data) != size:
-        raise PackageError(f"{what}: the archive ends early")
-    return data
-
-
-def _deb_members(stream: IO[bytes], what: str) -> Iterator[tuple[str, bytes]]:
-    with tarfile.open(fileobj=stream, mode="r|") as tar:
-        for member in tar:
-            if member.isfile() and PurePosixPath(member.name).name in (MANIFEST_FILE, LOCK_FILE):
-                handle = tar.extractfile(member)
-                assert handle is not None
-                yield _normal(member.name), _read_limited(handle, member.size,
-                                                          f"{what}: {member.name}")
-            else:
-                yield _normal(member.name), b""
-
-
-def _exact(stream: IO[bytes], size: int, what: str) -> bytes:
-    data = stream.read(size)
-    if len(data) != size:
-        raise PackageError(f"{what}: the cpio archive ends early")
-    return data
-
-
-def _cpio_members(stream: IO[bytes], what: str) -> Iterator[tuple[str, bytes]]:
-    """Regular files of an SVR4 (newc) cpio archive, as rpm2cpio writes it; the data of the
-    files we want, nothing for the others (read past, never stored)."""
-    links: dict[int, str] = {}  # inode -> a wanted name whose data comes with a later link
-    while True:
-        header = _exact(stream, 110, what)
-        if header[:6] not in (b"070701", b"070702"):
-            raise PackageError(f"{what}: not a newc cpio archive (magic {header[:6]!r})")
-        try:
-            ino, mode, _uid, _gid, nlink, _mtime, size, _a, _b, _c, _d, namesize, _chk = (
-                int(header[6 + 8 * i:14 + 8 * i], 16) for i in range(13))
-        except ValueError:
-            raise PackageError(f"{what}: a corrupt cpio header") from None
-        name = _exact(stream, namesize, what)[:-1].decode(errors="replace")
-        _exact(stream, (4 - (110 + namesize) % 4) % 4, what)
-        if name == "TRAILER!!!":
-            return
-        regular = stat.S_ISREG(mode)
-        named = regular and PurePosixPath(name).name in (MANIFEST_FILE, LOCK_FILE)
-        if named and size == 0 and nlink > 1:
-            links[ino] = _normal(name)  # a hard link: its data comes with the group's last
-            continue
-        carrier = regular and size > 0 and ino in links
-        if named or carrier:
-            data = _read_limited(stream, size, f"{what}: {name}")
-        else:
-            remaining = size
-            while remaining:
-                chunk = stream.read(min(remaining, 1 << 20))
-                if not chunk:
-                    raise PackageError(f"{what}: the cpio archive ends early")
-                remaining -= len(chunk)
-            data = b""
-        _exact(stream, (4 - size % 4) % 4, what)
-        if carrier:
-            yield links.pop(ino), data
-        if named:
-            yield _normal(name), data
 
 
 def package_files(path: Path, kind: str) -> PackageFiles:
     """``giftbox-manifest.json`` and ``giftbox-lock.txt`` of a .deb (``dpkg-deb
     --fsys-tarfile``) or .rpm (``rpm2cpio``), read from the tool's output as it streams: only
     those two files are kept, nothing is written to disk."""
-    what = path.name
-    if kind == "deb":
-        process = _tool("dpkg-deb", "--fsys-tarfile", str(path))
-        members = _deb_members
-    elif kind == "rpm":
-        process = _tool("rpm2cpio", str(path))
-        members = _cpio_members
-    else:
-        raise PackageError(f"{what}: cannot read a '{kind}' package")
-    assert process.stdout is not None and process.stderr is not None
-    found: dict[str, bytes] = {}
-    stopped = False
-    try:
-        for name, data in members(process.stdout, what):
-            if PurePosixPath(name).name in (MANIFEST_FILE, LOCK_FILE):
-                found[name] = data
-                if _complete(found):
-                    stopped = True  # the rest of the archive is the venv: not needed
-                    break
-    except (tarfile.TarError, GiftboxError) as exc:
-        process.kill()
-        process.wait()
-        err = process.stderr.read().decode(errors="replace").strip()
-        message = exc.message if isinstance(exc, GiftboxError) else str(exc)
-        raise PackageError(f"cannot read {path}: {err or message}") from None
-    finally:
-        process.stdout.close()
-    if stopped:
-        process.kill()
-    code = process.wait()
-    err = process.stderr.read().decode(errors="replace").strip()
-    process.stderr.close()
-    if code != 0 and not stopped:
-        raise PackageError(f"cannot read {path}: {err or f'exit status {code}'}")
+    from giftbox.repo.archive import payload_files
+
+    if kind not in NAMES:
+        raise PackageError(f"{path.name}: cannot read a '{kind}' package")
+    found = payload_files(path, get_family(kind), (MANIFEST_FILE, LOCK_FILE),
+                          limit=_MAX_MEMBER, enough=_complete)
     return _pick(found)
 
 
