@@ -51,7 +51,6 @@ class Family:
     per family (``DEB``, ``RPM``): compare them with ``is``."""
 
     name: str  # deb | rpm: builder.yaml's family, a manifest's family, a pool object's kind
-    extension: str  # ".deb"
     repository: str  # the writer that serves it: apt | yum
     native_tool: str  # the native packager's tool: dpkg-deb | rpmbuild
     linter: str  # lintian | rpmlint
@@ -192,11 +191,11 @@ class Rpm(Family):
         return [["dnf", "install", "-y", "-q", *packages]]
 
 
-DEB = Deb(name="deb", extension=".deb", repository="apt", native_tool="dpkg-deb",
+DEB = Deb(name="deb", repository="apt", native_tool="dpkg-deb",
           linter="lintian", payload_tool=("dpkg-deb", "--fsys-tarfile"), payload_format="tar",
           systemd_dir="/lib/systemd/system", index_update=("apt-get", "update", "-qq"),
           arch_names={"x86_64": "amd64", "ppc64le": "ppc64el", "aarch64": "arm64"})
-RPM = Rpm(name="rpm", extension=".rpm", repository="yum", native_tool="rpmbuild",
+RPM = Rpm(name="rpm", repository="yum", native_tool="rpmbuild",
           linter="rpmlint", payload_tool=("rpm2cpio",), payload_format="cpio",
           systemd_dir="/usr/lib/systemd/system", index_update=())
 
