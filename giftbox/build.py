@@ -1,38 +1,39 @@
 """The build stage: a locked, audited, relocatable virtualenv inside the target's builder.
 
-Flow for one (project, distro, arch):
+Flow for one target (project, distro, arch):
 
 1. resolve the upstream (no checkout) and ensure the builder image;
 2. read the project's requirements from git, check Python compatibility and that the
    committed lock is fresh;
-3. key the build by the digest of every input; an existing complete build with that key is a
-   cache hit and costs well under a second;
+3. key the build by the digest of every input (the ``Plan``); an existing complete build with
+   that key is a cache hit and costs well under a second;
 4. otherwise, in the builder: fill the wheelhouse (per release+distro+arch+Python) with what
-   it lacks, hashes required; create the venv at its final prefix (paths right by
-   construction); install the lock offline (uv where the builder has it, pip otherwise); build
-   the patched project's wheel with ``build``, offline, from the same wheelhouse; install it;
-5. on the host: make the venv relocatable (script shebangs and ``activate`` find the
-   interpreter relative to themselves), drop install-time build paths, add the shim through
-   which the venv sees the distro-only bindings;
+   it lacks, hashes required (``giftbox.fill``); create the venv at its final prefix (paths
+   right by construction); install the lock offline (``giftbox.installer``: uv where the
+   builder has it, pip otherwise); build the patched project's wheel with ``build``,
+   offline, from the same wheelhouse; install it;
+5. on the host: make the venv relocatable and drop install-time build paths
+   (``giftbox.relocate``), add the shim through which the venv sees the distro-only bindings
+   (``giftbox.bindings``);
 6. back in the builder: compile hash-based bytecode, then the audit gate (giftbox.audit).
+
+The ``BuildResult`` carries the ``Target`` and the ``PackageVersion`` it was built for, as
+values: packaging takes them from there rather than reading them back from the manifest.
 """
 
 from __future__ import annotations
 
-import base64
 import contextlib
-import csv
 import dataclasses
 import hashlib
-import io
 import json
-import os
 import re
 import shutil
 import socket
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -40,20 +41,37 @@ from packaging.specifiers import InvalidSpecifier, SpecifierSet
 from packaging.utils import canonicalize_name
 from packaging.version import InvalidVersion, Version
 
-from giftbox import __version__, audit, lock, source
+from giftbox import __version__, audit, bindings, lock, source
 from giftbox import wheelhouse as wheelhouses
 from giftbox.builders import BuilderImage, ensure
 from giftbox.container import CommandFailed, Container, Mount
 from giftbox.distros import Arch, Distro
 from giftbox.errors import BuildError, GiftboxError
+from giftbox.fill import WheelhouseFill
 from giftbox.gitutil import locked
+from giftbox.installer import Installer
 from giftbox.manifest import BuildRecord, Manifest, PatchInfo
 from giftbox.package.layout import install_prefix, rootwrap_share
 from giftbox.patches import spec_series_digest
+from giftbox.relocate import (
+    fix_records,
+    link_tree,
+    project_paths,
+    relocate,
+    site_packages,
+    timestamp_pycs,
+)
 from giftbox.settings import Settings
 from giftbox.spec import Spec
+from giftbox.targets import Target
 from giftbox.ui import NULL_REPORTER, Reporter
 from giftbox.versions import PackageVersion, for_target
+
+__all__ = [
+    "RECIPE", "BuildResult", "Builder", "Plan", "build", "build_requirements_locked",
+    "check_python", "fix_records", "link_tree", "make_lock", "place_rootwrap_filters",
+    "project_paths", "relocate", "timestamp_pycs", "write_bindings_shim",
+]
 
 TOOLS = lock.TOOLS
 BUILD_DIR = lock.BUILD_DIR
@@ -64,14 +82,10 @@ LOCK_NAME = "giftbox-lock.txt"  # in the venv root, beside giftbox-manifest.json
 # Bumped when the way a venv is assembled changes, so old cache entries are not reused.
 RECIPE = "7"
 
-_WHEEL_RE = re.compile(r"^(?P<name>[^-]+)-(?P<version>[^-]+)(-\d[^-]*)?-[^-]+-[^-]+-[^-]+\.whl$")
-
-
 @dataclass(frozen=True)
 class BuildResult:
-    project: str
-    distro: str
-    arch: str
+    target: Target
+    version: PackageVersion  # the package version of this build, for the target's family
     key: str
     directory: Path
     venv_dir: Path  # its contents are the venv as installed at manifest.prefix
@@ -82,9 +96,15 @@ class BuildResult:
     timings: dict[str, float] = field(default_factory=dict)
     build_id: int | None = None  # in the build records
 
+    @property
+    def prefix(self) -> str:
+        """Where the venv was built, and where the package installs it."""
+        return self.manifest.prefix
+
     def as_dict(self) -> dict[str, object]:
-        return {"build_id": self.build_id, "project": self.project, "distro": self.distro,
-                "arch": self.arch,
+        t = self.target
+        return {"build_id": self.build_id, "project": t.spec.name, "distro": t.distro.name,
+                "arch": t.arch.value,
                 "key": self.key, "directory": str(self.directory),
                 "venv": str(self.venv_dir), "prefix": self.manifest.prefix,
                 "version": self.manifest.version, "manifest": str(self.manifest_path),
@@ -112,25 +132,17 @@ def _key(parts: dict[str, object]) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
 
 
-def _wheelhouse(settings: Settings, spec: Spec, distro: Distro, arch: Arch) -> Path:
-    return wheelhouses.directory(settings, wheelhouses.Target(spec.release, distro, arch))
+def _wheelhouse_target(target: Target) -> wheelhouses.Target:
+    """The wheelhouse ``target`` builds from: its release's, for its distro and arch."""
+    return wheelhouses.Target(target.spec.release, target.distro, target.arch)
 
 
-def _tool_cache(settings: Settings, distro: Distro, arch: Arch) -> Path:
-    return settings.cache_dir / "builder-cache" / f"{distro.name}-{arch.value}-py{distro.python}"
+def _wheelhouse(settings: Settings, target: Target) -> Path:
+    return wheelhouses.directory(settings, _wheelhouse_target(target))
 
 
-def _present_wheels(wheelhouse: Path) -> set[tuple[str, str]]:
-    found: set[tuple[str, str]] = set()
-    for wheel in wheelhouse.glob("*.whl"):
-        match = _WHEEL_RE.match(wheel.name)
-        if match:
-            try:
-                version = str(Version(match.group("version")))
-            except InvalidVersion:
-                continue
-            found.add((canonicalize_name(match.group("name")), version))
-    return found
+def _tool_cache(settings: Settings, target: Target) -> Path:
+    return settings.cache_dir / "builder-cache" / f"{target.slug}-py{target.distro.python}"
 
 
 def build_requirements_locked(requirements: tuple[str, ...] | list[str],
@@ -150,15 +162,138 @@ def build_requirements_locked(requirements: tuple[str, ...] | list[str],
     return bool(requirements)
 
 
-def _failed_package(output: str) -> str | None:
-    for pattern in (r"Failed building wheel for (\S+)", r"Failed to build (\S+)",
-                    r"No matching distribution found for (\S+)",
-                    r"Could not find a version that satisfies the requirement (\S+)",
-                    r"THESE PACKAGES DO NOT MATCH THE HASHES[\s\S]*?\n\s+(\S+)"):
-        match = re.search(pattern, output)
-        if match:
-            return match.group(1)
-    return None
+def build_packages(target: Target) -> list[str]:
+    """The spec's extra build packages for this family, and for this family on this arch
+    (``package.build_depends``: ``deb``, ``deb/ppc64le``), added to the builder's own."""
+    family = target.distro.family
+    wanted = target.spec.package.build_depends
+    names = {d.split("(")[0].strip()  # a version constraint is for the package's Depends
+             for d in (*wanted.get(family, ()), *wanted.get(f"{family}/{target.arch.value}", ()))}
+    return sorted(names - set(target.distro.build_packages))
+
+
+@dataclass(frozen=True)
+class Plan:
+    """One build: its target, its inputs as resolved before the cache is asked, and the
+    places it works in. What the steps of a fresh build share; its ``key`` is the digest of
+    every input the venv stage reads (design invariant 8)."""
+
+    target: Target
+    settings: Settings
+    upstream: source.Upstream
+    image: BuilderImage
+    meta: lock.ProjectMeta
+    lock_text: str  # the committed lock, checked fresh
+    started: str  # ISO 8601, UTC
+
+    @property
+    def spec(self) -> Spec:
+        return self.target.spec
+
+    @cached_property
+    def lock_digest(self) -> str:
+        return hashlib.sha256(self.lock_text.encode()).hexdigest()
+
+    @cached_property
+    def patch_digest(self) -> str:
+        return spec_series_digest(self.spec)
+
+    @cached_property
+    def version(self) -> PackageVersion:
+        distro = self.target.distro
+        return for_target(self.upstream.version, self.spec.package.release,
+                          len(self.spec.patches), self.patch_digest, distro.family,
+                          distro.version_tag)
+
+    @cached_property
+    def prefix(self) -> str:
+        return install_prefix(self.spec, self.version)
+
+    @cached_property
+    def key(self) -> str:
+        spec, t = self.spec, self.target
+        return _key({
+            "recipe": RECIPE, "giftbox": __version__, "commit": self.upstream.commit,
+            "patches": self.patch_digest, "lock": self.lock_digest,
+            "image": self.image.image_id, "distro": t.distro.name, "arch": t.arch.value,
+            "prefix": self.prefix,
+            "bindings": [b.module for b in spec.package.system_bindings],
+            "version": self.version.as_dict(),
+            # what else the venv stage reads from the spec (packaging fields are the package's
+            # key, giftbox.package.package_key): filters copied for rootwrap, the audit gate's
+            # opt-outs, the spec's extra build packages
+            "rootwrap": spec.package.rootwrap is not None,
+            "audit": dataclasses.asdict(spec.audit), "build_packages": build_packages(t),
+        })
+
+    # -- where it works ----------------------------------------------------------------
+
+    @property
+    def directory(self) -> Path:
+        return self.settings.root / "build" / self.spec.name / self.target.slug / self.key[:16]
+
+    @property
+    def result_path(self) -> Path:
+        """Written last: the build is complete only once this exists."""
+        return self.directory / "result.json"
+
+    @property
+    def log_path(self) -> Path:
+        return self.directory / "build.log"
+
+    @property
+    def work(self) -> Path:
+        return self.directory / "work"
+
+    @property
+    def venv_dir(self) -> Path:
+        return self.directory / "venv"
+
+    @property
+    def tree_dir(self) -> Path:
+        """The patched source tree, when the project's wheel is not cached."""
+        return self.directory / "src"
+
+    @property
+    def wheelhouse(self) -> Path:
+        return _wheelhouse(self.settings, self.target)
+
+    @property
+    def tool_cache(self) -> Path:
+        return _tool_cache(self.settings, self.target)
+
+    @property
+    def env(self) -> dict[str, str]:
+        """The environment of every command of the build inside the builder."""
+        # Compilers record the directory they ran in (DWARF comp_dir, __FILE__): map the
+        # builder's directories away so no build path reaches the venv (the audit checks).
+        prefix_maps = " ".join(f"-ffile-prefix-map={d}=." for d in (f"{BUILD_DIR}/src", "/tmp"))
+        return {"SOURCE_DATE_EPOCH": str(self.upstream.source_date_epoch),
+                "PYTHONHASHSEED": "0", "CFLAGS": prefix_maps, "CXXFLAGS": prefix_maps,
+                "PIP_CACHE_DIR": f"{CACHE_DIR}/pip", "UV_CACHE_DIR": f"{CACHE_DIR}/uv",
+                "UV_LINK_MODE": "copy", "PIP_NO_INPUT": "1"}
+
+    # -- the project's own wheel -------------------------------------------------------
+
+    @cached_property
+    def wheel_in_venv(self) -> bool:
+        """Whether the project's wheel is built in the deps venv (the lock pins every build
+        requirement) rather than by ``build`` in an isolated env."""
+        return build_requirements_locked(self.meta.build_requirements, self.lock_text)
+
+    @cached_property
+    def wheel_key(self) -> str:
+        # The project's wheel depends on the patched source and the build tools (lock, image)
+        # only: a build whose other inputs changed (prefix, bindings) reuses it.
+        return _key({"recipe": RECIPE, "commit": self.upstream.commit,
+                     "patches": self.patch_digest, "lock": self.lock_digest,
+                     "image": self.image.image_id, "version": self.upstream.version,
+                     "isolated": not self.wheel_in_venv})
+
+    @property
+    def wheel_cache(self) -> Path:
+        return (self.settings.cache_dir / "wheels" / f"{self.spec.name}-{self.target.slug}"
+                / self.wheel_key[:16])
 
 
 class Builder:
@@ -166,9 +301,7 @@ class Builder:
 
     def __init__(self, spec: Spec, distro: Distro, arch: Arch, settings: Settings,
                  reporter: Reporter = NULL_REPORTER, ref: str | None = None) -> None:
-        if not distro.supports(arch):
-            raise BuildError(f"{distro.name} has no {arch.value} builder",
-                             hint="its arches: " + ", ".join(a.value for a in distro.arches))
+        self.target = Target(spec, distro, arch)  # refuses an arch the distro does not build
         self.spec = spec
         self.distro = distro
         self.arch = arch
@@ -176,6 +309,7 @@ class Builder:
         self.reporter = reporter
         self.ref = ref
         self.timings: dict[str, float] = {}
+        self._installer: Installer | None = None  # chosen in the first container that installs
 
     @contextlib.contextmanager
     def _timed(self, label: str) -> Iterator[None]:
@@ -240,14 +374,13 @@ class Builder:
         builder_arch = self.builder_arch = self.lock_builder_arch()
         upstream, image, meta, inputs = self.inputs()
         path = lock.lock_path(self.settings, self.spec, self.distro, self.arch)
-        work = self.settings.cache_dir / "lock-work" / f"{self.spec.name}-{self.distro.name}-" \
-            f"{self.arch.value}"
+        work = self.settings.cache_dir / "lock-work" / f"{self.spec.name}-{self.target.slug}"
         # Two `giftbox lock` of one target share this directory: one waits for the other.
         with locked(work):
             shutil.rmtree(work, ignore_errors=True)
             work.mkdir(parents=True)
-            cache = _tool_cache(self.settings, self.distro, self.arch)
-            wheelhouse = _wheelhouse(self.settings, self.spec, self.distro, self.arch)
+            cache = _tool_cache(self.settings, self.target)
+            wheelhouse = _wheelhouse(self.settings, self.target)
             cache.mkdir(parents=True, exist_ok=True)
             wheelhouse.mkdir(parents=True, exist_ok=True)
             log_path = work / "lock.log"
@@ -266,147 +399,163 @@ class Builder:
 
     # -- the build -------------------------------------------------------------------------
 
-    def run(self) -> BuildResult:
-        spec, distro, arch, settings = self.spec, self.distro, self.arch, self.settings
+    def plan(self) -> Plan:
+        """The build's inputs, resolved and checked (the committed lock must be fresh)."""
         started = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
         upstream, image, meta, inputs = self.inputs()
-        lock_file = lock.lock_path(settings, spec, distro, arch)
-        lock_text = lock.check_fresh(lock_file, spec, distro, arch, inputs)
-        lock_digest = hashlib.sha256(lock_text.encode()).hexdigest()
-        patch_digest = spec_series_digest(spec)
-        version = for_target(upstream.version, spec.package.release, len(spec.patches),
-                             patch_digest, distro.family, distro.version_tag)
-        prefix = install_prefix(spec, version)
-        key = _key({
-            "recipe": RECIPE, "giftbox": __version__, "commit": upstream.commit,
-            "patches": patch_digest, "lock": lock_digest, "image": image.image_id,
-            "distro": distro.name, "arch": arch.value, "prefix": prefix,
-            "bindings": [b.module for b in spec.package.system_bindings],
-            "version": version.as_dict(),
-            # what else the venv stage reads from the spec (packaging fields are the package's
-            # key, giftbox.package.package_key): filters copied for rootwrap, the audit gate's
-            # opt-outs, the spec's extra build packages
-            "rootwrap": spec.package.rootwrap is not None,
-            "audit": dataclasses.asdict(spec.audit), "build_packages": self.build_packages(),
-        })
-        directory = settings.root / "build" / spec.name / f"{distro.name}-{arch.value}" / key[:16]
-        result_path = directory / "result.json"
-        if result_path.is_file():
-            self.reporter.info(f"==> cache hit: {spec.name} for {distro.name}/{arch.value} "
-                               f"(inputs {key[:16]} unchanged)")
-            return self._load(result_path, cached=True)
+        lock_file = lock.lock_path(self.settings, self.spec, self.distro, self.arch)
+        lock_text = lock.check_fresh(lock_file, self.spec, self.distro, self.arch, inputs)
+        return Plan(self.target, self.settings, upstream, image, meta, lock_text, started)
+
+    def run(self) -> BuildResult:
+        plan = self.plan()
+        if plan.result_path.is_file():
+            cached = self._load(plan)
+            if cached is not None:
+                self.reporter.info(f"==> cache hit: {self.spec.name} for {self.distro.name}/"
+                                   f"{self.arch.value} (inputs {plan.key[:16]} unchanged)")
+                return cached
+        return self._recorded(plan)
+
+    def _recorded(self, plan: Plan) -> BuildResult:
+        """A fresh build, with its start and end in the build records."""
         from giftbox import records
 
+        spec = self.spec
         build_id = records.start_build(
-            settings, spec.name, distro.name, arch.value, upstream_commit=upstream.commit,
-            patch_digest=patch_digest, lock_digest=lock_digest, builder_image=image.image_id,
+            self.settings, spec.name, self.distro.name, self.arch.value,
+            upstream_commit=plan.upstream.commit, patch_digest=plan.patch_digest,
+            lock_digest=plan.lock_digest, builder_image=plan.image.image_id,
             spec_digest=hashlib.sha256(spec.path.read_bytes()).hexdigest(),
-            version=version.for_family(distro.family),
-            log_path=str(directory / "build.log"))
+            version=plan.version.for_family(self.distro.family),
+            log_path=str(plan.log_path))
         start = time.monotonic()
         try:
-            result = self._fresh(upstream, image, meta, lock_text, lock_digest, patch_digest,
-                                 version, prefix, key, directory, started)
+            result = self._fresh(plan)
         except BaseException as exc:
             message = exc.render() if isinstance(exc, BuildError) else \
                 f"{type(exc).__name__}: {exc}"
-            records.finish_build(settings, build_id, "failed", error=message[:4000],
+            records.finish_build(self.settings, build_id, "failed", error=message[:4000],
                                  duration=round(time.monotonic() - start, 2))
             raise
-        records.finish_build(settings, build_id, "succeeded",
+        records.finish_build(self.settings, build_id, "succeeded",
                              duration=round(time.monotonic() - start, 2))
         result = dataclasses.replace(result, build_id=build_id)
-        _write_result(directory / "result.json", result)
+        _write_result(plan.result_path, result)
         return result
 
-    def _fresh(self, upstream: source.Upstream, image: BuilderImage, meta: lock.ProjectMeta,
-               lock_text: str, lock_digest: str, patch_digest: str, version: PackageVersion,
-               prefix: str, key: str, directory: Path, started: str) -> BuildResult:
-        spec, distro, arch, settings = self.spec, self.distro, self.arch, self.settings
-        result_path = directory / "result.json"
-        if directory.exists():
-            shutil.rmtree(directory)  # an interrupted earlier attempt
-        directory.mkdir(parents=True)
-        log_path = directory / "build.log"
-        work = directory / "work"
-        venv_dir = directory / "venv"
-        work.mkdir()
-        venv_dir.mkdir()
-        wheelhouse = _wheelhouse(settings, spec, distro, arch)
-        cache = _tool_cache(settings, distro, arch)
-        wheelhouse.mkdir(parents=True, exist_ok=True)
-        cache.mkdir(parents=True, exist_ok=True)
-        env = self._env(upstream.source_date_epoch)
-        forbidden = [BUILD_DIR, SRC_DIR, WHEELHOUSE_DIR, CACHE_DIR, str(settings.root),
-                     str(settings.cache_dir)]
-        layer = self._deps_layer(image, prefix, lock_text, lock_digest, wheelhouse, cache, env,
-                                 spec, meta.name, log_path)
+    def _fresh(self, plan: Plan) -> BuildResult:
+        """Every step of a build whose inputs have no complete build yet."""
+        self._prepare(plan)
+        layer = self._deps_layer(plan)
         with self._timed("venv: link the deps layer"):
-            link_tree(layer / "venv", venv_dir)
-        (work / "pins.txt").write_text(lock.pins_text(lock.pins(lock_text)))
-        # The project's wheel depends on the patched source and the build tools (lock, image)
-        # only: a build whose other inputs changed (prefix, bindings) reuses it.
-        in_venv = build_requirements_locked(meta.build_requirements, lock_text)
-        wheel_key = _key({"recipe": RECIPE, "commit": upstream.commit, "patches": patch_digest,
-                          "lock": lock_digest, "image": image.image_id,
-                          "version": upstream.version, "isolated": not in_venv})
-        wheel_cache = (settings.cache_dir / "wheels" / f"{spec.name}-{distro.name}-"
-                       f"{arch.value}" / wheel_key[:16])
-        tree_dir = directory / "src"
-        src_record = self._cached_wheel(wheel_cache, work)
-        if src_record is None:
-            with self._timed("source: checkout and patch"):
-                tree = source.checkout(spec, upstream, tree_dir, settings, self.reporter)
-            src_record = {"head": tree.head, "patch_digest": tree.patch_digest,
-                          "patches": [p.as_dict() for p in tree.patches]}
-        else:
-            self.reporter.info(f"==> wheel {wheel_key[:16]}: cached (source unchanged)")
-        mounts = self.mounts(work, cache, wheelhouse, tree_dir if tree_dir.exists() else None,
-                             venv_dir, prefix)
-        with Container(image, arch, settings, self.reporter, mounts=mounts, env=env,
-                       workdir=BUILD_DIR) as c:
-            if not (work / "dist").is_dir():
-                self._install_build_packages(c, log_path)
-                with self._timed(f"wheel: build {spec.name} "
-                                 f"{'in the deps venv' if in_venv else 'with build'}"):
-                    self._build_wheel(c, upstream.version, log_path,
-                                      prefix if in_venv else None)
-                self._store_wheel(wheel_cache, work, src_record)
-            wheel = next((work / "dist").glob("*.whl")).name
-            with self._timed(f"install: {spec.name} into the venv"):
-                self._install(c, prefix, [f"{BUILD_DIR}/dist/{wheel}"], log_path)
-                site = _site_packages(venv_dir)
-                relocate(venv_dir, prefix)
-                write_bindings_shim(site, spec, distro)
-                place_rootwrap_filters(venv_dir, spec, tree_dir)
-            with self._timed(f"bytecode: hash-based .pyc for {spec.name}"):
-                paths = project_paths(site, meta.name)
-                shim = site / "_giftbox_system_bindings.py"
-                if shim.exists():
-                    paths.append(shim)
-                self._compile(c, prefix, [prefix + "/" + str(p.relative_to(venv_dir))
-                                          for p in paths], log_path)
-                fix_records(site, set(), set(), bytecode=True)
-            with self._timed("audit"):
-                problems = audit.pip_check(c, prefix, log_path)
-                report = audit.run_scope(c, "project", prefix, spec, meta.name, work, log_path)
-                problems += audit.failures(report)
-                tree_problems, tree_report = audit.tree_checks(venv_dir, arch, forbidden,
-                                                               shared=layer / "venv")
-                problems += tree_problems
-                audit.gate(spec, problems, log_path)
-                deps = json.loads((layer / "audit-deps.json").read_text())
-                for kind in ("imports", "extensions"):
-                    report[kind] = {**deps[kind], **report[kind]}
-                full = {**report, **tree_report, "layer": layer.name}
-                (directory / "audit.json").write_text(json.dumps(full, indent=2) + "\n")
-        stale = timestamp_pycs(venv_dir)
+            link_tree(layer / "venv", plan.venv_dir)
+        (plan.work / "pins.txt").write_text(lock.pins_text(lock.pins(plan.lock_text)))
+        src_record = self._project_source(plan)
+        mounts = self.mounts(plan.work, plan.tool_cache, plan.wheelhouse,
+                             plan.tree_dir if plan.tree_dir.exists() else None,
+                             plan.venv_dir, plan.prefix)
+        with Container(plan.image, self.arch, self.settings, self.reporter, mounts=mounts,
+                       env=plan.env, workdir=BUILD_DIR) as c:
+            self._project_wheel(c, plan, src_record)
+            site = self._install_project(c, plan)
+            self._compile_project(c, plan, site)
+            self._audit(c, plan, layer)
+        self._check_bytecode(plan)
+        return self._finish(plan, self._manifest(plan, src_record))
+
+    # -- the steps of a fresh build, in order ----------------------------------------------
+
+    def _prepare(self, plan: Plan) -> None:
+        """An empty build directory (an interrupted earlier attempt goes) and the shared
+        caches the builder mounts."""
+        if plan.directory.exists():
+            shutil.rmtree(plan.directory)  # an interrupted earlier attempt
+        plan.directory.mkdir(parents=True)
+        plan.work.mkdir()
+        plan.venv_dir.mkdir()
+        plan.wheelhouse.mkdir(parents=True, exist_ok=True)
+        plan.tool_cache.mkdir(parents=True, exist_ok=True)
+
+    def _project_source(self, plan: Plan) -> dict[str, Any]:
+        """The project's source record (patched head, patches): from the wheel cache, whose
+        wheel is put in ``work/dist``, or from a checkout of the patched tree."""
+        src_record = self._cached_wheel(plan.wheel_cache, plan.work)
+        if src_record is not None:
+            self.reporter.info(f"==> wheel {plan.wheel_key[:16]}: cached (source unchanged)")
+            return src_record
+        with self._timed("source: checkout and patch"):
+            tree = source.checkout(self.spec, plan.upstream, plan.tree_dir, self.settings,
+                                   self.reporter)
+        return {"head": tree.head, "patch_digest": tree.patch_digest,
+                "patches": [p.as_dict() for p in tree.patches]}
+
+    def _project_wheel(self, c: Container, plan: Plan, src_record: dict[str, Any]) -> None:
+        """The project's wheel in ``work/dist``, built now unless it came from the cache."""
+        if (plan.work / "dist").is_dir():
+            return
+        self._install_build_packages(c, plan.log_path)
+        in_venv = plan.wheel_in_venv
+        with self._timed(f"wheel: build {self.spec.name} "
+                         f"{'in the deps venv' if in_venv else 'with build'}"):
+            self._build_wheel(c, plan.upstream.version, plan.log_path,
+                              plan.prefix if in_venv else None)
+        self._store_wheel(plan.wheel_cache, plan.work, src_record)
+
+    def _install_project(self, c: Container, plan: Plan) -> Path:
+        """The project's wheel installed into the venv, then the venv relocated, the
+        bindings shim and the rootwrap filters added; returns its site-packages."""
+        wheel = next((plan.work / "dist").glob("*.whl")).name
+        with self._timed(f"install: {self.spec.name} into the venv"):
+            self._install(c, plan.prefix, [f"{BUILD_DIR}/dist/{wheel}"], plan.log_path)
+            site = site_packages(plan.venv_dir)
+            relocate(plan.venv_dir, plan.prefix)
+            write_bindings_shim(site, self.spec, self.distro)
+            place_rootwrap_filters(plan.venv_dir, self.spec, plan.tree_dir)
+        return site
+
+    def _compile_project(self, c: Container, plan: Plan, site: Path) -> None:
+        """Hash-based bytecode for what the build added to the linked deps layer."""
+        with self._timed(f"bytecode: hash-based .pyc for {self.spec.name}"):
+            paths = project_paths(site, plan.meta.name)
+            shim = site / f"{bindings.SHIM_MODULE}.py"
+            if shim.exists():
+                paths.append(shim)
+            self._compile(c, plan.prefix, [plan.prefix + "/" + str(p.relative_to(plan.venv_dir))
+                                           for p in paths], plan.log_path)
+            fix_records(site, set(), set(), bytecode=True)
+
+    def _audit(self, c: Container, plan: Plan, layer: Path) -> None:
+        """The audit gate over the project, and ``audit.json`` with the deps layer's report."""
+        spec, log_path = self.spec, plan.log_path
+        forbidden = [BUILD_DIR, SRC_DIR, WHEELHOUSE_DIR, CACHE_DIR, str(self.settings.root),
+                     str(self.settings.cache_dir)]
+        with self._timed("audit"):
+            problems = audit.pip_check(c, plan.prefix, log_path)
+            report = audit.run_scope(c, "project", plan.prefix, spec, plan.meta.name,
+                                     plan.work, log_path)
+            problems += audit.failures(report)
+            tree_problems, tree_report = audit.tree_checks(plan.venv_dir, self.arch, forbidden,
+                                                           shared=layer / "venv")
+            problems += tree_problems
+            audit.gate(spec, problems, log_path)
+            deps = json.loads((layer / "audit-deps.json").read_text())
+            for kind in ("imports", "extensions"):
+                report[kind] = {**deps[kind], **report[kind]}
+            full = {**report, **tree_report, "layer": layer.name}
+            (plan.directory / "audit.json").write_text(json.dumps(full, indent=2) + "\n")
+
+    def _check_bytecode(self, plan: Plan) -> None:
+        stale = timestamp_pycs(plan.venv_dir)
         if stale:
             raise BuildError(f"{len(stale)} timestamp-based .pyc in the venv (their bytes change "
-                             f"with every build), e.g. {stale[0].relative_to(venv_dir)}",
+                             f"with every build), e.g. {stale[0].relative_to(plan.venv_dir)}",
                              hint="every .pyc must be hash-based: compile it with "
                                   "--invalidation-mode checked-hash")
-        manifest = Manifest(
+
+    def _manifest(self, plan: Plan, src_record: dict[str, Any]) -> Manifest:
+        spec, distro, upstream = self.spec, self.distro, plan.upstream
+        return Manifest(
             project=spec.name, package_name=spec.package.name,
             upstream_kind=upstream.kind, upstream_url=upstream.url, upstream_ref=upstream.ref,
             upstream_commit=upstream.commit, upstream_version=upstream.version,
@@ -414,65 +563,71 @@ class Builder:
             patches=tuple(PatchInfo(p["name"], p["sha256"], p["subject"])
                           for p in src_record["patches"]),
             patch_digest=src_record["patch_digest"], source_commit=src_record["head"],
-            lock_digest=lock_digest,
-            builder_image=image.image_id, distro=distro.name, family=distro.family,
-            arch=arch.value, python=distro.python, prefix=prefix, version=version.as_dict(),
-            source_date_epoch=upstream.source_date_epoch,
+            lock_digest=plan.lock_digest,
+            builder_image=plan.image.image_id, distro=distro.name, family=distro.family,
+            arch=self.arch.value, python=distro.python, prefix=plan.prefix,
+            version=plan.version.as_dict(), source_date_epoch=upstream.source_date_epoch,
             system_bindings=tuple(b.module for b in spec.package.system_bindings),
             depends=spec.package.depends.get(distro.family, ()))
-        manifest_path = directory / "manifest.json"
+
+    def _finish(self, plan: Plan, manifest: Manifest) -> BuildResult:
+        """The manifest and build record written, scratch directories gone, the result."""
+        manifest_path = plan.directory / "manifest.json"
         manifest_path.write_text(manifest.to_json())
-        shutil.rmtree(work, ignore_errors=True)
-        shutil.rmtree(tree_dir, ignore_errors=True)
-        record = BuildRecord(manifest=manifest, started_at=started, timings=self.timings,
-                             host=socket.gethostname(), log_path=str(log_path))
-        (directory / "build.json").write_text(record.to_json())
-        result = BuildResult(project=spec.name, distro=distro.name, arch=arch.value, key=key,
-                             directory=directory, venv_dir=venv_dir, manifest=manifest,
-                             manifest_path=manifest_path, log_path=log_path, cached=False,
-                             timings=self.timings)
-        _write_result(result_path, result)  # the build is complete only once this exists
+        shutil.rmtree(plan.work, ignore_errors=True)
+        shutil.rmtree(plan.tree_dir, ignore_errors=True)
+        record = BuildRecord(manifest=manifest, started_at=plan.started, timings=self.timings,
+                             host=socket.gethostname(), log_path=str(plan.log_path))
+        (plan.directory / "build.json").write_text(record.to_json())
+        result = BuildResult(target=self.target, version=plan.version, key=plan.key,
+                             directory=plan.directory, venv_dir=plan.venv_dir,
+                             manifest=manifest, manifest_path=manifest_path,
+                             log_path=plan.log_path, cached=False, timings=self.timings)
+        _write_result(plan.result_path, result)  # the build is complete only once this exists
         return result
 
-    def _load(self, path: Path, cached: bool) -> BuildResult:
-        data = json.loads(path.read_text())
-        directory = Path(data["directory"])
-        manifest_path = directory / "manifest.json"
-        return BuildResult(project=data["project"], distro=data["distro"], arch=data["arch"],
-                           key=data["key"], directory=directory, venv_dir=Path(data["venv"]),
-                           manifest=Manifest.read(manifest_path), manifest_path=manifest_path,
-                           log_path=Path(data["log"]), cached=cached, timings=self.timings,
-                           build_id=data.get("build_id"))
+    def _load(self, plan: Plan) -> BuildResult | None:
+        """The complete build of ``plan``'s inputs, or None (and the build is made again)
+        when what it left cannot be read: a result or manifest from another giftbox, a
+        truncated file, a manifest whose version is not the plan's."""
+        path = plan.result_path
+        try:
+            data = json.loads(path.read_text())
+            directory = Path(data["directory"])
+            manifest_path = directory / "manifest.json"
+            manifest = Manifest.read(manifest_path)
+            if manifest.version != plan.version.as_dict():
+                raise ValueError("its manifest's version is not this build's")
+            return BuildResult(target=self.target, version=plan.version, key=data["key"],
+                               directory=directory, venv_dir=Path(data["venv"]),
+                               manifest=manifest, manifest_path=manifest_path,
+                               log_path=Path(data["log"]), cached=True, timings=self.timings,
+                               build_id=data.get("build_id"))
+        except (OSError, ValueError, KeyError, TypeError, GiftboxError) as exc:
+            why = exc.message if isinstance(exc, GiftboxError) else str(exc)[:200]
+            self.reporter.detail(f"{path} cannot be read ({why}): building again")
+            return None
 
-    # -- steps inside the builder ------------------------------------------------------------
+    # -- the deps layer ----------------------------------------------------------------------
 
-    def _env(self, source_date_epoch: int) -> dict[str, str]:
-        # Compilers record the directory they ran in (DWARF comp_dir, __FILE__): map the
-        # builder's directories away so no build path reaches the venv (the audit checks).
-        prefix_maps = " ".join(f"-ffile-prefix-map={d}=." for d in (f"{BUILD_DIR}/src", "/tmp"))
-        return {"SOURCE_DATE_EPOCH": str(source_date_epoch), "PYTHONHASHSEED": "0",
-                "CFLAGS": prefix_maps, "CXXFLAGS": prefix_maps,
-                "PIP_CACHE_DIR": f"{CACHE_DIR}/pip", "UV_CACHE_DIR": f"{CACHE_DIR}/uv",
-                "UV_LINK_MODE": "copy", "PIP_NO_INPUT": "1"}
+    def _layer_key(self, plan: Plan) -> str:
+        parts: dict[str, object] = {
+            "recipe": RECIPE, "lock": plan.lock_digest, "image": plan.image.image_id,
+            "prefix": plan.prefix, "python": self.distro.python, "project": plan.meta.name,
+            "skip_imports": list(self.spec.audit.skip_imports)}
+        if self.build_packages():  # only then: existing layers keep their keys
+            parts["build_packages"] = self.build_packages()
+        return _key(parts)
 
-    def _deps_layer(self, image: BuilderImage, prefix: str, lock_text: str, lock_digest: str,
-                    wheelhouse: Path, cache: Path, env: dict[str, str], spec: Spec,
-                    dist_name: str, log_path: Path) -> Path:
+    def _deps_layer(self, plan: Plan) -> Path:
         """The venv with the locked dependencies installed, relocated, compiled and audited.
 
         It depends only on the lock, the builder image, the prefix and the project's name
         (whose own line the deps audit leaves out), so every build of a project whose lock did
         not change reuses it: builds hard-link its files and add only the project.
         """
-        parts: dict[str, object] = {
-            "recipe": RECIPE, "lock": lock_digest, "image": image.image_id, "prefix": prefix,
-            "python": self.distro.python, "project": dist_name,
-            "skip_imports": list(spec.audit.skip_imports)}
-        if self.build_packages():  # only then: existing layers keep their keys
-            parts["build_packages"] = self.build_packages()
-        key = _key(parts)
-        layer = (self.settings.cache_dir / "layers" /
-                 f"{self.distro.name}-{self.arch.value}" / key[:16])
+        key = self._layer_key(plan)
+        layer = self.settings.cache_dir / "layers" / self.target.slug / key[:16]
         with locked(layer):
             if (layer / "audit-deps.json").is_file():
                 self.reporter.info(f"==> deps layer {key[:16]}: cached")
@@ -481,34 +636,44 @@ class Builder:
             tmp = layer.with_name(f"{layer.name}.tmp")
             shutil.rmtree(tmp, ignore_errors=True)
             shutil.rmtree(layer, ignore_errors=True)
-            (tmp / "venv").mkdir(parents=True)
-            (tmp / "work").mkdir()
-            work = tmp / "work"
-            pinned = lock.pins(lock_text)
-            (work / "pins.txt").write_text(lock.pins_text(pinned))
-            mounts = self.mounts(work, cache, wheelhouse, None, tmp / "venv", prefix)
-            with Container(image, self.arch, self.settings, self.reporter, mounts=mounts,
-                           env=env, workdir=BUILD_DIR) as c:
-                self._install_build_packages(c, log_path)
-                with self._timed("wheelhouse: fill from the lock"):
-                    self._fill_wheelhouse(c, lock_text, pinned, wheelhouse, work, log_path)
-                with self._timed("venv: create and install the lock offline"):
-                    self._create_venv(c, prefix, log_path)
-                    relocate(tmp / "venv", prefix)
-                    # What is in the venv, pinned with hashes: travels with every package
-                    # (an SBOM for operators; what `giftbox diff` compares between builds).
-                    (tmp / "venv" / LOCK_NAME).write_text(lock_text)
-                with self._timed("bytecode: hash-based .pyc for the dependencies"):
-                    self._compile(c, prefix, [f"{prefix}/lib"], log_path)
-                    fix_records(_site_packages(tmp / "venv"), set(), set(), bytecode=True)
-                with self._timed("audit: the dependencies"):
-                    report = audit.run_scope(c, "deps", prefix, spec, dist_name, work, log_path)
-                    audit.gate(spec, audit.failures(report), log_path)
-            (tmp / "audit-deps.json").write_text(json.dumps(report, indent=2) + "\n")
-            shutil.rmtree(work)
+            self._make_layer(plan, tmp)
             _package_modes(tmp)
             tmp.rename(layer)
             return layer
+
+    def _make_layer(self, plan: Plan, tmp: Path) -> None:
+        """The deps layer built in ``tmp``: ``venv/`` and ``audit-deps.json``."""
+        spec, prefix, log_path = self.spec, plan.prefix, plan.log_path
+        venv = tmp / "venv"
+        work = tmp / "work"
+        venv.mkdir(parents=True)
+        work.mkdir()
+        pinned = lock.pins(plan.lock_text)
+        (work / "pins.txt").write_text(lock.pins_text(pinned))
+        mounts = self.mounts(work, plan.tool_cache, plan.wheelhouse, None, venv, prefix)
+        with Container(plan.image, self.arch, self.settings, self.reporter, mounts=mounts,
+                       env=plan.env, workdir=BUILD_DIR) as c:
+            self._install_build_packages(c, log_path)
+            with self._timed("wheelhouse: fill from the lock"):
+                WheelhouseFill(c, _wheelhouse_target(self.target), self.settings,
+                               self.reporter, log_path).run(plan.lock_text, work)
+            with self._timed("venv: create and install the lock offline"):
+                self._create_venv(c, prefix, log_path)
+                relocate(venv, prefix)
+                # What is in the venv, pinned with hashes: travels with every package
+                # (an SBOM for operators; what `giftbox diff` compares between builds).
+                (venv / LOCK_NAME).write_text(plan.lock_text)
+            with self._timed("bytecode: hash-based .pyc for the dependencies"):
+                self._compile(c, prefix, [f"{prefix}/lib"], log_path)
+                fix_records(site_packages(venv), set(), set(), bytecode=True)
+            with self._timed("audit: the dependencies"):
+                report = audit.run_scope(c, "deps", prefix, spec, plan.meta.name, work,
+                                         log_path)
+                audit.gate(spec, audit.failures(report), log_path)
+        (tmp / "audit-deps.json").write_text(json.dumps(report, indent=2) + "\n")
+        shutil.rmtree(work)
+
+    # -- steps inside the builder ------------------------------------------------------------
 
     def _cached_wheel(self, folder: Path, work: Path) -> dict[str, Any] | None:
         """Put the cached wheel in ``work/dist`` and return its source record, if cached."""
@@ -542,11 +707,7 @@ class Builder:
     def build_packages(self) -> list[str]:
         """The spec's extra build packages for this family, and for this family on this arch
         (``package.build_depends``: ``deb``, ``deb/ppc64le``), added to the builder's own."""
-        family = self.distro.family
-        wanted = self.spec.package.build_depends
-        names = {d.split("(")[0].strip()  # a version constraint is for the package's Depends
-                 for d in (*wanted.get(family, ()), *wanted.get(f"{family}/{self.arch.value}", ()))}
-        return sorted(names - set(self.distro.build_packages))
+        return build_packages(self.target)
 
     def _install_build_packages(self, c: Container, log_path: Path) -> None:
         packages = self.build_packages()
@@ -575,79 +736,6 @@ class Builder:
                          f"{self.distro.name}'s archive spells them); full log: {log_path}"
                 ) from None
 
-    def _fill_wheelhouse(self, c: Container, lock_text: str, pinned: list[lock.Pin],
-                         wheelhouse: Path, work: Path, log_path: Path) -> None:
-        # Under the wheelhouse's lock: a parallel build of the same target waits, then finds
-        # the wheels this one built (each wheel is built once per release and target).
-        with wheelhouses.filling(wheelhouse):
-            self._fill_locked(c, lock_text, pinned, wheelhouse, work, log_path)
-
-    def _fill_locked(self, c: Container, lock_text: str, pinned: list[lock.Pin],
-                     wheelhouse: Path, work: Path, log_path: Path) -> None:
-        present = _present_wheels(wheelhouse)
-        missing = [p for p in pinned if (p.name, str(Version(p.version))) not in present]
-        self.reporter.detail(f"{len(pinned) - len(missing)} of {len(pinned)} wheels cached, "
-                             f"{len(missing)} to fetch or build")
-        if not missing:
-            return
-        blocks = lock.blocks(lock_text)
-        target = wheelhouses.Target(self.spec.release, self.distro, self.arch)
-        problems = self._preflight(c, target, missing, blocks, log_path)
-        buildable = [p for p in missing if p.line not in problems]
-        failure: str | None = None
-        if buildable:
-            (work / "fill.txt").write_text("".join(blocks[p.name] for p in buildable))
-            argv = [f"{TOOLS}/pip", "wheel", "--require-hashes", "--no-deps", "--progress-bar",
-                    "off", "-r", f"{BUILD_DIR}/fill.txt", "--wheel-dir", WHEELHOUSE_DIR]
-            try:
-                c.call(argv, log_path=log_path)
-            except CommandFailed as exc:
-                failed = re.findall(r"^(?:ERROR: )?Failed to build (?:installable wheels for "
-                                    r"some pyproject\.toml based projects \()?(.+?)\)?$",
-                                    exc.output, re.M)
-                names = failed[-1].replace(",", " ").split() if failed else \
-                    [n for n in [_failed_package(exc.output)] if n]
-                why = wheelhouses.diagnose(exc.output)
-                failure = ("filling the wheelhouse failed"
-                           + (f" ({', '.join(names)})" if names else "")
-                           + (f": {why}" if why else "") + ":\n"
-                           + "\n".join(exc.output.splitlines()[-15:]))
-        if problems:
-            listed = "\n".join(f"  {pin}: {why}" for pin, why in sorted(problems.items()))
-            raise BuildError(
-                f"{len(problems)} locked requirement(s) have no wheel for "
-                f"{self.distro.name}/{self.arch.value} and this builder cannot build them "
-                f"(named before compiling; the other {len(buildable)} were filled"
-                + (", with failures" if failure else "") + f"):\n{listed}"
-                + (f"\n{failure}" if failure else ""),
-                hint="fill the wheelhouse from a machine that can build them (a native "
-                     f"{self.arch.value} runner: `giftbox wheelhouse export`, then `giftbox "
-                     "wheelhouse import` here; see docs/nightly.md), or give the builder what "
-                     f"it lacks. Full log: {log_path}")
-        if failure:
-            raise BuildError(failure, hint=f"full log: {log_path}")
-
-    def _preflight(self, c: Container, target: wheelhouses.Target, missing: list[lock.Pin],
-                   blocks: dict[str, str], log_path: Path) -> dict[str, str]:
-        """pin line -> why the builder cannot build it, before anything is compiled."""
-        wanted = {p.name: (p.version, set(re.findall(r"sha256:([0-9a-f]{64})", blocks[p.name])))
-                  for p in missing}
-        builds = wheelhouses.sdist_builds(self.settings, target, wanted)
-        if not builds:
-            return {}
-        self.reporter.detail(f"built from sdist for {self.distro.name}/{self.arch.value}: "
-                             + ", ".join(b.pin for b in builds))
-        probe_run = c.call(["python3", "-c", wheelhouses.PROBE], check=False, stream=False,
-                           log_path=log_path)
-        try:
-            probe = json.loads(probe_run.output.strip().splitlines()[-1])
-        except (ValueError, IndexError):
-            return {}
-        problems = wheelhouses.toolchain_problems(builds, probe, target)
-        for pin, why in sorted(problems.items()):
-            self.reporter.info(f"==> cannot build {pin}: {why}")
-        return problems
-
     def _create_venv(self, c: Container, prefix: str, log_path: Path) -> None:
         """virtualenv at the final prefix with the builder's pinned virtualenv, then the lock
         installed offline from the wheelhouse (hashes were checked when it was filled)."""
@@ -658,16 +746,9 @@ class Builder:
         self._install(c, prefix, ["-r", f"{BUILD_DIR}/pins.txt"], log_path)
 
     def _install(self, c: Container, prefix: str, what: list[str], log_path: Path) -> None:
-        has_uv = c.call(["test", "-x", f"{TOOLS}/uv"], check=False, stream=False).returncode == 0
-        if has_uv:
-            argv = [f"{TOOLS}/uv", "pip", "install", "--python", f"{prefix}/bin/python",
-                    "--offline", "--no-index", "--find-links", WHEELHOUSE_DIR, "--no-deps",
-                    "--no-progress", *what]
-        else:
-            argv = [f"{prefix}/bin/python", "-m", "pip", "install", "--no-index",
-                    "--find-links", WHEELHOUSE_DIR, "--no-deps", "--progress-bar", "off",
-                    "--no-compile", *what]
-        c.call(argv, log_path=log_path, stream=False)
+        if self._installer is None:  # one builder image per build: asked once
+            self._installer = Installer.detect(c)
+        self._installer.install(c, prefix, what, log_path)
 
     def _build_wheel(self, c: Container, upstream_version: str, log_path: Path,
                      prefix: str | None = None) -> None:
@@ -706,42 +787,12 @@ class Builder:
             raise BuildError(f"expected one wheel from {self.spec.name}, got {built}")
 
 
-# --- relocation (host side) ---------------------------------------------------------------
-
-# A shebang that finds the interpreter beside the script, wherever the venv was moved. The
-# first line is read by the kernel as "run /bin/sh"; the second by sh as an exec of bin/python
-# next to the script's real location, and by Python as a harmless string.
-_TRAMPOLINE = (
-    "#!/bin/sh\n"
-    "'''exec' \"$(dirname -- \"$(readlink -f -- \"$0\")\")/python\" \"$0\" \"$@\"\n"
-    "' '''\n"
-)
-
-_ACTIVATE_FIND = """\
-# giftbox: the venv is relocatable; find it from this file's location.
-if [ -n "${BASH_SOURCE-}" ]; then
-    _giftbox_here="${BASH_SOURCE[0]}"
-elif [ -n "${ZSH_VERSION-}" ]; then
-    _giftbox_here="${(%):-%x}"
-else
-    _giftbox_here="$0"
-fi
-VIRTUAL_ENV="$(cd "$(dirname -- "$_giftbox_here")/.." && pwd -P)"
-unset _giftbox_here
-"""
+# --- host side: the venv tree (relocation itself is giftbox.relocate) ----------------------
 
 
 def _write_result(path: Path, result: BuildResult) -> None:
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps(result.as_dict(), indent=2, default=str) + "\n")
-    tmp.replace(path)
-
-
-def _replace(path: Path, data: bytes) -> None:
-    """Write by rename, never in place: build venvs hard-link the deps layer's files."""
-    tmp = path.with_name(f".{path.name}.giftbox-tmp")
-    tmp.write_bytes(data)
-    shutil.copymode(path, tmp)
     tmp.replace(path)
 
 
@@ -755,136 +806,6 @@ def _package_modes(layer: Path) -> None:
 
         _normalise_modes(layer / "venv")
         marker.write_text("")
-
-
-def link_tree(src: Path, dst: Path) -> None:
-    """``dst`` as a copy of ``src`` made of hard links (directories are new, files shared)."""
-    dst.rmdir()
-    shutil.copytree(src, dst, symlinks=True, copy_function=os.link)
-
-
-def project_paths(site: Path, dist_name: str) -> list[Path]:
-    """The top-level files and directories the project's own wheel installed."""
-    wanted = canonicalize_name(dist_name)
-    for info in site.glob("*.dist-info"):
-        if canonicalize_name(info.name[: -len(".dist-info")].rsplit("-", 1)[0]) != wanted:
-            continue
-        tops = set()
-        for line in (info / "RECORD").read_text().splitlines():
-            first = line.split(",", 1)[0].split("/", 1)[0]
-            if first and not first.startswith("..") and not first.endswith(".dist-info"):
-                tops.add(first)
-        return sorted(site / t for t in tops if (site / t).exists())
-    raise BuildError(f"{dist_name} is not installed in {site}")
-
-
-def _site_packages(venv: Path) -> Path:
-    found = sorted(venv.glob("lib/python*/site-packages"))
-    if not found:
-        raise BuildError(f"no site-packages under {venv}")
-    return found[0]
-
-
-def relocate(venv: Path, prefix: str) -> None:
-    """Make scripts and activate find the venv relative to themselves; drop build paths."""
-    bin_dir = venv / "bin"
-    shebangs = (f"#!{prefix}/bin/python".encode(), b"#!/bin/sh\n'''exec' " +
-                f"{prefix}/bin/python".encode())
-    changed: set[Path] = set()  # rewritten files whose RECORD entries need a new hash
-    for script in sorted(bin_dir.iterdir()):
-        if script.is_symlink() or not script.is_file():
-            continue
-        data = script.read_bytes()
-        if data.startswith(shebangs[0]):
-            body = data.split(b"\n", 1)[1] if b"\n" in data else b""
-        elif data.startswith(b"#!/bin/sh\n'''exec' "):
-            body = data.split(b"\n", 3)[3]  # pip's and uv's long-shebang form
-        else:
-            continue
-        if _TRAMPOLINE.encode() + body != data:  # a deps layer's scripts are done already
-            _replace(script, _TRAMPOLINE.encode() + body)
-            changed.add(script)
-    activate = bin_dir / "activate"
-    if activate.is_file():
-        text = activate.read_text()
-        if "_giftbox_here" in text:
-            text = ""  # already made relocatable (a deps layer)
-        # Whatever the virtualenv version computed (old ones: the build path; newer ones:
-        # the build path if it exists, which is wrong beside another version), override it
-        # just before it is exported. The newer "does not exist!" warning goes too.
-        text = re.sub(r"^\s*echo \"Virtual environment directory\".*\n", "", text, flags=re.M)
-        if text:
-            text, count = re.subn(r"^(\s*)export VIRTUAL_ENV$",
-                                  lambda m: _ACTIVATE_FIND + m.group(0), text, count=1,
-                                  flags=re.M)
-            if count != 1:
-                raise BuildError("cannot make bin/activate relocatable: no 'export VIRTUAL_ENV'"
-                                 " line (virtualenv changed its activate script?)")
-            _replace(activate, text.encode())
-    # Build tools' litter in the venv root: virtualenv's .gitignore and CACHEDIR.TAG (the
-    # latter makes backup tools skip an installed service), uv's world-writable .lock.
-    for litter in (".gitignore", "CACHEDIR.TAG", ".lock"):
-        (venv / litter).unlink(missing_ok=True)
-    site = _site_packages(venv)
-    removed: set[Path] = set()
-    for direct_url in site.glob("*.dist-info/direct_url.json"):
-        if '"file://' in direct_url.read_text():
-            # Names the builder's dist/ directory: a build path, and useless on the target.
-            direct_url.unlink()
-            removed.add(direct_url)
-    for cache_note in site.glob("*.dist-info/uv_cache.json"):
-        # uv's cache bookkeeping: the wall-clock time of the install (two builds of the same
-        # inputs would differ), nothing the installed distribution needs.
-        cache_note.unlink()
-        removed.add(cache_note)
-    fix_records(site, changed, removed)
-
-
-def _record_hash(data: bytes) -> str:
-    digest = base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=")
-    return "sha256=" + digest.decode()
-
-
-def fix_records(site: Path, changed: set[Path], removed: set[Path], *,
-                bytecode: bool = False) -> None:
-    """Keep every dist-info's RECORD true to the tree: entries of ``removed`` files and of
-    files that are not there go (virtualenv's seeder lists .pyc files outside __pycache__ and
-    directories), entries of ``changed`` files get their new hash and size (PEP 376/627), and
-    with ``bytecode`` so do the .pyc files a wheel shipped and compileall rewrote (numpy's);
-    the rest of each line is kept byte for byte. Only RECORDs that change are rewritten (by
-    rename)."""
-    for record in sorted(site.glob("*.dist-info/RECORD")):
-        text = record.read_text()
-        out: list[str] = []
-        edited = False
-        for line in text.splitlines():
-            row = next(csv.reader([line]), [])
-            target = Path(os.path.normpath(site / row[0])) if row else None
-            if target is not None and (target in removed or not target.is_file()):
-                edited = True
-                continue
-            if target is not None and len(row) >= 3 and row[1] and (
-                    target in changed or (bytecode and target.suffix == ".pyc")):
-                data = target.read_bytes()
-                if row[1] != _record_hash(data) or row[2] != str(len(data)):
-                    buf = io.StringIO()
-                    csv.writer(buf, lineterminator="").writerow(
-                        [row[0], _record_hash(data), str(len(data))])
-                    line, edited = buf.getvalue(), True
-            out.append(line)
-        if edited:
-            _replace(record, ("\n".join(out) + "\n").encode())
-
-
-def timestamp_pycs(venv: Path) -> list[Path]:
-    """The .pyc files under ``venv`` that embed their source's mtime (PEP 552 flags 0)."""
-    found = []
-    for pyc in sorted(venv.rglob("*.pyc")):
-        with pyc.open("rb") as fh:
-            header = fh.read(8)
-        if len(header) == 8 and int.from_bytes(header[4:8], "little") & 1 == 0:
-            found.append(pyc)
-    return found
 
 
 def place_rootwrap_filters(venv: Path, spec: Spec, source_tree: Path) -> None:
@@ -917,20 +838,7 @@ def write_bindings_shim(site: Path, spec: Spec, distro: Distro) -> None:
     else:
         dirs = [f"/usr/lib64/python{distro.python}/site-packages",
                 f"/usr/lib/python{distro.python}/site-packages"]
-    (site / "_giftbox_system_bindings.py").write_text(
-        '"""Generated by giftbox: import the distro-only bindings '
-        f'{", ".join(modules)} from the distro."""\n\n'
-        "import importlib.machinery\nimport sys\n\n"
-        f"MODULES = {tuple(modules)!r}\nDIRS = {dirs!r}\n\n\n"
-        "class _Finder:\n"
-        "    @classmethod\n"
-        "    def find_spec(cls, name, path=None, target=None):\n"
-        "        if path is None and name.startswith(MODULES):\n"
-        "            return importlib.machinery.PathFinder.find_spec(name, DIRS)\n"
-        "        return None\n\n\n"
-        "sys.meta_path.append(_Finder)\n")
-    (site / "_giftbox_system_bindings.pth").write_text("import _giftbox_system_bindings\n")
-    # (both files are new in each build venv: writing them does not touch the deps layer)
+    bindings.write_shim(site, modules, dirs)
 
 
 def build(spec: Spec, distro: Distro, arch: Arch, settings: Settings,
@@ -941,4 +849,3 @@ def build(spec: Spec, distro: Distro, arch: Arch, settings: Settings,
 def make_lock(spec: Spec, distro: Distro, arch: Arch, settings: Settings,
               reporter: Reporter = NULL_REPORTER) -> Path:
     return Builder(spec, distro, arch, settings, reporter).make_lock()
-

@@ -124,7 +124,8 @@ def package_build(result: BuildResult, spec: Spec, distro: Distro, arch: Arch,
                              packager=packager, compression=compression,
                              compression_level=compression_level, runner=where,
                              reporter=reporter, lint=lint,
-                             cache_dir=settings.cache_dir / "package")
+                             cache_dir=settings.cache_dir / "package",
+                             built_version=result.version)
 
     if runner is not None:
         artifact = make(runner)

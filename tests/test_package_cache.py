@@ -30,9 +30,11 @@ from giftbox.build import BuildResult
 from giftbox.distros import Arch, Distro, get_distro
 from giftbox.manifest import Manifest
 from giftbox.package import HostRunner, RunResult
+from giftbox.package.layout import package_version
 from giftbox.pipeline import PackageInfo, package_build
 from giftbox.settings import Settings
 from giftbox.spec import load_spec
+from giftbox.targets import Target
 
 # dpkg-deb, apt-cache and lintian on the host: the slow tier (pyproject.toml's markers).
 pytestmark = pytest.mark.slow
@@ -94,9 +96,11 @@ def make_tree(root: Path, cache: Path, apt_cache: Path) -> Tree:
     settings = Settings.resolve(root=root, env=dict(os.environ, GIFTBOX_CACHE=str(cache)))
     distro = get_distro(root / "builders", "debian12")
     directory = root / "build" / "demo" / "debian12-x86_64" / VENV_KEY[:16]
-    result = BuildResult(project="demo", distro="debian12", arch="x86_64", key=VENV_KEY,
-                         directory=directory, venv_dir=directory / "venv",
-                         manifest=Manifest.read(directory / "manifest.json"),
+    manifest = Manifest.read(directory / "manifest.json")
+    result = BuildResult(target=Target(load_spec(root / "specs" / "demo.yaml", root), distro,
+                                       Arch.x86_64),
+                         version=package_version(manifest, distro), key=VENV_KEY,
+                         directory=directory, venv_dir=directory / "venv", manifest=manifest,
                          manifest_path=directory / "manifest.json",
                          log_path=directory / "build.log", cached=True)
     return Tree(root, settings, distro, result, HostWithAptCache(apt_cache))
@@ -275,20 +279,24 @@ from giftbox.build import BuildResult
 from giftbox.distros import Arch, get_distro
 from giftbox.manifest import Manifest
 from giftbox.package import HostRunner, RunResult
+from giftbox.package.layout import package_version
 from giftbox.pipeline import package_build
 from giftbox.settings import Settings
 from giftbox.spec import load_spec
+from giftbox.targets import Target
 
 root, directory, key, cache = (Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3], sys.argv[4])
 settings = Settings.resolve(root=root, env={"GIFTBOX_CACHE": cache, "PATH": "/usr/bin:/bin"})
 distro = get_distro(root / "builders", "debian12")
 manifest = Manifest.read(directory / "manifest.json")
-result = BuildResult(project="demo", distro="debian12", arch="x86_64", key=key,
-                     directory=directory, venv_dir=directory / "venv", manifest=manifest,
+spec = load_spec(root / "specs" / "demo.yaml", root)
+result = BuildResult(target=Target(spec, distro, Arch.x86_64),
+                     version=package_version(manifest, distro), key=key, directory=directory,
+                     venv_dir=directory / "venv", manifest=manifest,
                      manifest_path=directory / "manifest.json", log_path=directory / "build.log",
                      cached=True)
-info = package_build(result, load_spec(root / "specs" / "demo.yaml", root), distro,
-                     Arch.x86_64, settings, runner=HostRunner(), lint=False)
+info = package_build(result, spec, distro, Arch.x86_64, settings, runner=HostRunner(),
+                     lint=False)
 print(json.dumps({"giftbox": giftbox.__file__, **info.as_dict()}))
 """
 

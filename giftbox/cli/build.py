@@ -119,7 +119,7 @@ def build_cmd(app: App, project: str | None, all_projects: bool, jobs: int,
             continue
         b = result.build
         state = "cached" if b.cached else "built"
-        click.echo(f"{state}: {project} {b.manifest.version['upstream']} for "
+        click.echo(f"{state}: {project} {b.version.upstream} for "
                    f"{target.distro.name}/{target.arch.value}: venv {b.venv_dir} (installs at "
                    f"{b.manifest.prefix})")
         if result.package:
