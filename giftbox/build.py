@@ -190,6 +190,12 @@ class Plan:
     def spec(self) -> Spec:
         return self.target.spec
 
+    @property
+    def pins_text(self) -> str:
+        """The lock's pins without hashes (``BUILD_DIR/pins.txt``): what is installed, and
+        the constraints the project's wheel is built under."""
+        return lock.pins_text(lock.pins(self.lock_text))
+
     @cached_property
     def lock_digest(self) -> str:
         return hashlib.sha256(self.lock_text.encode()).hexdigest()
@@ -450,7 +456,7 @@ class Builder:
         layer = self._deps_layer(plan)
         with self._timed("venv: link the deps layer"):
             link_tree(layer / "venv", plan.venv_dir)
-        (plan.work / "pins.txt").write_text(lock.pins_text(lock.pins(plan.lock_text)))
+        (plan.work / "pins.txt").write_text(plan.pins_text)
         src_record = self._project_source(plan)
         mounts = self.mounts(plan.work, plan.tool_cache, plan.wheelhouse,
                              plan.tree_dir if plan.tree_dir.exists() else None,
@@ -648,8 +654,7 @@ class Builder:
         work = tmp / "work"
         venv.mkdir(parents=True)
         work.mkdir()
-        pinned = lock.pins(plan.lock_text)
-        (work / "pins.txt").write_text(lock.pins_text(pinned))
+        (work / "pins.txt").write_text(plan.pins_text)
         mounts = self.mounts(work, plan.tool_cache, plan.wheelhouse, None, venv, prefix)
         with Container(plan.image, self.arch, self.settings, self.reporter, mounts=mounts,
                        env=plan.env, workdir=BUILD_DIR) as c:
