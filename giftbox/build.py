@@ -433,7 +433,7 @@ class Builder:
             upstream_commit=plan.upstream.commit, patch_digest=plan.patch_digest,
             lock_digest=plan.lock_digest, builder_image=plan.image.image_id,
             spec_digest=hashlib.sha256(spec.path.read_bytes()).hexdigest(),
-            version=plan.version.for_family(self.distro.family),
+            version=self.distro.family_obj.version(plan.version),
             log_path=str(plan.log_path))
         start = time.monotonic()
         try:
@@ -722,11 +722,7 @@ class Builder:
         if bad:
             raise BuildError(f"package.build_depends in {self.spec.path.name}: not a package "
                              f"name: {', '.join(bad)}", hint="plain names only, no versions")
-        if self.distro.family == "deb":
-            steps = [["apt-get", "update", "-qq"],
-                     ["apt-get", "install", "-y", "-qq", "--no-install-recommends", *packages]]
-        else:
-            steps = [["dnf", "install", "-y", "-q", *packages]]
+        steps = self.distro.family_obj.install_commands(packages)
         with self._timed("builder: the spec's build packages " + " ".join(packages)):
             try:
                 for argv in steps:
@@ -838,12 +834,7 @@ def write_bindings_shim(site: Path, spec: Spec, distro: Distro) -> None:
     modules = [b.module for b in spec.package.system_bindings if distro.family in b.packages]
     if not modules:
         return
-    if distro.family == "deb":
-        dirs = ["/usr/lib/python3/dist-packages"]
-    else:
-        dirs = [f"/usr/lib64/python{distro.python}/site-packages",
-                f"/usr/lib/python{distro.python}/site-packages"]
-    bindings.write_shim(site, modules, dirs)
+    bindings.write_shim(site, modules, list(distro.family_obj.bindings_dirs(distro.python)))
 
 
 def build(spec: Spec, distro: Distro, arch: Arch, settings: Settings,

@@ -264,7 +264,7 @@ def definition(distro: Distro, arch: Arch, settings: Settings) -> Definition:
     if bad:
         raise BuilderError(f"{_where(distro)}: build_packages: not a package name: "
                            + ", ".join(bad))
-    apt_options = host_apt_options() if distro.family == "deb" else ()
+    apt_options = host_apt_options() if distro.family_obj.repository == "apt" else ()
     sources = _apt_sources(distro, arch)
     boot = distro.bootstrap
     if boot.method == "registry":

@@ -50,10 +50,6 @@ class Arch(enum.Enum):
         return {"x86_64": "x86_64", "ppc64le": "ppc64le", "aarch64": "aarch64",
                 "s390x": "s390x"}[self.value]
 
-    def spelled(self, family: str) -> str:
-        """This arch as the family called ``family`` spells it (``get_family(f).arch(a)``)."""
-        return get_family(family).arch(self)
-
     @classmethod
     def parse(cls, name: str) -> Arch:
         """An arch by its kernel name or a family's spelling of it (``amd64``, ``ppc64el``)."""

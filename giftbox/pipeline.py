@@ -137,7 +137,7 @@ def package_build(result: BuildResult, spec: Spec, distro: Distro, arch: Arch,
         # The builder keeps no apt lists; the dependency check needs the archive's: kept on
         # the host per image and refreshed when older than an hour, not on every package.
         lists = apt_lists_dir(settings.cache_dir, distro.name, arch.value, image.image_id) \
-            if distro.family == "deb" else None
+            if distro.family_obj.index_update else None
         mounts = [Mount(lists, APT_LISTS_TARGET, read_only=False)] if lists else []
         with Container(image, arch, settings, reporter, workdir="/giftbox-package",
                        mounts=mounts) as c:

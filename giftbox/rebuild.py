@@ -45,7 +45,7 @@ from giftbox.settings import Settings
 from giftbox.spec import GitUpstream, Spec, find_spec, load_spec
 from giftbox.ui import NULL_REPORTER, Reporter
 
-CHECK = "reproducible"  # the verdict's name (giftbox.repo.gates.CHECKS)
+CHECK = "reproducible"  # the verdict's name (giftbox.repo.requirements.CHECKS)
 CHANNEL_PREFIX = "channel:"
 DIFFOSCOPE_TIMEOUT = 3600  # seconds; a nova .deb takes minutes
 

@@ -186,7 +186,7 @@ def _channel_versions(settings: Settings) -> tuple[dict[str, dict[str, list[Any]
 
 def _highest(entries: list[Any]) -> dict[str, str]:
     """Per "distro/arch", the highest version (by the family's own order)."""
-    from giftbox.repo.vercmp import sort_key
+    from giftbox.family import get_family
 
     best: dict[str, Any] = {}
     for e in entries:
@@ -195,7 +195,7 @@ def _highest(entries: list[Any]) -> dict[str, str]:
         except GiftboxError:
             arch = str(e.arch)
         key = f"{e.distro}/{arch}"
-        order = sort_key(e.kind)
+        order = get_family(e.kind).sort_key()
         if key not in best or order(e.version) > order(best[key].version):
             best[key] = e
     return {k: v.version for k, v in sorted(best.items())}
@@ -229,10 +229,10 @@ def _fill_row(row: ProjectStatus, spec: Spec, settings: Settings, distros: dict[
 
                 digest = spec_series_digest(spec)
                 for target_distro in (distros[n] for n in spec.distros):
-                    row.versions[target_distro.name] = for_target(
+                    version = for_target(
                         row.upstream_version, spec.package.release, len(spec.patches),
-                        digest, target_distro.family, target_distro.version_tag,
-                    ).for_family(target_distro.family)
+                        digest, target_distro.family, target_distro.version_tag)
+                    row.versions[target_distro.name] = target_distro.family_obj.version(version)
             row.notes += [refs[k] for k in ("note", "error", "track_error") if k in refs]
     for b in last:
         if b.project == name:

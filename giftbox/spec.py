@@ -25,9 +25,10 @@ from packaging.utils import canonicalize_name
 from packaging.version import InvalidVersion, Version
 
 from giftbox.errors import SpecError, SpecProblem
+from giftbox.family import NAMES
 
 KNOWN_ARCHES = ("x86_64", "ppc64le", "aarch64", "s390x")
-FAMILIES = ("deb", "rpm")
+FAMILIES = NAMES  # the package families (giftbox.family): deb, rpm
 ALLOWED_PREFIX_ROOTS = ("/opt", "/usr/lib", "/srv")
 GIT_SCHEMES = ("https", "http", "ssh", "git", "file")
 

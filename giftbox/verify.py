@@ -46,8 +46,8 @@ from giftbox.distros import Arch, Distro
 from giftbox.errors import GiftboxError, RepoError, VerifyError
 from giftbox.family import DEB, get_family
 from giftbox.loopback import serve_directory
-from giftbox.repo.gates import VERIFY_CHECKS as CHECKS  # reproducible: giftbox rebuild
-from giftbox.repo.gates import Allowance
+from giftbox.repo.requirements import VERIFY_CHECKS as CHECKS  # reproducible: giftbox rebuild
+from giftbox.repo.requirements import Allowance
 from giftbox.settings import Settings
 from giftbox.ui import NULL_REPORTER, Reporter
 

@@ -144,10 +144,6 @@ class PackageVersion:
         epoch = f"{self.rpm_epoch}:" if self.rpm_epoch else ""
         return f"{epoch}{self.rpm_version}-{self.rpm_release}"
 
-    def for_family(self, family: str) -> str:
-        """The spelling the family called ``family`` uses (``get_family(f).version(v)``)."""
-        return get_family(family).version(self)
-
     def as_dict(self) -> dict[str, object]:
         return {"upstream": self.upstream, "release": self.release,
                 "patch_count": self.patch_count, "patch_digest": self.patch_digest,

@@ -25,8 +25,8 @@ def test_each_family_spells_the_arches_its_own_way_and_parse_reads_either() -> N
     assert [RPM.arch(a) for a in Arch] == ["x86_64", "ppc64le", "aarch64", "s390x"]
     for arch in Arch:
         assert Arch.parse(DEB.arch(arch)) is arch and Arch.parse(RPM.arch(arch)) is arch
-        assert arch.spelled("deb") == arch.deb == DEB.arch(arch)
-        assert arch.spelled("rpm") == arch.rpm == RPM.arch(arch)
+        assert arch.deb == DEB.arch(arch)
+        assert arch.rpm == RPM.arch(arch)
 
 
 def test_every_shipped_distro_has_a_family_object_named_as_its_builder_yaml_says() -> None:
@@ -50,8 +50,8 @@ def test_only_the_familys_own_spelling_carries_the_distro_tag() -> None:
                           family="deb", version_tag="deb12")
     rpm = package_version("33.0.0", patch_count=2, patch_digest="4ac0cd51" * 8,
                           family="rpm", version_tag="el9")
-    assert DEB.version(deb) == deb.for_family("deb") == "33.0.0-1.2.g4ac0cd51~deb12"
-    assert RPM.version(rpm) == rpm.for_family("rpm") == "33.0.0-1.2.g4ac0cd51.el9"
+    assert DEB.version(deb) == deb.deb == "33.0.0-1.2.g4ac0cd51~deb12"
+    assert RPM.version(rpm) == rpm.rpm_evr == "33.0.0-1.2.g4ac0cd51.el9"
     assert (deb.deb_tag, deb.rpm_tag) == ("deb12", "") and (rpm.deb_tag, rpm.rpm_tag) == \
         ("", "el9")
     assert DEB.version_tags("deb13") == ("deb13", "") and RPM.version_tags("el8") == ("", "el8")

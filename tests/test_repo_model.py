@@ -37,9 +37,9 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, 
 from plumbum import local
 
 from giftbox.errors import RepoError
+from giftbox.family import DEB
 from giftbox.repo import channel_state, public_key_path, publish, republish
 from giftbox.repo.promote import history, pin, promote, prune, rollback
-from giftbox.repo.vercmp import sort_key
 from tests.repo_fixtures import (
     dnf_repoquery,
     http_server,
@@ -158,7 +158,7 @@ class Channels(RuleBasedStateMachine):
             with pytest.raises(RepoError):
                 promote(self.s, "hello", "nightly", "stable")
             return
-        best = max(self.model["nightly"], key=sort_key("deb"))
+        best = max(self.model["nightly"], key=DEB.sort_key())
         before = set(self.model["stable"])
         self._step(kill_at, lambda: promote(self.s, "hello", "nightly", "stable"))
         if best not in before:
@@ -179,7 +179,7 @@ class Channels(RuleBasedStateMachine):
     @rule(channel=st.sampled_from(CHANNELS), keep=st.integers(1, 2), kill_at=KILLS)
     def prune_channel(self, channel: str, keep: int, kill_at: str | None) -> None:
         self._step(kill_at, lambda: prune(self.s, channel, keep))
-        ranked = sorted(self.model[channel], key=sort_key("deb"), reverse=True)
+        ranked = sorted(self.model[channel], key=DEB.sort_key(), reverse=True)
         self.model[channel] = set(ranked[:keep]) | (set(ranked[keep:]) & self.pins[channel])
 
     @rule(channel=st.sampled_from(CHANNELS), version=st.sampled_from(VERSIONS))
@@ -294,7 +294,7 @@ def test_every_operation_killed_at_every_point(
             m.promote_to_stable(after)
             m.channels_agree_with_the_model()
             if i % 3 == 1:
-                m.pin_version("stable", max(m.model["stable"], key=sort_key("deb")))
+                m.pin_version("stable", max(m.model["stable"], key=DEB.sort_key()))
             if i % 2:
                 m.prune_channel("stable" if i % 4 == 1 else "nightly", 1, point)
             else:

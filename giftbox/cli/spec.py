@@ -9,6 +9,7 @@ import click
 from giftbox.cli import App, cli, emit_json, json_option, pass_app
 from giftbox.distros import load_distros
 from giftbox.errors import SpecError
+from giftbox.family import NAMES
 from giftbox.spec import Spec, list_projects, load_spec, spec_path
 
 
@@ -69,7 +70,7 @@ def _conflicts(specs: list[Spec]) -> list[str]:
     if len(specs) < 2:
         return []
     found = []
-    for family in ("deb", "rpm"):
+    for family in NAMES:
         try:
             check_conflicts(specs, family=family)
         except PackageError as exc:

@@ -38,13 +38,9 @@ def _login() -> str:
         return f"uid {os.getuid()}"
 
 
-def who(settings: Settings | None = None) -> str:
+def who(settings: Settings) -> str:
     """Who is acting: ``settings.user`` (``$GIFTBOX_USER``: CI sets it to the person or bot
     behind a run), else the login name."""
-    if settings is None:
-        # Until every caller passes its Settings (giftbox/repo/publish.py and promote.py call
-        # who() bare): the variable Settings.user is resolved from, read the same way.
-        return os.environ.get("GIFTBOX_USER") or _login()
     return settings.user or _login()
 
 

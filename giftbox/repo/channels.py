@@ -19,7 +19,7 @@ import yaml
 from giftbox.distros import Arch, Distro, load_distros
 from giftbox.errors import BuilderError, RepoError
 from giftbox.family import DEB, RPM, Family
-from giftbox.repo.gates import Allowance, parse_allow, parse_requires
+from giftbox.repo.requirements import Allowance, parse_allow, parse_requires
 from giftbox.settings import Settings
 from giftbox.spec import TreeFileError, control_char_problem, read_tree_text, shown, yaml_depth_line
 
@@ -83,7 +83,7 @@ class Channel:
     # a distro this channel does not serve is named as such rather than as "untagged".
     known_tags: tuple[tuple[str, str, str], ...] = ()
     # The checks (giftbox verify) an artifact must have passed to be promoted in, and the
-    # advisories the vulns check allows here (giftbox/repo/gates.py).
+    # advisories the vulns check allows here (giftbox/repo/requirements.py).
     requires: tuple[str, ...] = ()
     allowances: tuple[Allowance, ...] = ()
 

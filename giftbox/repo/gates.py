@@ -11,7 +11,7 @@ allow there, each with its reason::
           package: requests               # optional: only for this dependency
           reason: not reachable: we never pass user URLs to requests
 
-The evidence is a verdict in the records (giftbox/records.py) for the exact sha256 of the
+The evidence is a verdict in the records (giftbox/records/verdicts.py) for the exact sha256 of the
 artifact, its distro and its architecture; the latest verdict per check counts, so a check that
 failed after it once passed blocks again. The gate is judged before the target's lock is taken
 and before anything is linked: a refusal leaves every channel as it was. ``--force --reason``
@@ -20,82 +20,18 @@ moves the artifacts anyway and records, with the promotion, what evidence was mi
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from giftbox.errors import RepoError
+from giftbox.repo.requirements import CHECKS, VERIFY_CHECKS, Allowance  # noqa: F401  (re-exported)
 
 if TYPE_CHECKING:
     from giftbox.records import Records, Verdict
     from giftbox.repo.channels import Channel
     from giftbox.repo.publish import Entry
     from giftbox.settings import Settings
-
-VERIFY_CHECKS = ("install", "upgrade", "migrate", "vulns")  # what giftbox verify runs
-CHECKS = (*VERIFY_CHECKS, "reproducible")  # the last: giftbox rebuild --check records it
-
-
-@dataclass(frozen=True)
-class Allowance:
-    """A known vulnerability the ``vulns`` check accepts in one channel, and why."""
-
-    advisory: str  # an advisory id or alias (GHSA-…, PYSEC-…, CVE-…)
-    reason: str
-    package: str | None = None  # only in this dependency (any when None)
-
-    def covers(self, advisory_ids: Iterable[str], package: str) -> bool:
-        if self.package is not None and self.package.lower() != package.lower():
-            return False
-        return self.advisory.upper() in {a.upper() for a in advisory_ids}
-
-
-def parse_requires(where: str, value: Any) -> tuple[str, ...]:
-    """``channels.<name>.requires``: a list of known checks."""
-    if value is None:
-        return ()
-    if not isinstance(value, list) or not all(isinstance(c, str) for c in value):
-        raise RepoError(f"{where}.requires: expected a list of checks",
-                        hint="known checks: " + ", ".join(CHECKS))
-    for check in value:
-        if check not in CHECKS:
-            close = difflib.get_close_matches(check, CHECKS, n=1)
-            raise RepoError(f"{where}.requires: unknown check '{check}'",
-                            hint=(f"did you mean '{close[0]}'? " if close else "")
-                            + "known checks: " + ", ".join(CHECKS))
-    return tuple(dict.fromkeys(value))
-
-
-def parse_allow(where: str, value: Any) -> tuple[Allowance, ...]:
-    """``channels.<name>.allow``: advisories the vulns check accepts, each with a reason."""
-    if value is None:
-        return ()
-    if not isinstance(value, list):
-        raise RepoError(f"{where}.allow: expected a list of {{advisory, reason}} entries")
-    out = []
-    for i, item in enumerate(value):
-        at = f"{where}.allow[{i}]"
-        if not isinstance(item, dict):
-            raise RepoError(f"{at}: expected a mapping with advisory and reason")
-        unknown = set(item) - {"advisory", "reason", "package"}
-        if unknown:
-            raise RepoError(f"{at}: unknown field(s) {', '.join(sorted(map(str, unknown)))}",
-                            hint="known: advisory, reason, package")
-        advisory = item.get("advisory")
-        if not isinstance(advisory, str) or not advisory.strip():
-            raise RepoError(f"{at}.advisory: name the advisory (GHSA-…, PYSEC-…, CVE-…)")
-        reason = item.get("reason")
-        if not isinstance(reason, str) or not reason.strip():
-            raise RepoError(f"{at}: the allowance of {advisory} has no reason",
-                            hint="say why the advisory does not apply here (reason: …); an "
-                                 "allowance without one is refused")
-        package = item.get("package")
-        if package is not None and not isinstance(package, str):
-            raise RepoError(f"{at}.package: expected a dependency name")
-        out.append(Allowance(advisory.strip(), reason.strip(), package))
-    return tuple(out)
-
 
 # --- judging ------------------------------------------------------------------------------
 
@@ -225,8 +161,7 @@ def release_projects(settings: Settings, projects: Iterable[str], release: str) 
 
 
 __all__ = ["CHECKS", "Allowance", "GateRefused", "Missing", "enforce", "missing",
-           "parse_allow", "parse_requires", "release_projects", "spec_release",
-           "verdicts_for"]
+           "release_projects", "spec_release", "verdicts_for"]
 
 
 # --- showing ------------------------------------------------------------------------------

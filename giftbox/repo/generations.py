@@ -123,7 +123,7 @@ def _apt_generation(ch: Channel, state: ChannelState, target: AptTarget, root: P
 
     with reporter.stage(f"apt {ch.name}/{target.codename}"):
         entries = sorted((e for e in state.entries.values()
-                          if e.kind == "deb" and e.distro == target.distro),
+                          if e.family.repository == "apt" and e.distro == target.distro),
                          key=lambda e: (e.name, e.filename))
         lines = [(e.arch, stanzas.get(e.digest)) for e in entries]
         gen_root = root / "apt" / ".gen" / target.codename
@@ -149,7 +149,8 @@ def _yum_generation(ch: Channel, state: ChannelState, target: YumTarget, root: P
         repo_dir = root / "yum" / target.distro / target.arch
         repo_dir.mkdir(parents=True, exist_ok=True)
         prefix = f"yum/{target.path}/"
-        files = [p[len(prefix):] for e in state.entries.values() if e.kind == "rpm"
+        files = [p[len(prefix):] for e in state.entries.values()
+                 if e.family.repository == "yum"
                  for p in e.paths if p.startswith(prefix)]
         current = _current_gen(link, yum=True)
         gen_root = repo_dir / ".gen"

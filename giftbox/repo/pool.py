@@ -22,6 +22,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from giftbox.errors import RepoError
+from giftbox.family import Family, get_family
 from giftbox.repo.archive import MEMBER_COMPRESSIONS, ar_members, list_tar
 
 # What may appear in a published filename: it becomes a path and a URL.
@@ -45,6 +46,11 @@ class PoolObject:
     md5: str
     sha1: str
     control: str = ""  # deb only: the control stanza, as dpkg-deb prints it
+
+    @property
+    def family(self) -> Family:
+        """The package family (``kind`` as the object: ``DEB`` or ``RPM``)."""
+        return get_family(self.kind)
 
     @property
     def apt_pool_path(self) -> str:

@@ -128,7 +128,7 @@ def promote(settings: Settings, project: str | None, from_channel: str, to_chann
         for e in entries:
             entry_for(target, Pool(settings.repos_dir).load(e.digest))  # served by the target?
     forced = enforce(settings, source, target, chosen, force=force, reason=reason)  # gates.py
-    actor = who()
+    actor = who(settings)
     if dry_run:
         held = channel_state(settings, target.name).entries
         return [Promoted(p, source.name, target.name,
@@ -158,7 +158,7 @@ def move(settings: Settings, target: Channel, moves: Sequence[Move], *, reason: 
     promotion is one call with a move per project."""
     from giftbox.records import open_records, who
 
-    actor = actor or who()
+    actor = actor or who(settings)
     # Checked before the channel changes: a locked or too-new database refuses the promotion
     # rather than leaving its record waiting in the journal.
     open_records(settings).close()
@@ -232,7 +232,7 @@ def rollback(settings: Settings, to_channel: str, project: str | None = None, *,
 
     target = get_channel(settings, to_channel)
     key = project_of(settings, project) if project is not None else None
-    actor = who()
+    actor = who(settings)
     pool = Pool(settings.repos_dir)
     nows: list[tuple[Entry, ...]] = []
     with open_records(settings) as db:

@@ -177,7 +177,7 @@ def publish(channel: str | Channel, artifacts: Sequence[Path | Artifact], settin
 
         return [{"op": "publishes", "args": {
             "channel": ch.name, "items": [[e.digest, e.filename] for e in result.added],
-            "build_id": build_id, "actor": who()}}]
+            "build_id": build_id, "actor": who(settings)}}]
 
     return _publish_entries(ch, lambda _state: (found, []), settings, reporter, key, start,
                             record=recorder)

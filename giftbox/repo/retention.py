@@ -32,7 +32,6 @@ from giftbox.repo.state import (
     load_state,
     scope_key,
 )
-from giftbox.repo.vercmp import sort_key
 from giftbox.settings import Settings
 from giftbox.ui import NULL_REPORTER, Reporter
 
@@ -113,7 +112,8 @@ def prune_plan(state: ChannelState, keep: int,
     withdraw: list[Entry] = []
     held: list[Entry] = []
     for k in sorted(groups):
-        es = sorted(groups[k], key=lambda e: sort_key(e.kind)(e.version), reverse=True)
+        es = sorted(groups[k], key=lambda e: e.family.sort_key()(e.version),
+                    reverse=True)
         for e in es[keep:]:
             (held if (e.name, e.version) in pinned else withdraw).append(e)
     return withdraw, held

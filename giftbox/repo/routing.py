@@ -59,7 +59,7 @@ def _distro_for(channel: Channel, obj: PoolObject, tagged: str, path: Path,
 
 def _check_arch(channel: Channel, distro: Distro, obj: PoolObject, path: Path) -> tuple[str, ...]:
     """The arch directories the package goes to (arch-independent ones go to all)."""
-    spelled = tuple(a.spelled(distro.family) for a in distro.arches)
+    spelled = tuple(distro.family_obj.arch(a) for a in distro.arches)
     if obj.arch in ("all", "noarch"):
         return spelled
     if obj.arch not in spelled:
@@ -87,11 +87,7 @@ def inspect_artifact(path: Path, channel: Channel,
     distro = _distro_for(channel, obj, tagged, path, explicit)
     arches = _check_arch(channel, distro, obj, path)
     obj = PoolObject(**{**obj.as_dict(), "distro": distro.name})  # type: ignore[arg-type]
-    if obj.kind == "deb":
-        paths: tuple[str, ...] = (f"apt/{obj.apt_pool_path}",)
-    else:
-        paths = tuple(f"yum/{distro.name}/{a}/Packages/{obj.filename}" for a in arches)
-    return obj, _entry(obj, paths)
+    return obj, _entry(obj, _paths(obj, distro, arches))
 
 
 def _entry(obj: PoolObject, paths: tuple[str, ...]) -> Entry:
@@ -104,19 +100,25 @@ def entry_for(channel: Channel, obj: PoolObject) -> Entry:
     """The channel entry for a pool object (what promotion adds to the target channel)."""
     distro = channel.distro(obj.distro)
     arches = _check_arch(channel, distro, obj, Path(obj.filename))
-    if obj.kind == "deb":
-        return _entry(obj, (f"apt/{obj.apt_pool_path}",))
-    return _entry(obj, tuple(f"yum/{distro.name}/{a}/Packages/{obj.filename}" for a in arches))
+    return _entry(obj, _paths(obj, distro, arches))
+
+
+def _paths(obj: PoolObject, distro: Distro, arches: tuple[str, ...]) -> tuple[str, ...]:
+    """Where the package is linked in a channel: apt keeps one pool per suite, yum one
+    ``Packages/`` directory per arch."""
+    if obj.family.repository == "apt":
+        return (f"apt/{obj.apt_pool_path}",)
+    return tuple(f"yum/{distro.name}/{a}/Packages/{obj.filename}" for a in arches)
 
 
 def repositories_of(channel: Channel, entry: Entry) -> set[str]:
-    if entry.kind == "deb":
+    if entry.family.repository == "apt":
         return {f"apt/{channel.distro(entry.distro).codename}"}
     return {"yum/" + "/".join(p.split("/")[1:3]) for p in entry.paths}
 
 
 def repo_of_path(ch: Channel, e: Entry, rel: str) -> str:
-    if e.kind == "deb":
+    if e.family.repository == "apt":
         return f"apt/{ch.distro(e.distro).codename}"
     return "yum/" + "/".join(rel.split("/")[1:3])
 

@@ -15,7 +15,6 @@ from giftbox.distros import Arch
 from giftbox.errors import BuilderError, RepoError
 from giftbox.repo.channels import Channel
 from giftbox.repo.state import ChannelState, Entry, scope_key
-from giftbox.repo.vercmp import compare, sort_key
 from giftbox.settings import Settings
 
 _NAME_RE = re.compile(r"^[a-z0-9][a-z0-9.+_-]{0,99}$")
@@ -103,7 +102,7 @@ def highest(entries: Iterable[Entry]) -> list[Entry]:
     best: dict[tuple[str, str, str], Entry] = {}
     for e in entries:
         held = best.get(scope_key(e))
-        if held is None or compare(e.kind, e.version, held.version) > 0:
+        if held is None or e.family.compare(e.version, held.version) > 0:
             best[scope_key(e)] = e
     return [best[k] for k in sorted(best)]
 
@@ -115,7 +114,7 @@ def versions_listing(entries: Iterable[Entry]) -> str:
     parts = []
     for target in sorted(by_target):
         es = by_target[target]
-        versions = sorted({e.version for e in es}, key=sort_key(es[0].kind))
+        versions = sorted({e.version for e in es}, key=es[0].family.sort_key())
         parts.append(f"{target}: {', '.join(versions)}")
     return "; ".join(parts)
 

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from giftbox.errors import StateError
+from giftbox.family import DEB, NAMES, Family, get_family
 from giftbox.repo.channels import get_channel
 from giftbox.settings import Settings
 from giftbox.ui import Reporter
@@ -57,6 +58,11 @@ class Entry:
     size: int
     paths: tuple[str, ...]  # channel-relative hard links to the pool object
     added: str  # UTC, ISO 8601
+
+    @property
+    def family(self) -> Family:
+        """The package family of this entry (``kind`` as the object: ``DEB`` or ``RPM``)."""
+        return get_family(self.kind)
 
     def as_dict(self) -> dict[str, object]:
         # By hand rather than dataclasses.asdict: a channel holds thousands of entries and
@@ -305,7 +311,7 @@ def _entries(value: object, where: str) -> list[Entry]:
         _count(d["size"], f"{at}.size")
         if not _HEX64_RE.match(d["digest"]):
             raise StateError(f"{at}.digest is not a sha256")
-        if d["kind"] not in ("deb", "rpm") or not _FILENAME_OK(d["filename"]) \
+        if d["kind"] not in NAMES or not _FILENAME_OK(d["filename"]) \
                 or not d["filename"].endswith("." + d["kind"]):
             raise StateError(f"{at}: '{d['filename']}' is not a .{d['kind']} filename")
         paths = d["paths"]
@@ -329,7 +335,7 @@ def _entry_path_ok(d: dict[str, Any], rel: object) -> bool:
     parts = rel.split("/")
     if parts[-1] != d["filename"]:
         return False
-    if d["kind"] == "deb":
+    if d["kind"] == DEB.name:  # raw journal data, its kind already checked
         initial = d["name"][:4] if d["name"].startswith("lib") else d["name"][:1]
         return len(parts) == 6 and parts[3] == initial and parts[4] == d["name"]
     return parts[0] == "yum" and parts[1] == d["distro"] and len(parts) == 5

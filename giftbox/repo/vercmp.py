@@ -10,10 +10,6 @@ thousands of entries slow).
 
 from __future__ import annotations
 
-import functools
-from collections.abc import Callable
-from typing import Any
-
 _DIGITS = frozenset("0123456789")
 _LETTERS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz")
 _ALNUM = _DIGITS | _LETTERS
@@ -144,15 +140,3 @@ def rpm_compare(a: str, b: str) -> int:
     if r == 0:  # as rpm.vercmp does: a missing release is an empty one, below any release
         r = rpmvercmp(ra, rb)
     return r
-
-
-# By kind (deb | rpm), for callers still holding the name; giftbox.family's objects call the
-# two above (``get_family(kind).compare`` / ``.sort_key()``), and these go once none is left.
-def compare(kind: str, a: str, b: str) -> int:
-    """Compare two versions of a package of ``kind`` (deb | rpm)."""
-    return dpkg_compare(a, b) if kind == "deb" else rpm_compare(a, b)
-
-
-def sort_key(kind: str) -> Callable[[str], Any]:
-    """A ``key=`` for sorting version strings of ``kind`` in ascending order."""
-    return functools.cmp_to_key(dpkg_compare if kind == "deb" else rpm_compare)
