@@ -70,6 +70,26 @@ def _with_netrc(url: str, netrc_file: Path | None) -> str:
     return urlunsplit(parts._replace(netloc=f"{userinfo}@{parts.netloc}"))
 
 
+def _number(env: dict[str, str], name: str, default: float, *, whole: bool = False) -> float:
+    """A non-negative number from ``$name`` (``default`` when unset or empty), or the error
+    that names the variable."""
+    from giftbox.errors import GiftboxError
+
+    text = env.get(name, "").strip()
+    if not text:
+        return default
+    try:
+        value = float(int(text)) if whole else float(text)
+    except ValueError:
+        value = -1.0
+    if value < 0 or value != value or value == float("inf"):
+        raise GiftboxError(f"${name} is '{text[:40]}', not a "
+                           + ("whole number" if whole else "number") + " of 0 or more",
+                           hint=f"set it to e.g. {default:g}, or unset it for the default "
+                                f"({default:g})")
+    return value
+
+
 @dataclass(frozen=True)
 class Settings:
     root: Path
@@ -149,5 +169,5 @@ class Settings:
                    database=env.get("GIFTBOX_DATABASE") or None,
                    ci_groups=env.get("GITHUB_ACTIONS") == "true",
                    smart_terminal=env.get("TERM") != "dumb",
-                   mirror_retries=int(env.get("GIFTBOX_MIRROR_RETRIES") or 3),
-                   mirror_retry_delay=float(env.get("GIFTBOX_MIRROR_RETRY_DELAY") or 60.0))
+                   mirror_retries=int(_number(env, "GIFTBOX_MIRROR_RETRIES", 3, whole=True)),
+                   mirror_retry_delay=_number(env, "GIFTBOX_MIRROR_RETRY_DELAY", 60.0))

@@ -258,3 +258,14 @@ def test_mirror_retries_are_read_once_into_settings(tmp_path: Path) -> None:
     assert (settings.mirror_retries, settings.mirror_retry_delay) == (5, 0.5)
     defaults = Settings.resolve(root=REPO_ROOT, env={"HOME": str(tmp_path)})
     assert (defaults.mirror_retries, defaults.mirror_retry_delay) == (3, 60.0)
+
+
+@pytest.mark.parametrize(("name", "value"), [("GIFTBOX_MIRROR_RETRIES", "abc"),
+                                             ("GIFTBOX_MIRROR_RETRIES", "1.5"),
+                                             ("GIFTBOX_MIRROR_RETRY_DELAY", "-1"),
+                                             ("GIFTBOX_MIRROR_RETRY_DELAY", "nan")])
+def test_a_bad_mirror_retry_setting_is_one_named_error(giftbox, name: str, value: str) -> None:
+    # Read when any command starts: one line naming the variable, never a traceback.
+    result = giftbox("spec", "list", env={name: value})
+    assert result.code == 1, result.err
+    assert f"${name} is '{value}'" in result.err and "Traceback" not in result.err
