@@ -270,6 +270,35 @@ def test_changes_within_one_second_are_never_hidden_by_if_modified_since(
         assert all(after[n] > before[n] for n in before), stamps
 
 
+def test_the_same_bytes_again_take_the_pools_reading_unless_it_is_older_or_damaged(
+        tree: Tree, tmp_path: Path) -> None:
+    # Publishing bytes the pool holds (a no-change build with --publish) hashes them and takes
+    # the pool's reading, made whole by this giftbox's reader (meta.json names it). An object
+    # an older reader stored is read whole again and stamped; a damaged copy (bytes that no
+    # longer hash to its name) is stored again from the file, and the channel serves it whole.
+    from giftbox.repo.pool import READER
+
+    deb = make_deb(tmp_path, version="1.0-1~deb12")
+    publish("nightly", [deb], tree.settings)
+    digest = channel_state(tree.settings, "nightly").entries[deb.name].digest
+    obj_dir = Pool(tree.settings.repos_dir).object_dir(digest)
+    meta = json.loads((obj_dir / "meta.json").read_text())
+    assert meta["reader"] == READER
+    older = {k: v for k, v in meta.items() if k != "reader"}
+    (obj_dir / "meta.json").write_text(json.dumps(older))
+    publish("nightly", [deb], tree.settings)
+    assert json.loads((obj_dir / "meta.json").read_text()) == meta
+
+    held = obj_dir / deb.name
+    held.chmod(0o644)
+    held.write_bytes(held.read_bytes()[:100])  # damaged in place: every link sees it
+    publish("nightly", [deb], tree.settings)
+    served = tree.repos / "nightly" / "apt" / channel_state(tree.settings, "nightly") \
+        .entries[deb.name].paths[0].removeprefix("apt/")
+    assert (obj_dir / deb.name).read_bytes() == deb.read_bytes()
+    assert served.read_bytes() == deb.read_bytes()
+
+
 # --- 3. crashes ------------------------------------------------------------------------------
 
 

@@ -7,6 +7,11 @@ pool, so publishing, promoting and republishing copy no bytes.
 ``.pool/by-name/<filename>`` is a symlink to the object a filename was first given to. Creating
 a symlink is atomic and fails if the name exists, so the first publisher of a name wins without
 any lock, and a later file of the same name with other bytes is refused (invariant 5).
+
+``meta.json`` also names the version of the strict reader (``READER``) that read the bytes
+whole: publishing the same bytes again (a no-change build with ``--publish``) hashes them and
+takes the pool's reading instead of decompressing every member again, unless the reader has
+become stricter since.
 """
 
 from __future__ import annotations
@@ -63,7 +68,13 @@ class PoolObject:
 
     @classmethod
     def from_dict(cls, data: dict[str, object]) -> PoolObject:
+        data = {k: v for k, v in data.items() if k != "reader"}
         return cls(**data)  # type: ignore[arg-type]
+
+
+# The strict reading of a package (inspect_deb, inspect_rpm, archive.py): bump it whenever they
+# refuse something they accepted before, and every pool object is read whole again.
+READER = 2
 
 
 def hash_file(path: Path) -> tuple[str, str, str, int]:
@@ -82,6 +93,7 @@ def hash_file(path: Path) -> tuple[str, str, str, int]:
 class Pool:
     def __init__(self, repos_dir: Path) -> None:
         self.root = repos_dir / ".pool"
+        self.repaired: set[str] = set()  # digests add() stored again over a damaged copy
 
     def object_dir(self, digest: str) -> Path:
         return self.root / digest[:2] / digest
@@ -97,6 +109,25 @@ class Pool:
         except FileNotFoundError:
             raise RepoError(f"no object {digest} in the pool {self.root}") from None
 
+    def known(self, digest: str, kind: str) -> PoolObject | None:
+        """The pool's reading of the bytes with this sha256, when this giftbox's strict reader
+        made it (``READER``) and the object is whole; None means read the file whole."""
+        where = self.object_dir(digest)
+        try:
+            data = json.loads((where / "meta.json").read_text())
+            if not isinstance(data, dict) or data.get("reader") != READER \
+                    or data.get("kind") != kind or data.get("digest") != digest:
+                return None
+            obj = PoolObject.from_dict(data)
+            if (where / obj.filename).stat().st_size != obj.size:
+                return None
+        except (OSError, ValueError, TypeError):
+            return None
+        return obj
+
+    def _meta(self, obj: PoolObject) -> str:
+        return json.dumps({**obj.as_dict(), "reader": READER}, sort_keys=True)
+
     def add(self, source: Path, obj: PoolObject) -> Path:
         """Store ``source``'s bytes as ``obj`` unless already there; return the pool path.
 
@@ -104,9 +135,25 @@ class Pool:
         pool object either exists complete (bytes and meta) or not at all.
         """
         final = self.object_dir(obj.digest)
-        if (final / "meta.json").is_file():
-            return final / obj.filename
         tmp_root = self.root / ".tmp"
+        if (final / "meta.json").is_file():
+            if self.known(obj.digest, obj.kind) is not None:
+                return final / obj.filename
+            held = final / obj.filename
+            if held.is_file() and hash_file(held)[0] == obj.digest:
+                # An older reader's object, read whole again just now: say so in its meta,
+                # replaced by rename (a reader sees the old meta or the new one).
+                tmp_meta = final / f".meta.{os.getpid()}.tmp"
+                tmp_meta.write_text(self._meta(obj))
+                os.replace(tmp_meta, final / "meta.json")
+                return held
+            # The pool's copy is damaged or missing: set aside, stored again from ``source``
+            # (the caller relinks the channels: ``repaired``).
+            self.repaired.add(obj.digest)
+            tmp_root.mkdir(parents=True, exist_ok=True)
+            aside = tmp_root / f"damaged-{obj.digest[:16]}-{secrets.token_hex(4)}"
+            os.rename(final, aside)
+            shutil.rmtree(aside, ignore_errors=True)
         tmp_root.mkdir(parents=True, exist_ok=True)
         tmp = tmp_root / f"{os.getpid()}-{secrets.token_hex(4)}"
         tmp.mkdir()
@@ -119,7 +166,7 @@ class Pool:
                 raise RepoError(f"{source} changed while being added to the pool",
                                 hint="publish a file nothing else is writing")
             os.chmod(data, 0o444)  # pool bytes are immutable; hard links share the mode
-            (tmp / "meta.json").write_text(json.dumps(obj.as_dict(), sort_keys=True))
+            (tmp / "meta.json").write_text(self._meta(obj))
             final.parent.mkdir(parents=True, exist_ok=True)
             try:
                 os.rename(tmp, final)
@@ -332,7 +379,7 @@ _RPM_HEADER_MAGIC = b"\x8e\xad\xe8\x01"
 def _check_rpm(path: Path) -> None:
     """A real rpm lead and signature header, and rpm's own check of every digest it carries
     (header and payload): a truncated, altered or 'manifest' file is refused."""
-    from plumbum import local
+    from giftbox import host
 
     with open(path, "rb") as f:
         lead = f.read(96)
@@ -345,7 +392,9 @@ def _check_rpm(path: Path) -> None:
                         f"{lead[4]}, type {int.from_bytes(lead[6:8], 'big')})")
     if sig[:4] != _RPM_HEADER_MAGIC:
         raise RepoError(f"{path}: no rpm signature header after the lead")
-    code, out, err = local["rpm"]["-Kv", "--nosignature", "--", str(path)].run(retcode=None)
+    proc = host.run(["rpm", "-Kv", "--nosignature", "--", path], error=RepoError,
+                    needed_for="to check the .rpm packages a channel takes")
+    code, out, err = proc.returncode, proc.stdout, proc.stderr
     lines = [line.strip() for line in str(out).splitlines()[1:] if line.strip()]
     bad = [line for line in lines if "OK" not in line.split(":")[-1]]
     header_ok = any(line.startswith("Header ") and line.endswith(": OK") for line in lines)
@@ -358,12 +407,13 @@ def _check_rpm(path: Path) -> None:
 
 
 def inspect_rpm(path: Path, digest: str, md5: str, sha1: str, size: int) -> tuple[PoolObject, str]:
-    from plumbum import local
+    from giftbox import host
 
     _check_rpm(path)
     fmt = "%{NAME}\n%|EPOCH?{%{EPOCH}}:{0}|\n%{VERSION}\n%{RELEASE}\n%{ARCH}\n%|SOURCERPM?{bin}:{src}|\n"
-    code, out, err = local["rpm"]["-qp", "--nosignature", "--nodigest", "--queryformat", fmt,
-                                  str(path)].run(retcode=None)
+    proc = host.run(["rpm", "-qp", "--nosignature", "--nodigest", "--queryformat", fmt, path],
+                    error=RepoError, needed_for="to read the .rpm packages a channel takes")
+    code, out, err = proc.returncode, proc.stdout, proc.stderr
     if code != 0:
         raise RepoError(f"{path} is not a valid .rpm: {err.strip()}")
     try:

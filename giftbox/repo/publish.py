@@ -68,6 +68,7 @@ from giftbox.repo.routing import (
     entry_for,
     inspect_artifact,
     link_all,
+    relink_repaired,
     repo_of_path,
     repositories_of,
 )
@@ -164,8 +165,10 @@ def publish(channel: str | Channel, artifacts: Sequence[Path | Artifact], settin
     with reporter.stage(f"pool: {len(artifacts)} file(s)"):
         for a in artifacts:
             art = a if isinstance(a, Artifact) else Artifact(Path(a), distro)
-            obj, entry = inspect_artifact(art.path, ch, art.distro or distro)
+            obj, entry = inspect_artifact(art.path, ch, art.distro or distro, pool)
             pool.add(art.path, obj)
+            if obj.digest in pool.repaired:
+                relink_repaired(pool, obj, entry.paths)
             pool.claim_name(obj)
             found.append((obj, entry))
             reporter.detail(f"{obj.filename}  sha256:{obj.digest[:16]}")

@@ -68,26 +68,41 @@ def _check_arch(channel: Channel, distro: Distro, obj: PoolObject, path: Path) -
     return (obj.arch,)
 
 
-def inspect_artifact(path: Path, channel: Channel,
-                     explicit: str | None) -> tuple[PoolObject, Entry]:
+def inspect_artifact(path: Path, channel: Channel, explicit: str | None,
+                     pool: Pool | None = None) -> tuple[PoolObject, Entry]:
     """Read ``path`` whole (pool.inspect_deb / inspect_rpm) and say where it goes in
-    ``channel``: its pool object (with its distro) and its channel entry."""
+    ``channel``: its pool object (with its distro) and its channel entry.
+
+    Bytes the ``pool`` already holds, read whole by this giftbox's reader, are not read again:
+    their sha256 is the same, so the reading is (``Pool.known``).
+    """
     from giftbox.repo.pool import inspect_deb, inspect_rpm
 
     if not path.is_file():
         raise RepoError(f"{path}: no such file")
-    digest, md5, sha1, size = hash_file(path)
-    if path.suffix == ".deb":
-        obj, tagged = inspect_deb(path, digest, md5, sha1, size)
-    elif path.suffix == ".rpm":
-        obj, tagged = inspect_rpm(path, digest, md5, sha1, size)
-    else:
+    kinds = {".deb": "deb", ".rpm": "rpm"}
+    if path.suffix not in kinds:
         raise RepoError(f"{path}: not a .deb or .rpm")
+    digest, md5, sha1, size = hash_file(path)
+    known = pool.known(digest, kinds[path.suffix]) if pool is not None else None
+    if known is not None:
+        obj, tagged = known, _tagged(known)
+    elif path.suffix == ".deb":
+        obj, tagged = inspect_deb(path, digest, md5, sha1, size)
+    else:
+        obj, tagged = inspect_rpm(path, digest, md5, sha1, size)
     check_filename(obj.filename)
     distro = _distro_for(channel, obj, tagged, path, explicit)
     arches = _check_arch(channel, distro, obj, path)
     obj = PoolObject(**{**obj.as_dict(), "distro": distro.name})  # type: ignore[arg-type]
     return obj, _entry(obj, _paths(obj, distro, arches))
+
+
+def _tagged(obj: PoolObject) -> str:
+    """Where the distro tag is, as inspect_deb / inspect_rpm give it: a .deb's version without
+    its epoch, an .rpm's release."""
+    return obj.version.split(":", 1)[-1] if obj.family.repository == "apt" \
+        else obj.version.rsplit("-", 1)[-1]
 
 
 def _entry(obj: PoolObject, paths: tuple[str, ...]) -> Entry:
@@ -135,6 +150,17 @@ def link_all(pool: Pool, obj: PoolObject, root: Path, paths: Iterable[str]) -> l
             created.append(dest)
         _link(pool.object_path(obj), dest)
     return created
+
+
+def relink_repaired(pool: Pool, obj: PoolObject, paths: Iterable[str]) -> None:
+    """After the pool stored a damaged object again: every channel's link to the old inode
+    (where the entry's paths are) now links the whole one; the indexes already name its
+    digest, so nothing else changes."""
+    for root in sorted(p for p in pool.root.parent.iterdir()
+                       if p.is_dir() and not p.name.startswith(".")):
+        for rel in paths:
+            if (root / rel).is_file():
+                _link(pool.object_path(obj), root / rel)
 
 
 def _link(src: Path, dest: Path) -> None:
