@@ -669,9 +669,12 @@ class VerifyDatabase:
     """A database the migrate check creates, and the config option its URL goes into."""
 
     name: str
-    file: str  # a config file the check writes (e.g. /etc/keystone/keystone.conf.d/…)
-    section: str
-    option: str
+    # The config file the check writes the database's URL into (e.g.
+    # /etc/keystone/keystone.conf.d/…), its section and option; all three empty for a database
+    # the project finds by itself (nova derives nova_cell0's URL from [database]/connection).
+    file: str = ""
+    section: str = ""
+    option: str = ""
 
 
 @dataclass(frozen=True)
@@ -694,6 +697,16 @@ def _check_argv_word(value: str, ctx: Ctx) -> str | None:
 def _check_ini_name(value: str, ctx: Ctx) -> str | None:
     if not _INI_NAME_RE.match(value):
         return "is not a config section or option name (letters, digits, '_', '.', '-')"
+    return None
+
+
+def _check_db_config(value: dict[str, Any], ctx: Ctx) -> str | None:
+    given = [k for k in ("file", "section", "option") if value.get(k)]
+    if given and len(given) < 3:
+        missing = [k for k in ("file", "section", "option") if k not in given]
+        return (f"names {', '.join(given)} but not {', '.join(missing)}: give file, section "
+                "and option together (where the check writes the database's URL), or none of "
+                "them for a database the project finds by itself (nova_cell0)")
     return None
 
 
@@ -786,11 +799,11 @@ SCHEMA = F("map", fields={
         "timeout": F("int", check=_check_positive),
         "smoke": F("list", item=_ARGV),
         "migrate": F("map", fields={
-            "databases": F("list", item=F("map", fields={
+            "databases": F("list", item=F("map", check=_check_db_config, fields={
                 "name": F(STR, required=True, check=_check_db_name),
-                "file": F(STR, required=True, check=_check_etc_path),
-                "section": F(STR, required=True, check=_check_ini_name),
-                "option": F(STR, required=True, check=_check_ini_name),
+                "file": F(STR, check=_check_etc_path),
+                "section": F(STR, check=_check_ini_name),
+                "option": F(STR, check=_check_ini_name),
             })),
             "commands": F("list", item=_ARGV),
         }),
@@ -855,6 +868,10 @@ class _Walker:
                 where = f" in {path}" if path else ""
                 self.problem(node, f"{path}.{name}" if path else name,
                              f"is required{where} but missing", sub_schema.hint)
+        if schema.check is not None:  # a rule across the map's fields
+            message = schema.check(out, self.ctx)
+            if message:
+                self.problem(node, path, message, schema.hint)
         return out
 
     def _list(self, node: yaml.Node, schema: F, path: str) -> list[Any] | None:

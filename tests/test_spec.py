@@ -203,3 +203,27 @@ def test_two_specs_installing_the_same_file_are_refused(root: Path, giftbox) -> 
     result = giftbox("spec", "validate", "--all")
     assert result.code == 7
     assert "specs/demo.yaml" in result.err and "specs/other.yaml" in result.err
+
+
+def test_a_verify_database_is_configured_whole_or_created_only(root: Path) -> None:
+    # nova_cell0's URL is derived by nova itself: a database may name no file, section and
+    # option, but never some of them (the check would not know where its URL goes).
+    verify = ("verify:\n  migrate:\n    databases:\n"
+              "      - {name: app, file: /etc/demo/demo.conf.d/50-v.conf, section: database,"
+              " option: connection}\n"
+              "      - {name: app_cell0}\n"
+              "    commands:\n      - [demo-manage, db, sync]\n")
+    spec = load_spec(write_spec(root, "demo", GOOD + verify), root)
+    assert [(d.name, d.file) for d in spec.verify.databases] == \
+        [("app", "/etc/demo/demo.conf.d/50-v.conf"), ("app_cell0", "")]
+    (problem,) = problems_of(root, GOOD + verify.replace("{name: app_cell0}",
+                                                         "{name: app_cell0, section: x}"))
+    assert "verify.migrate.databases[1]" in problem and "names section but not file, option" \
+        in problem
+
+
+def test_nova_spec_verifies_its_three_migration_steps() -> None:
+    spec = find_spec(REPO, "nova")
+    assert [c[1:] for c in spec.verify.migrate] == [("api_db", "sync"),
+                                                   ("cell_v2", "map_cell0"), ("db", "sync")]
+    assert {d.name for d in spec.verify.databases} == {"nova_api", "nova", "nova_cell0"}
