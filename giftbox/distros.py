@@ -96,6 +96,10 @@ class Distro:
     def supports(self, arch: Arch) -> bool:
         return arch in self.arches
 
+    def slug(self, arch: Arch) -> str:
+        """``debian12-x86_64``: this distro's arch as lock, build and log paths name it."""
+        return f"{self.name}-{arch.value}"
+
     @property
     def family_obj(self) -> Family:
         """The package family object (``giftbox.family``) for ``family``; a PackageError

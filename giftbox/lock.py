@@ -78,7 +78,7 @@ class Pin:
 
 
 def lock_path(settings: Settings, spec: Spec, distro: Distro, arch: Arch) -> Path:
-    return settings.locks_dir / spec.name / f"{distro.name}-{arch.value}.txt"
+    return settings.locks_dir / spec.name / f"{distro.slug(arch)}.txt"
 
 
 def _show(repo: Path, commit: str, path: str) -> str | None:

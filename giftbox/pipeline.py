@@ -22,6 +22,7 @@ from giftbox.distros import Arch, Distro
 from giftbox.package import Artifact, Runner
 from giftbox.settings import Settings
 from giftbox.spec import Spec
+from giftbox.targets import Catalog
 from giftbox.ui import NULL_REPORTER, Reporter
 
 
@@ -79,15 +80,13 @@ def _cached_package(folder: Path, key: str) -> PackageInfo | None:
         return None  # a record from another giftbox: package again
 
 
-def check_against_tree(spec: Spec, settings: Settings, family: str) -> None:
+def check_against_tree(spec: Spec, settings: Settings, family: str,
+                       catalog: Catalog | None = None) -> None:
     """Refuse a package that would install a file another spec's package installs too."""
-    from giftbox.distros import load_distros
     from giftbox.package import check_conflicts
-    from giftbox.spec import find_spec, list_projects
 
-    known = frozenset(load_distros(settings.builders_dir))
-    others = [find_spec(settings.root, name, known) for name in list_projects(settings.root)
-              if name != spec.name]
+    catalog = catalog or Catalog.load(settings)
+    others = [catalog.spec(name) for name in catalog.projects() if name != spec.name]
     check_conflicts([spec, *others], family=family)
 
 
@@ -95,7 +94,7 @@ def package_build(result: BuildResult, spec: Spec, distro: Distro, arch: Arch,
                   settings: Settings, reporter: Reporter = NULL_REPORTER, *,
                   packager: str = "auto", compression: str | None = None,
                   compression_level: int | None = None, runner: Runner | None = None,
-                  lint: bool = True) -> PackageInfo:
+                  lint: bool = True, catalog: Catalog | None = None) -> PackageInfo:
     """The .deb/.rpm of ``result``, made once per set of packaging inputs.
 
     ``runner`` is where dpkg-shlibdeps and the archive check run: the target's builder when
@@ -106,7 +105,7 @@ def package_build(result: BuildResult, spec: Spec, distro: Distro, arch: Arch,
     from giftbox.package import build_package, package_key, package_manifest
     from giftbox.package.runner import ContainerRunner
 
-    check_against_tree(spec, settings, distro.family)
+    check_against_tree(spec, settings, distro.family, catalog)
     manifest = package_manifest(result.manifest, spec, distro)
     key = package_key(result.key, manifest, spec, distro, packager=packager,
                       compression=compression, compression_level=compression_level, lint=lint)
@@ -162,12 +161,14 @@ def run_target(spec: Spec, distro: Distro, arch: Arch, settings: Settings,
                reporter: Reporter = NULL_REPORTER, *, ref: str | None = None,
                package: bool = True, publish: tuple[str, ...] = (), packager: str = "auto",
                compression: str | None = None,
-               compression_level: int | None = None) -> TargetResult:
+               compression_level: int | None = None,
+               catalog: Catalog | None = None) -> TargetResult:
     built = build(spec, distro, arch, settings, reporter, ref=ref)
     if not package:
         return TargetResult(build=built, package=None, published=[])
     info = package_build(built, spec, distro, arch, settings, reporter, packager=packager,
-                         compression=compression, compression_level=compression_level)
+                         compression=compression, compression_level=compression_level,
+                         catalog=catalog)
     from giftbox import records
 
     if built.build_id is not None:

@@ -21,11 +21,12 @@ from pathlib import Path
 from typing import Any
 
 from giftbox import __version__
-from giftbox.distros import Arch, load_distros
+from giftbox.distros import Arch
 from giftbox.errors import GiftboxError
 from giftbox.gitutil import redact_url
 from giftbox.settings import Settings
-from giftbox.spec import Spec, find_spec, list_projects
+from giftbox.spec import Spec
+from giftbox.targets import Catalog
 from giftbox.ui import NULL_REPORTER, Reporter
 
 
@@ -201,7 +202,7 @@ def _highest(entries: list[Any]) -> dict[str, str]:
     return {k: v.version for k, v in sorted(best.items())}
 
 
-def _fill_row(row: ProjectStatus, spec: Spec, settings: Settings, distros: dict[str, Any],
+def _fill_row(row: ProjectStatus, spec: Spec, settings: Settings, catalog: Catalog,
               last: list[Any], nightly: dict[tuple[str, str, str], Any],
               channel_entries: dict[str, dict[str, list[Any]]], *, offline: bool,
               resolve: bool, reporter: Reporter) -> None:
@@ -209,10 +210,8 @@ def _fill_row(row: ProjectStatus, spec: Spec, settings: Settings, distros: dict[
     row.upstream, row.url, row.ref = (spec.upstream_kind, redact_url(spec.upstream_url),
                                       spec.pinned_ref)
     row.patches, row.package = len(spec.patches), spec.package.name
-    for d in spec.distros:
-        for a in spec.arches:
-            if Arch.parse(a) in distros[d].arches:
-                row.targets.append(f"{d}/{Arch.parse(a).value}")
+    row.targets += [f"{t.distro.name}/{t.arch.value}"
+                    for t in catalog.matrix(spec, runnable_only=False)]
     if resolve:
         try:
             refs = resolve_refs(spec, settings, offline=offline, reporter=reporter)
@@ -228,7 +227,7 @@ def _fill_row(row: ProjectStatus, spec: Spec, settings: Settings, distros: dict[
                 from giftbox.versions import for_target
 
                 digest = spec_series_digest(spec)
-                for target_distro in (distros[n] for n in spec.distros):
+                for target_distro in (catalog.distros[n] for n in spec.distros):
                     version = for_target(
                         row.upstream_version, spec.package.release, len(spec.patches),
                         digest, target_distro.family, target_distro.version_tag)
@@ -256,7 +255,7 @@ def collect(settings: Settings, projects: list[str] | tuple[str, ...] = (), *,
     database (locked, newer schema): without the records there is nothing to report."""
     from giftbox import records
 
-    distros = load_distros(settings.builders_dir)
+    catalog = Catalog.load(settings)
     with records.open_records(settings) as db:
         last = db.last_builds()
         recent = db.recent_builds(limit=30)
@@ -268,14 +267,14 @@ def collect(settings: Settings, projects: list[str] | tuple[str, ...] = (), *,
                 for t in db.nightly_targets(run.id):
                     nightly[(t.project, t.distro, t.arch)] = t
     channel_entries, channel_error = _channel_versions(settings)
-    names = list(projects) or list_projects(settings.root)
+    names = list(projects) or catalog.projects()
     rows = []
     columns: set[str] = set()
     for name in names:
         row = ProjectStatus(project=name)
         rows.append(row)
         try:
-            spec = find_spec(settings.root, name, frozenset(distros))
+            spec = catalog.spec(name)
         except GiftboxError as exc:
             row.error = exc.render()
             continue
@@ -285,7 +284,7 @@ def collect(settings: Settings, projects: list[str] | tuple[str, ...] = (), *,
         # One project whose tarball, mirror or records cannot be read is reported as such;
         # every other project is still shown.
         try:
-            _fill_row(row, spec, settings, distros, last, nightly, channel_entries,
+            _fill_row(row, spec, settings, catalog, last, nightly, channel_entries,
                       offline=offline, resolve=resolve, reporter=reporter)
         except GiftboxError as exc:
             row.error = exc.render()

@@ -41,7 +41,7 @@ class Target:
     @property
     def slug(self) -> str:
         """``debian12-x86_64``: the distro/arch part of lock, build and log paths."""
-        return f"{self.distro.name}-{self.arch.value}"
+        return self.distro.slug(self.arch)
 
     @property
     def label(self) -> str:

@@ -73,8 +73,13 @@ class Target:
         return "cp" + self.distro.python.replace(".", "")
 
     @property
+    def slug(self) -> str:
+        """``debian12-x86_64``: the distro/arch part of the target's lock file names."""
+        return self.distro.slug(self.arch)
+
+    @property
     def name(self) -> str:
-        return f"{self.release}-{self.distro.name}-{self.arch.value}-{self.abi}"
+        return f"{self.release}-{self.slug}-{self.abi}"
 
     def as_dict(self) -> dict[str, str]:
         return {"release": self.release, "distro": self.distro.name, "arch": self.arch.value,
@@ -174,7 +179,7 @@ class LockIndex:
 def target_locks(settings: Settings, target: Target) -> LockIndex:
     """Every committed lock for target's distro/arch whose release is target's."""
     index = LockIndex()
-    name = f"{target.distro.name}-{target.arch.value}.txt"
+    name = f"{target.slug}.txt"
     for path in sorted(settings.locks_dir.glob(f"*/{name}")):
         text = path.read_text()
         match = _RELEASE_RE.search(text)
@@ -185,7 +190,7 @@ def target_locks(settings: Settings, target: Target) -> LockIndex:
 
 def releases(settings: Settings, distro: Distro, arch: Arch) -> list[str]:
     found = set()
-    for path in settings.locks_dir.glob(f"*/{distro.name}-{arch.value}.txt"):
+    for path in settings.locks_dir.glob(f"*/{distro.slug(arch)}.txt"):
         match = _RELEASE_RE.search(path.read_text())
         if match:
             found.add(match.group("release"))

@@ -113,7 +113,7 @@ def build_cmd(app: App, project: str | None, all_projects: bool, jobs: int,
         result = run_target(target.spec, target.distro, target.arch, app.settings,
                             app.reporter, ref=ref, package=not no_package, publish=channels,
                             packager=packager, compression=compression,
-                            compression_level=compression_level)
+                            compression_level=compression_level, catalog=catalog)
         results.append(result)
         if as_json:
             continue

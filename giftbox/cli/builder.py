@@ -5,8 +5,9 @@ from __future__ import annotations
 import click
 
 from giftbox.cli import App, cli, emit_json, json_option, pass_app
-from giftbox.distros import Arch, get_distro, load_distros
+from giftbox.distros import Arch
 from giftbox.errors import BuilderError
+from giftbox.targets import Catalog
 
 
 @cli.group()
@@ -43,10 +44,9 @@ def list_(app: App, as_json: bool) -> None:
     Architectures:); "?" when unknown (a pulled base, or the archive unreachable).
     """
     from giftbox import builders  # lazily: the Docker SDK costs ~0.3 s to import
-    from giftbox.distros import load_distros
 
     rows = builders.list_builders(app.settings)
-    distros = load_distros(app.settings.builders_dir)
+    distros = Catalog.load(app.settings).distros
     served = {(r.distro, r.arch): builders.served(distros[r.distro], r.arch, app.settings)
               for r in rows}
     if as_json:
@@ -93,7 +93,8 @@ def ensure(app: App, distros: tuple[str, ...], arches: tuple[str, ...], all_runn
     from giftbox import builders  # lazily: the Docker SDK costs ~0.3 s to import
 
     settings = app.settings
-    known = load_distros(settings.builders_dir)
+    catalog = Catalog.load(settings)
+    known = catalog.distros
     names = list(distros)
     if all_runnable:
         names += [n for n, d in known.items() if d.runnable_here and n not in names]
@@ -103,7 +104,7 @@ def ensure(app: App, distros: tuple[str, ...], arches: tuple[str, ...], all_runn
     wanted = [Arch.parse(a) for a in arches]
     targets = []
     for name in names:
-        dist = get_distro(settings.builders_dir, name)
+        dist = catalog.distro(name)
         for arch in wanted or list(dist.arches):
             if not dist.supports(arch):
                 raise BuilderError(f"{name} has no {arch.value} builder",

@@ -7,11 +7,10 @@ from pathlib import Path
 import click
 
 from giftbox.cli import App, cli, emit_json, json_option, pass_app
-from giftbox.distros import get_distro, load_distros
 from giftbox.manifest import Manifest
 from giftbox.package import COMPRESSORS, PACKAGER_CHOICES, build_package, check_conflicts
 from giftbox.package.common import DEFAULT_MAINTAINER
-from giftbox.spec import find_spec, list_projects
+from giftbox.targets import Catalog
 
 
 @cli.command("package")
@@ -48,12 +47,11 @@ def package_cmd(app: App, venv_dir: Path, manifest_path: Path, out: Path, packag
     """
     settings = app.settings
     manifest = Manifest.read(manifest_path)
-    distros = load_distros(settings.builders_dir)
-    spec = find_spec(settings.root, manifest.project, frozenset(distros))
+    catalog = Catalog.load(settings)
+    spec = catalog.spec(manifest.project)
     # Refuse early when another spec of this tree would install the same files.
-    others = [find_spec(settings.root, p, frozenset(distros)) for p in list_projects(settings.root)]
-    check_conflicts(others, family=manifest.family)
-    distro = get_distro(settings.builders_dir, manifest.distro)
+    check_conflicts(catalog.specs(), family=manifest.family)
+    distro = catalog.distro(manifest.distro)
     artifact = build_package(venv_dir, manifest, spec, distro, out, packager=packager,
                              compression=compression, compression_level=compression_level,
                              reporter=app.reporter, maintainer=maintainer)

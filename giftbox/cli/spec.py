@@ -7,10 +7,10 @@ from typing import Any
 import click
 
 from giftbox.cli import App, cli, emit_json, json_option, pass_app
-from giftbox.distros import load_distros
 from giftbox.errors import SpecError
 from giftbox.family import NAMES
 from giftbox.spec import Spec, list_projects, load_spec, spec_path
+from giftbox.targets import Catalog
 
 
 @cli.group()
@@ -34,7 +34,7 @@ def validate(app: App, projects: tuple[str, ...], all_: bool, as_json: bool) -> 
     names = list_projects(root) if all_ or not projects else list(projects)
     if not names:
         raise click.UsageError(f"no specs found under {root}/specs")
-    known = frozenset(load_distros(app.settings.builders_dir))
+    known = frozenset(Catalog.load(app.settings).distros)
     results: list[dict[str, Any]] = []
     problems = []
     valid: list[Spec] = []

@@ -10,8 +10,9 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import click
 
 from giftbox.cli import App, cli, emit_json, json_option, pass_app
-from giftbox.distros import Arch, get_distro
+from giftbox.distros import Arch
 from giftbox.errors import BuildError
+from giftbox.targets import Catalog
 
 if TYPE_CHECKING:
     from giftbox.wheelhouse import Target
@@ -41,7 +42,7 @@ def wheelhouse() -> None:
 def _target(app: App, distro: str, arch: str, release: str | None) -> Target:
     from giftbox import wheelhouse as wh
 
-    dist = get_distro(app.settings.builders_dir, distro)
+    dist = Catalog.load(app.settings).distro(distro)
     a = Arch.parse(arch)
     if release is None:
         found = wh.releases(app.settings, dist, a)

@@ -7,8 +7,7 @@ from typing import TYPE_CHECKING
 import click
 
 from giftbox.cli import App, cli, emit_json, json_option, pass_app
-from giftbox.distros import load_distros
-from giftbox.spec import find_spec
+from giftbox.targets import Catalog
 
 if TYPE_CHECKING:
     from giftbox.workflow.diff import Side
@@ -56,7 +55,7 @@ def bump_cmd(app: App, project: str, ref: str | None, allow_downgrade: bool, no_
             click.echo(f"{project}: bump aborted, {tree} removed; the spec, patches and "
                        "locks were not touched")
         return
-    spec = find_spec(settings.root, project, frozenset(load_distros(settings.builders_dir)))
+    spec = Catalog.load(settings).spec(project)
     if continue_:
         result = bump.continue_(spec, settings, app.reporter)
     else:
@@ -93,7 +92,7 @@ def backport_cmd(app: App, project: str, commit: str, as_json: bool) -> None:
     from giftbox.workflow.backport import backport
 
     settings = app.settings
-    spec = find_spec(settings.root, project, frozenset(load_distros(settings.builders_dir)))
+    spec = Catalog.load(settings).spec(project)
     result = backport(spec, settings, commit, app.reporter)
     if as_json:
         emit_json(result.as_dict())

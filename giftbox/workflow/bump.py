@@ -32,12 +32,13 @@ from pathlib import Path
 from packaging.version import InvalidVersion, Version
 
 from giftbox import source
-from giftbox.distros import Arch, get_distro
+from giftbox.distros import Arch
 from giftbox.errors import GiftboxError, PatchError, SourceError
 from giftbox.gitutil import run_git
 from giftbox.patches import apply_series
 from giftbox.settings import Settings
 from giftbox.spec import PyPIUpstream, Spec, load_spec
+from giftbox.targets import Catalog
 from giftbox.ui import NULL_REPORTER, Reporter
 from giftbox.versions import parse_upstream
 from giftbox.workflow import specedit
@@ -405,10 +406,11 @@ def _finish(spec: Spec, settings: Settings, tree: Path, state: BumpState,
         if not state.no_lock:
             from giftbox import build
 
+            catalog = Catalog.load(settings)
             for path, distro_name, arch in targets:
                 with reporter.stage(f"bump {spec.name}: lock for {distro_name}/{arch.value}"):
                     change.remember(path)
-                    distro = get_distro(settings.builders_dir, distro_name)
+                    distro = catalog.distro(distro_name)
                     build.make_lock(new_spec, distro, arch, settings, reporter)
                     locks.append(_rel(settings, path))
     except BaseException:

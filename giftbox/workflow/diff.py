@@ -31,7 +31,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from giftbox import lock, source
-from giftbox.distros import Arch, load_distros
+from giftbox.distros import Arch, Distro
 from giftbox.errors import (
     BuilderError,
     PackageError,
@@ -44,6 +44,7 @@ from giftbox.gitutil import git_env, run_git
 from giftbox.patches import spec_series_digest
 from giftbox.settings import Settings
 from giftbox.spec import Spec, load_spec, spec_path
+from giftbox.targets import Catalog
 from giftbox.versions import for_target
 from giftbox.workflow.series import digest
 
@@ -265,8 +266,8 @@ def _locks(root: Path, project: str) -> tuple[dict[str, dict[str, str]], dict[st
     return pins, digests
 
 
-def _side(spec: Spec, root: Path, label: str, ref: str | None,
-          settings: Settings) -> tuple[Side, source.GitMirror | None]:
+def _side(spec: Spec, root: Path, label: str, ref: str | None, settings: Settings,
+          distros: dict[str, Distro]) -> tuple[Side, source.GitMirror | None]:
     mirror = None
     sha256 = None
     if spec.upstream_kind == "pypi" and spec.pypi is not None and ref == spec.pypi.version:
@@ -287,7 +288,6 @@ def _side(spec: Spec, root: Path, label: str, ref: str | None,
         ref, commit, version = spec.pypi.version, None, spec.pypi.version
         url, sha256, kind = f"pypi:{spec.pypi.name}=={spec.pypi.version}", spec.pypi.sha256, \
             "pypi"
-    distros = load_distros(settings.builders_dir)
     series = spec_series_digest(spec)
     versions = {}
     for name in spec.distros:
@@ -524,7 +524,7 @@ def _rename_lock(side: Side, name: str) -> Side:
 
 def diff(project: str, settings: Settings, ref_a: str | None = None, ref_b: str | None = None,
          rev_a: str | None = None, rev_b: str | None = None, *, distro: str | None = None,
-         arch: str | None = None) -> Diff:
+         arch: str | None = None, catalog: Catalog | None = None) -> Diff:
     """Compare A and B. ``ref_a``/``ref_b`` are upstream refs, ``build:ID`` or
     ``channel:NAME[/DISTRO[/ARCH]]`` (``distro``/``arch`` pick a channel side's target when
     the name does not); ``rev_a``/``rev_b`` apply to ref sides only."""
@@ -551,7 +551,9 @@ def diff(project: str, settings: Settings, ref_a: str | None = None, ref_b: str 
             root = (_materialize(settings, project, rev, Path(tmp) / key) if rev
                     else settings.root)
             spec = load_spec(spec_path(root, project), root)
-            side, mirror = _side(spec, root, rev or "working tree", text, settings)
+            catalog = catalog or Catalog.load(settings)
+            side, mirror = _side(spec, root, rev or "working tree", text, settings,
+                                 catalog.distros)
             sides.append(side)
             mirrors.append(mirror)
     a, b = sides
