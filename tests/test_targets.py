@@ -36,6 +36,20 @@ def test_a_target_is_named_one_way(root: Path, settings: Settings) -> None:
         "demo", "rocky9", "ppc64le", "demo rocky9/ppc64le")
 
 
+def test_the_lock_and_the_wheelhouse_of_a_target_use_its_slug(
+        root: Path, settings: Settings) -> None:
+    from giftbox import lock, wheelhouse
+
+    _matrix_spec(root, "demo", "debian12, rocky9", "x86_64, ppc64le")
+    catalog = Catalog.load(settings)
+    t = Target(catalog.spec("demo"), catalog.distro("rocky9"), Arch.ppc64le)
+    assert lock.lock_path(settings, t.spec, t.distro, t.arch) == (
+        settings.locks_dir / "demo" / "rocky9-ppc64le.txt")
+    house = wheelhouse.Target("2026.1", t.distro, t.arch)
+    abi = "cp" + t.distro.python.replace(".", "")
+    assert (house.slug, house.name) == ("rocky9-ppc64le", f"2026.1-rocky9-ppc64le-{abi}")
+
+
 def test_a_target_the_distro_cannot_build_is_refused_when_made(
         root: Path, settings: Settings) -> None:
     _matrix_spec(root, "demo", "debian12", "x86_64")
