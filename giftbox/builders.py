@@ -28,7 +28,6 @@ import json
 import os
 import re
 import secrets
-import subprocess
 import tarfile
 import tempfile
 import time
@@ -40,8 +39,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from plumbum import CommandNotFound, local
-
+from giftbox import host
 from giftbox.distros import Arch, Distro, get_distro, load_distros
 from giftbox.engine import (
     LABEL,
@@ -182,15 +180,14 @@ class Definition:
 @lru_cache(maxsize=1)
 def host_apt_options() -> tuple[str, ...]:
     """The host's apt options from ``_APT_KEYS`` (e.g. ``Acquire::Check-Valid-Until "false"``)."""
-    try:
-        apt_config = local["apt-config"]
-    except CommandNotFound:
+    if host.which("apt-config") is None:
         return ()  # not a Debian-family host: nothing to propagate
-    code, out, _err = apt_config.run(["dump"], retcode=None)
-    if code != 0:
+    proc = host.run(["apt-config", "dump"], error=BuilderError,
+                    needed_for="to read the host's apt options")
+    if proc.returncode != 0:
         return ()
     found = []
-    for line in out.splitlines():
+    for line in proc.stdout.splitlines():
         key, _, value = line.partition(" ")
         if key in _APT_KEYS and re.fullmatch(r'"[A-Za-z0-9]+";', value):
             found.append(f"{key} {value.rstrip(';')}")
@@ -542,14 +539,10 @@ def _scratch_dir(settings: Settings, prefix: str) -> tempfile.TemporaryDirectory
 
 def _bootstrap_debian(engine: Engine, d: Definition, settings: Settings,
                       reporter: Reporter) -> None:
-    try:
-        mmdebstrap = local["mmdebstrap"]
-    except CommandNotFound:
-        raise BuilderError(f"cannot bootstrap the {d.distro.name} base image: mmdebstrap is not "
-                           "installed", hint="apt-get install mmdebstrap") from None
+    host.find("mmdebstrap", BuilderError, f"to bootstrap the {d.distro.name} base image")
     with _scratch_dir(settings, f"base-{d.distro.name}-{d.arch.value}-") as tmp:
         rootfs = Path(tmp) / "rootfs.tar"
-        args = ["--variant=minbase", f"--architectures={d.arch.deb}", "--format=tar",
+        args = ["mmdebstrap", "--variant=minbase", f"--architectures={d.arch.deb}", "--format=tar",
                 *(f"--aptopt={o}" for o in d.apt_options),
                 str(d.distro.bootstrap.suite), str(rootfs), *d.sources]
         reporter.detail(f"mmdebstrap {d.distro.bootstrap.suite} {d.arch.deb} from "
@@ -558,7 +551,7 @@ def _bootstrap_debian(engine: Engine, d: Definition, settings: Settings,
         step = f"mmdebstrap of {d.distro.name} ({d.arch.deb})"
         retries, delay = settings.mirror_retries, settings.mirror_retry_delay
         for attempt in range(1, max(retries, 1) + 1):
-            code, tail = _stream(mmdebstrap[args], reporter)
+            code, tail = _stream(args, reporter)
             if code == 0:
                 break
             synced = _mid_sync(tail)
@@ -586,8 +579,8 @@ def _bootstrap_debian(engine: Engine, d: Definition, settings: Settings,
                       what=f"the {d.distro.name} {d.arch.value} base image", secrets_=())
 
 
-def _run_streaming(command: Any, reporter: Reporter, *, step: str) -> None:
-    code, tail = _stream(command, reporter)
+def _run_streaming(argv: list[str], reporter: Reporter, *, step: str) -> None:
+    code, tail = _stream(argv, reporter)
     if code != 0:
         _raise_failed(step, code, tail)
 
@@ -598,10 +591,11 @@ def _raise_failed(step: str, code: int, tail: list[str]) -> None:
                        hint="last output:\n" + "\n".join(tail))
 
 
-def _stream(command: Any, reporter: Reporter) -> tuple[int, list[str]]:
-    """Run command, every line to the reporter; its exit code and last 25 lines."""
+def _stream(argv: list[str], reporter: Reporter) -> tuple[int, list[str]]:
+    """Run argv, every line to the reporter; its exit code and last 25 lines."""
     tail: collections.deque[str] = collections.deque(maxlen=25)
-    proc = command.popen(stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    proc = host.popen(argv, error=BuilderError, needed_for=f"to run {argv[0]}",
+                      stderr=host.STDOUT)
     try:
         assert proc.stdout is not None
         for raw in proc.stdout:

@@ -13,13 +13,13 @@ from __future__ import annotations
 
 import fcntl
 import os
-import subprocess
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import IO
 from urllib.parse import urlsplit
 
+from giftbox import host
 from giftbox.errors import SourceError
 
 IDENTITY = {
@@ -75,12 +75,12 @@ def git_env(url: str | None = None, ca_bundle: Path | None = None,
 
 def run_git(args: Sequence[str], *, cwd: Path | None = None, env: dict[str, str] | None = None,
             check: bool = True, input: str | None = None,
-            stdin: IO[bytes] | None = None) -> subprocess.CompletedProcess[str]:
-    """``git <args>`` with an argument list (never a shell), captured."""
-    proc = subprocess.run(  # noqa: S603 - argument list, validated inputs
-        ["git", *args], cwd=cwd, env=env if env is not None else git_env(),
-        capture_output=True, text=True, input=input, stdin=stdin, check=False,
-        errors="replace")
+            stdin: IO[bytes] | None = None) -> host.Completed[str]:
+    """``git <args>`` with an argument list (never a shell), captured, in the sealed
+    environment (``env``, else ``git_env()``) handed over as it is."""
+    proc = host.run(["git", *args], error=SourceError,
+                    needed_for="to fetch and read upstream source", cwd=cwd,
+                    env=env if env is not None else git_env(), input=input, stdin=stdin)
     if check and proc.returncode != 0:
         raise GitFailed(list(args), proc.returncode, proc.stdout, proc.stderr)
     return proc

@@ -2,7 +2,7 @@
 
 The keyring lives under the state directory (``<state>/gnupg``), never under ``repos/``: the
 repository tree is what gets served and mirrored, so secret material must never be reachable
-from it. Only public keys are exported into ``repos/``. gpg is driven through plumbum with
+from it. Only public keys are exported into ``repos/``. gpg is run through ``giftbox.host`` with
 argument lists (invariant 6); nothing here logs key material, only fingerprints.
 """
 
@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from giftbox import host
 from giftbox.errors import RepoError
 from giftbox.settings import Settings
 
@@ -49,16 +50,17 @@ def gnupg_home(settings: Settings) -> Path:
     return home
 
 
-def _gpg(settings: Settings):  # type: ignore[no-untyped-def]
-    # Imported here: plumbum costs tens of milliseconds and most commands never sign.
-    from plumbum import local
-
-    return local["gpg"]["--homedir", str(gnupg_home(settings)), "--batch", "--no-tty",
-                        "--quiet"]
+_NEEDS = "to make, read and use the keys that sign channels"
 
 
-def _run(settings: Settings, cmd, *args: str, what: str) -> str:  # type: ignore[no-untyped-def]
-    code, out, err = cmd[args].run(retcode=None)
+def _gpg(settings: Settings) -> list[str]:
+    return ["gpg", "--homedir", str(gnupg_home(settings)), "--batch", "--no-tty", "--quiet"]
+
+
+def _run(settings: Settings, cmd: list[str], *args: str, what: str) -> str:
+    proc = host.run([*cmd, *args], error=RepoError, needed_for=_NEEDS)
+    code, err = proc.returncode, proc.stderr
+    out = proc.stdout
     if code != 0:
         last = err.strip().splitlines()[-1] if err.strip() else f"exit code {code}"
         raise RepoError(f"gpg failed to {what}: {last}",
@@ -78,10 +80,11 @@ def user_id_pattern(spec: str) -> str:
 
 def list_keys(settings: Settings, spec: str | None = None) -> list[Key]:
     """Secret keys in giftbox's keyring matching ``spec`` (all when None)."""
-    cmd = _gpg(settings)["--with-colons", "--fixed-list-mode", "--list-secret-keys"]
+    cmd = [*_gpg(settings), "--with-colons", "--fixed-list-mode", "--list-secret-keys"]
     if spec:
-        cmd = cmd[user_id_pattern(spec)]
-    code, out, _ = cmd.run(retcode=None)
+        cmd.append(user_id_pattern(spec))
+    proc = host.run(cmd, error=RepoError, needed_for=_NEEDS)
+    code, out = proc.returncode, proc.stdout
     if code != 0:  # gpg exits 2 when nothing matches
         return []
     keys: list[Key] = []
@@ -139,7 +142,7 @@ def init_key(settings: Settings, spec: str, *, channel: str = "",
                  "or set the channel's key: to an email in channels.yaml and run keys init")
     name = f"giftbox {channel} channel" if channel else "giftbox"
     uid = f"{name} <{spec}>"
-    _run(settings, _gpg(settings)["--pinentry-mode", "loopback", "--passphrase", ""],
+    _run(settings, [*_gpg(settings), "--pinentry-mode", "loopback", "--passphrase", ""],
          "--quick-generate-key", uid, algorithm, "sign", expire, what="create a key")
     made = [k for k in list_keys(settings, spec) if k.usable]
     if not made:
@@ -204,24 +207,24 @@ def export_public_key(settings: Settings, key: Key, dest: Path) -> None:
 
 
 def sign_commands(settings: Settings, key: Key, src: Path, *, clear: Path | None = None,
-                  detached: Path | None = None) -> list:  # type: ignore[type-arg]
+                  detached: Path | None = None) -> list[list[str]]:
     """gpg command lines that sign ``src``: clear-signed and/or detached armored.
 
     Returned rather than run so a caller can run several at once (the agent serialises only
     the private-key operation, which is quick).
     """
-    base = _gpg(settings)["--yes", "--local-user", key.fingerprint, "--digest-algo", "SHA256"]
+    base = [*_gpg(settings), "--yes", "--local-user", key.fingerprint, "--digest-algo", "SHA256"]
     cmds = []
     if clear is not None:
-        cmds.append(base["--output", str(clear), "--clearsign", str(src)])
+        cmds.append([*base, "--output", str(clear), "--clearsign", str(src)])
     if detached is not None:
-        cmds.append(base["--armor", "--output", str(detached), "--detach-sign", str(src)])
+        cmds.append([*base, "--armor", "--output", str(detached), "--detach-sign", str(src)])
     return cmds
 
 
-def run_all(cmds: list, what: str) -> None:  # type: ignore[type-arg]
+def run_all(cmds: list[list[str]], what: str) -> None:
     """Run command lines concurrently; any failure is a RepoError naming ``what``."""
-    procs = [c.popen() for c in cmds]
+    procs = [host.popen(c, error=RepoError, needed_for=_NEEDS) for c in cmds]
     failures = []
     for proc in procs:
         _, err = proc.communicate()

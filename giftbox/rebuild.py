@@ -27,13 +27,12 @@ import hashlib
 import json
 import os
 import shutil
-import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from giftbox import lock, source
+from giftbox import host, lock, source
 from giftbox.build import Builder, BuildResult
 from giftbox.builders import BuilderImage
 from giftbox.distros import Arch, Distro, get_distro, load_distros
@@ -316,15 +315,14 @@ def _package(result: BuildResult, spec: Spec, distro: Distro, arch: Arch,
 
 def diffoscope(original: Path, rebuilt: Path, report: Path) -> str:
     """diffoscope's HTML report of the two packages at ``report``; returns a one-line note."""
-    tool = shutil.which("diffoscope")
-    if tool is None:
-        return "diffoscope is not installed (apt-get install diffoscope): no report"
+    if host.which("diffoscope") is None:
+        return f"diffoscope is not installed ({host.install_hint('diffoscope')}): no report"
     tmp = report.with_name(f".{report.name}.tmp")
     try:
-        proc = subprocess.run([tool, "--html", str(tmp), "--no-progress", str(original),  # noqa: S603 - argv
-                               str(rebuilt)], capture_output=True, text=True, check=False,
-                              timeout=DIFFOSCOPE_TIMEOUT)
-    except subprocess.TimeoutExpired:
+        proc = host.run(["diffoscope", "--html", tmp, "--no-progress", original, rebuilt],
+                        error=BuildError, needed_for="to compare a rebuild with its original",
+                        timeout=DIFFOSCOPE_TIMEOUT)
+    except host.TimedOut:
         tmp.unlink(missing_ok=True)
         return f"diffoscope did not finish in {DIFFOSCOPE_TIMEOUT}s: no report"
     if proc.returncode not in (0, 1) or not tmp.is_file():

@@ -25,7 +25,6 @@ import io
 import json
 import os
 import re
-import subprocess
 import tarfile
 import uuid
 from dataclasses import dataclass
@@ -33,6 +32,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from giftbox import host
 from giftbox.errors import PackageError
 from giftbox.settings import Settings
 
@@ -55,13 +55,15 @@ class Contents:
 def read_deb(path: Path) -> Contents:
     """The control fields and the manifest and lock from the venv root of a giftbox .deb."""
     try:
-        fields = subprocess.run(["dpkg-deb", "-f", str(path), "Package", "Version",  # noqa: S603,S607
-                                 "Architecture", "Depends"], capture_output=True, text=True,
-                                check=True, timeout=120).stdout
-        tar_bytes = subprocess.run(["dpkg-deb", "--fsys-tarfile", str(path)],  # noqa: S603,S607
-                                   capture_output=True, check=True, timeout=300).stdout
-    except (OSError, subprocess.SubprocessError) as exc:
-        raise PackageError(f"{path}: dpkg-deb cannot read it: {exc}",
+        fields = host.run(["dpkg-deb", "-f", path, "Package", "Version", "Architecture",
+                           "Depends"], error=PackageError, needed_for="to read a .deb",
+                          check=True, timeout=120).stdout
+        tar_bytes = host.run(["dpkg-deb", "--fsys-tarfile", path], error=PackageError,
+                             needed_for="to read a .deb", check=True, timeout=300,
+                             text=False).stdout
+    except (OSError, host.TimedOut, PackageError) as exc:
+        said = exc.message if isinstance(exc, PackageError) else exc
+        raise PackageError(f"{path}: dpkg-deb cannot read it: {said}",
                            hint="is it a .deb made by giftbox build?") from None
     control = {}
     for line in fields.splitlines():

@@ -32,7 +32,6 @@ import contextlib
 import json
 import secrets
 import socket
-import subprocess
 import sys
 import tempfile
 import time
@@ -42,6 +41,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from giftbox import host
 from giftbox.distros import Arch, Distro
 from giftbox.errors import GiftboxError, RepoError, VerifyError
 from giftbox.family import DEB, get_family
@@ -447,9 +447,9 @@ def audit_requirements(requirements: Sequence[tuple[str, str]], allowances: Sequ
                 "--progress-spinner", "off", "--vulnerability-service", "pypi", "--format",
                 "json", "--output", str(out)]
         try:
-            proc = subprocess.run(argv, capture_output=True, text=True, timeout=900,  # noqa: S603
-                                  check=False)
-        except subprocess.TimeoutExpired:
+            proc = host.run(argv, error=VerifyError, needed_for="to audit dependencies",
+                            timeout=900)
+        except host.TimedOut:
             raise _Failed("pip-audit did not finish within 900s") from None
         timings["pip-audit"] = round(time.monotonic() - start, 3)
         with log.open("a") as f:

@@ -126,7 +126,7 @@ def main(argv: list[str] | None = None) -> None:
 
 # Which module defines each command. A command's module is imported only when that command
 # runs (or when --help lists them all): `giftbox publish` must not pay for the Docker SDK,
-# PyYAML specs or plumbum it never uses.
+# PyYAML specs or the packaging tools it never uses.
 COMMAND_MODULES = {
     "spec": "spec", "source": "source", "lock": "build", "build": "build",
     "builder": "builder", "publish": "repo", "promote": "repo", "prune": "repo",

@@ -32,10 +32,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from plumbum import local
-from plumbum.commands.processes import CommandNotFound
-
-from giftbox import __version__
+from giftbox import __version__, host
 from giftbox.distros import Distro
 from giftbox.errors import PackageError
 from giftbox.family import NAMES, get_family
@@ -108,11 +105,7 @@ class Artifact:
 
 
 def _has(tool: str) -> bool:
-    try:
-        local[tool]
-    except CommandNotFound:
-        return False
-    return True
+    return host.which(tool) is not None
 
 
 def select_packager(family: str, packager: str = "auto") -> str:

@@ -9,9 +9,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from importlib import resources
 
-from plumbum import local
-from plumbum.commands.processes import CommandNotFound
-
 from giftbox.errors import PackageError
 from giftbox.family import get_family
 from giftbox.package.layout import Staged
@@ -182,14 +179,6 @@ def _unknown_to_dnf(runner: Runner, names: list[str], staged: Staged) -> list[st
 # family -> which of the names its archive (apt's or dnf's) does not know
 _UNKNOWN_TO: dict[str, Callable[[Runner, list[str], Staged], list[str]]] = {
     "deb": _unknown_to_apt, "rpm": _unknown_to_dnf}
-
-
-def tool(name: str, missing: str, hint: str):  # type: ignore[no-untyped-def]
-    """The external tool ``name`` through plumbum, or a PackageError saying how to get it."""
-    try:
-        return local[name]
-    except CommandNotFound:
-        raise PackageError(missing, hint=hint) from None
 
 
 def declared_depends(staged: Staged, runner: Runner, check_deps: bool) -> list[str]:

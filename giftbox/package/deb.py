@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from giftbox import host
 from giftbox.errors import PackageError
 from giftbox.package.common import (
     Compression,
@@ -25,7 +26,6 @@ from giftbox.package.common import (
     declared_depends,
     long_description,
     synopsis,
-    tool,
 )
 from giftbox.package.layout import Staged, walk_sorted
 from giftbox.package.lint import DigestCache
@@ -158,13 +158,17 @@ def _md5sums(staged: Staged, digests: DigestCache | None = None) -> str:
     return "".join(lines)
 
 
+_DPKG_DEB_NEEDS = "to build .deb packages"
+
+
 def dpkg_deb_build(root: Path, out: Path, compression: Compression, epoch: int) -> None:
     """``dpkg-deb --build`` with giftbox's options (root:root, the compression, the clamp)."""
-    dpkg_deb = tool("dpkg-deb", "dpkg-deb is not installed", "apt-get install dpkg")
-    argv = ["--root-owner-group", f"-Z{compression.kind}", f"-z{compression.level}",
+    argv = ["dpkg-deb", "--root-owner-group", f"-Z{compression.kind}", f"-z{compression.level}",
             f"--threads-max={compression.threads}", "--build", str(root), str(out)]
-    code, stdout, stderr = dpkg_deb[argv].with_env(
-        SOURCE_DATE_EPOCH=str(epoch), TZ="UTC", LC_ALL="C.UTF-8").run(retcode=None)
+    proc = host.run(argv, error=PackageError, needed_for=_DPKG_DEB_NEEDS,
+                    extra_env={"SOURCE_DATE_EPOCH": str(epoch), "TZ": "UTC",
+                               "LC_ALL": "C.UTF-8"})
+    code, stdout, stderr = proc.returncode, proc.stdout, proc.stderr
     if code != 0:
         raise PackageError(f"dpkg-deb failed to build {out.name}:\n{(stderr or stdout).strip()}")
 
@@ -174,7 +178,7 @@ def build_deb(staged: Staged, out_dir: Path, work: Path, *, compression: Compres
               digests: DigestCache | None = None) -> tuple[Path, list[str]]:
     """Build the .deb into ``out_dir``; return its path and its Depends. ``digests`` spares
     reading again the files whose md5 an earlier package computed (see DigestCache)."""
-    tool("dpkg-deb", "dpkg-deb is not installed", "apt-get install dpkg")
+    host.find("dpkg-deb", PackageError, _DPKG_DEB_NEEDS)
     _docs(staged, maintainer)
     debian = staged.root / "DEBIAN"
     debian.mkdir(mode=0o755)

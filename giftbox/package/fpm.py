@@ -16,16 +16,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from plumbum import local
-from plumbum.commands.processes import CommandNotFound
-
+from giftbox import host
 from giftbox.errors import PackageError
 from giftbox.package.common import (
     Compression,
     declared_depends,
     long_description,
     synopsis,
-    tool,
 )
 from giftbox.package.deb import deb_filename, shlib_depends
 from giftbox.package.layout import Staged
@@ -41,11 +38,7 @@ _DEB_COMPRESSION = {"zstd": "zst", "xz": "xz", "gzip": "gz"}
 
 
 def fpm_available() -> bool:
-    try:
-        local["fpm"]
-    except CommandNotFound:
-        return False
-    return True
+    return host.which("fpm") is not None
 
 
 def fpm_command(staged: Staged, out: Path, scripts_dir: Path, depends: list[str], *,
@@ -146,16 +139,21 @@ _HALVES = {"deb": _Half(deb_scripts, _DEB_SCRIPT_FLAGS, _deb_options, _deb_prepa
            "rpm": _Half(rpm_scriptlets, _RPM_SCRIPT_FLAGS, _rpm_options, _rpm_prepare)}
 
 
+_FPM_NEEDS = "for --packager fpm"
+_FPM_OTHERWISE = "use --packager native"
+
+
 def build_fpm(staged: Staged, out_dir: Path, work: Path, *, compression: Compression,
               runner: Runner, maintainer: str, check_deps: bool) -> tuple[Path, list[str]]:
-    fpm = tool("fpm", "fpm is not on PATH",
-               "use --packager native, or install fpm (gem install fpm)")
+    host.find("fpm", PackageError, _FPM_NEEDS, otherwise=_FPM_OTHERWISE)
     depends = declared_depends(staged, runner, check_deps)
     out, depends = _HALVES[staged.family].prepare(staged, out_dir, work, runner, depends)
     argv = fpm_command(staged, out, work / "scripts", depends, compression=compression,
                        maintainer=maintainer)
-    code, stdout, stderr = fpm[argv].with_env(
-        SOURCE_DATE_EPOCH=str(staged.manifest.source_date_epoch)).run(retcode=None)
+    proc = host.run(["fpm", *argv], error=PackageError, needed_for=_FPM_NEEDS,
+                    otherwise=_FPM_OTHERWISE,
+                    extra_env={"SOURCE_DATE_EPOCH": str(staged.manifest.source_date_epoch)})
+    code, stdout, stderr = proc.returncode, proc.stdout, proc.stderr
     if code != 0 or not out.is_file():
         raise PackageError(f"fpm failed for {staged.name}:\n" + (stderr or stdout)[-3000:])
     return out, depends

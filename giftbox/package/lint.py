@@ -19,14 +19,19 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
+from giftbox import host
 from giftbox.errors import PackageError
-from giftbox.package.common import data_text, tool
+from giftbox.package.common import data_text
 from giftbox.ui import Reporter
 
 
-def _linter(name: str):  # type: ignore[no-untyped-def]
-    return tool(name, f"'{name}' is not installed, and every package must pass it",
-                f"install {name} (apt-get install {name})")
+def _linter(name: str, *args: str,
+            extra_env: dict[str, str] | None = None) -> tuple[int, str, str]:
+    """Run the linter ``name`` over ``args``: its exit code, stdout and stderr."""
+    proc = host.run([name, *args], error=PackageError,
+                    needed_for="to lint packages: every package must pass it",
+                    extra_env=extra_env)
+    return proc.returncode, proc.stdout, proc.stderr
 
 
 def _verdict(linter: str, package: Path, lines: list[str], errors: list[str], ok: bool,
@@ -44,10 +49,9 @@ def _verdict(linter: str, package: Path, lines: list[str], errors: list[str], ok
 
 def lintian(deb: Path, reporter: Reporter) -> tuple[str, ...]:
     """Run lintian; raise on E: tags, return the W: lines."""
-    cmd = _linter("lintian")
     # --allow-root: packaging runs as root in builders and CI; lintian only reads the file.
-    code, out, err = cmd["--allow-root", "--tag-display-limit", "0", "--fail-on", "error",
-                         str(deb)].run(retcode=None)
+    code, out, err = _linter("lintian", "--allow-root", "--tag-display-limit", "0",
+                             "--fail-on", "error", str(deb))
     lines = [line for line in out.splitlines() if line[:2] in ("E:", "W:")]
     errors = [line for line in lines if line.startswith("E:")]
     return _verdict("lintian", deb, lines, errors, code in (0, 1), err, out,
@@ -56,12 +60,12 @@ def lintian(deb: Path, reporter: Reporter) -> tuple[str, ...]:
 
 def rpmlint(rpm: Path, reporter: Reporter) -> tuple[str, ...]:
     """Run rpmlint with our rpmlintrc; raise on E: lines, return the W: lines."""
-    cmd = _linter("rpmlint")
+    host.find("rpmlint", PackageError, "to lint packages: every package must pass it")
     with tempfile.TemporaryDirectory(prefix="giftbox-rpmlint-") as tmp:
         rc = Path(tmp) / "rpmlintrc"
         rc.write_text(data_text("rpmlintrc"))
         # HOME points at an empty dir so a user's ~/.config/rpmlint cannot change the verdict.
-        code, out, err = cmd["-r", str(rc), str(rpm)].with_env(HOME=tmp).run(retcode=None)
+        code, out, err = _linter("rpmlint", "-r", str(rc), str(rpm), extra_env={"HOME": tmp})
     lines = [line for line in out.splitlines() if ": E: " in line or ": W: " in line]
     errors = [line for line in lines if ": E: " in line]
     return _verdict("rpmlint", rpm, lines, errors, code == 0, err, out,
@@ -92,7 +96,7 @@ _POINTER_RE = re.compile(r"\[([^\]]+)\]$")
 
 @functools.cache
 def lintian_version() -> str:
-    code, out, _err = _linter("lintian")["--version"].run(retcode=None)
+    code, out, _err = _linter("lintian", "--version")
     return out.strip() if code == 0 else "unknown"
 
 
@@ -280,8 +284,7 @@ def lintian_cached(deb: Path, root: Path, prefix: str, cache_dir: Path, work: Pa
     build_unit(unit_root, unit)
     reporter.detail(f"linting {len(linted)} of {files} files with lintian "
                     f"({len(cached)} have verdicts cached by content digest)")
-    cmd = _linter("lintian")
-    code, out, err = cmd[(*_LINTIAN_ARGS, str(unit))].run(retcode=None)
+    code, out, err = _linter("lintian", *_LINTIAN_ARGS, str(unit))
     fresh = [line for line in out.splitlines() if line[:2] in ("E:", "W:")]
     old = [line for rel in sorted(cached) for line in cached[rel]]
     lines = fresh + old

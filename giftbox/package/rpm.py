@@ -26,13 +26,13 @@ import re
 import time
 from pathlib import Path, PurePosixPath
 
+from giftbox import host
 from giftbox.errors import PackageError
 from giftbox.package.common import (
     Compression,
     declared_depends,
     long_description,
     synopsis,
-    tool,
 )
 from giftbox.package.layout import Staged
 from giftbox.package.runner import Runner
@@ -196,10 +196,13 @@ def _links(staged: Staged) -> list[str]:
         if (staged.root / "usr/bin").is_dir() else []
 
 
+_RPMBUILD_NEEDS = "to build .rpm packages"
+_RPMBUILD_OTHERWISE = "on an rpm host dnf install rpm-build"
+
+
 def build_rpm(staged: Staged, out_dir: Path, work: Path, *, compression: Compression,
               runner: Runner, maintainer: str, check_deps: bool) -> tuple[Path, list[str]]:
-    rpmbuild = tool("rpmbuild", "rpmbuild is not installed",
-                    "apt-get install rpm (Debian) or dnf install rpm-build")
+    host.find("rpmbuild", PackageError, _RPMBUILD_NEEDS, otherwise=_RPMBUILD_OTHERWISE)
     requires = declared_depends(staged, runner, check_deps)
     user = staged.spec.package.user
     if user:
@@ -221,9 +224,11 @@ def build_rpm(staged: Staged, out_dir: Path, work: Path, *, compression: Compres
             "--define", f"_rpmdir {rpms}",
             "--define", "_build_name_fmt %{NAME}-%{VERSION}-%{RELEASE}.%{ARCH}.rpm",
             str(spec_path)]
-    code, stdout, stderr = rpmbuild[argv].with_env(
-        SOURCE_DATE_EPOCH=str(staged.manifest.source_date_epoch), TZ="UTC",
-        LC_ALL="C.UTF-8").run(retcode=None)
+    proc = host.run(["rpmbuild", *argv], error=PackageError, needed_for=_RPMBUILD_NEEDS,
+                    otherwise=_RPMBUILD_OTHERWISE,
+                    extra_env={"SOURCE_DATE_EPOCH": str(staged.manifest.source_date_epoch),
+                               "TZ": "UTC", "LC_ALL": "C.UTF-8"})
+    code, stdout, stderr = proc.returncode, proc.stdout, proc.stderr
     built = sorted(rpms.glob("*.rpm"))
     if code != 0 or len(built) != 1:
         raise PackageError(f"rpmbuild failed for {staged.name}:\n"

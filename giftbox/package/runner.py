@@ -28,9 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from plumbum import local
-from plumbum.commands.processes import CommandNotFound
-
+from giftbox import host
 from giftbox.errors import PackageError
 
 
@@ -53,23 +51,15 @@ class Runner(Protocol):
 
 
 class HostRunner:
-    """Runs on this machine through plumbum: right when the host is the target distro."""
+    """Runs on this machine (``giftbox.host``): right when the host is the target distro."""
 
     where = "host"
 
     def run(self, argv: Sequence[str], *, cwd: str | None = None) -> RunResult:
-        command: Any
-        try:
-            command = local[argv[0]][list(argv[1:])]
-        except CommandNotFound:
-            raise PackageError(f"'{argv[0]}' is not installed on this host",
-                               hint="install it (dpkg-dev provides dpkg-shlibdeps; apt "
-                                    "provides apt-cache) or pass a runner for the builder") \
-                from None
-        if cwd:
-            command = command.with_cwd(cwd)
-        code, out, err = command.run(retcode=None)
-        return RunResult(int(code), out, err)
+        proc = host.run(argv, error=PackageError,
+                        needed_for="to see the target distro's libraries and archive",
+                        otherwise="pass a runner for the builder", cwd=cwd or None)
+        return RunResult(proc.returncode, proc.stdout, proc.stderr)
 
     @contextlib.contextmanager
     def share(self, host_dir: Path) -> Iterator[str]:

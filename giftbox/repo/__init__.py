@@ -27,8 +27,8 @@ goes to; ``generations`` the index generations (built by ``apt`` and ``yum``, si
 ``interrupts`` signals and closed pipes; ``selection`` which entries a promotion takes;
 ``gates`` the evidence a channel requires; ``pool`` and ``channels`` as named.
 
-These modules are light; the tools' wrappers (plumbum, gzip/lzma, the apt and yum writers) are
-imported on first use so that ``giftbox`` starts fast.
+These modules are light; the tools' wrappers (``giftbox.host``, gzip/lzma, the apt and yum
+writers) are imported on first use so that ``giftbox`` starts fast.
 """
 
 from __future__ import annotations

@@ -16,8 +16,8 @@ import os
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
 
+from giftbox import host
 from giftbox.errors import RepoError
 from giftbox.repo.channels import AptTarget
 from giftbox.repo.pool import PoolObject, control_value, parse_control, render_control
@@ -99,10 +99,9 @@ def _carry(index: Path, arch_dir: Path) -> None:
             os.link(index, dest)
 
 
-def release_command(gen: Path, target: AptTarget, channel: str):  # type: ignore[no-untyped-def]
-    """apt-ftparchive writing the Release of a generation: MD5Sum and SHA256 only."""
-    from plumbum import local
-
+def release_command(gen: Path, target: AptTarget, channel: str) -> list[str]:
+    """The apt-ftparchive argv writing the Release of a generation: MD5Sum and SHA256 only
+    (run with ``release_popen`` or ``write_release``)."""
     opts = {
         "Origin": "giftbox",
         "Label": f"giftbox {channel}",
@@ -115,16 +114,28 @@ def release_command(gen: Path, target: AptTarget, channel: str):  # type: ignore
         "SHA1": "false",
         "SHA512": "false",
     }
-    cmd: Any = local["apt-ftparchive"]  # a LocalCommand, then BoundCommands
+    argv = ["apt-ftparchive"]
     for k, v in opts.items():
-        cmd = cmd["-o", f"APT::FTPArchive::Release::{k}={v}"]
-    return cmd["release", str(gen)]
+        argv += ["-o", f"APT::FTPArchive::Release::{k}={v}"]
+    return [*argv, "release", str(gen)]
+
+
+_RELEASE_NEEDS = "to write the Release file of a channel's apt suites"
+
+
+def release_popen(gen: Path, target: AptTarget, channel: str) -> host.Popen[bytes]:
+    """apt-ftparchive started on the Release of a generation (stdout and stderr piped), so
+    that several suites' run side by side."""
+    return host.popen(release_command(gen, target, channel), error=RepoError,
+                      needed_for=_RELEASE_NEEDS)
 
 
 def write_release(gen: Path, target: AptTarget, channel: str) -> Path:
-    code, out, err = release_command(gen, target, channel).run(retcode=None)
-    if code != 0:
-        raise RepoError(f"apt-ftparchive release failed for {target.codename}: {err.strip()}")
+    proc = host.run(release_command(gen, target, channel), error=RepoError,
+                    needed_for=_RELEASE_NEEDS)
+    if proc.returncode != 0:
+        raise RepoError(f"apt-ftparchive release failed for {target.codename}: "
+                        f"{proc.stderr.strip()}")
     release = gen / "Release"
-    release.write_text(str(out))
+    release.write_text(proc.stdout)
     return release

@@ -16,11 +16,10 @@ Nothing here is executed, extracted or written to disk.
 from __future__ import annotations
 
 import io
-import shutil
 import stat
 from collections.abc import Callable, Iterator
 from pathlib import Path, PurePosixPath
-from typing import IO, TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING
 
 from giftbox.errors import GiftboxError, PackageError, RepoError
 
@@ -29,7 +28,7 @@ if TYPE_CHECKING:
 
     from giftbox.family import Family
 
-# tarfile, subprocess and the decompressors are imported on first use: the pool imports this
+# tarfile, giftbox.host and the decompressors are imported on first use: the pool imports this
 # module, and giftbox starts fast.
 
 AR_MAGIC = b"!<arch>\n"
@@ -100,15 +99,13 @@ def decompressed(path: Path, member: str, data: bytes) -> Iterator[bytes]:
 
 
 def _zstd(path: Path, member: str, data: bytes) -> Iterator[bytes]:
-    import subprocess
     import threading
 
-    zstd = shutil.which("zstd")
-    if zstd is None:
-        raise RepoError(f"{path}: member {member} is zstd-compressed and zstd is not installed",
-                        hint="apt-get install zstd (scripts/setup-machine installs it)")
-    proc = subprocess.Popen([zstd, "-dcq"], stdin=subprocess.PIPE,  # noqa: S603 (argv only)
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    from giftbox import host
+
+    proc = host.popen(["zstd", "-dcq"], error=RepoError,
+                      needed_for=f"to read {path}: its member {member} is zstd-compressed",
+                      stdin=host.PIPE)
     assert proc.stdin is not None and proc.stdout is not None
 
     def feed() -> None:
@@ -288,15 +285,10 @@ def payload_files(path: Path, family: Family, names: tuple[str, ...], *,
     (path without a leading ``./`` or ``/`` -> bytes), read from its family's payload tool
     (``family.payload_tool``) as it streams; reading stops as soon as ``enough`` says so.
     Raises PackageError ("cannot read ...") with the tool's own complaint when it has one."""
-    import subprocess
+    from giftbox import host
 
-    from giftbox.package.common import tool
-
-    argv: Any = tool(family.payload_tool[0], f"{family.payload_tool[0]} is not installed: "
-                     "giftbox needs it to read packages", "run scripts/setup-machine")[
-        (*family.payload_tool[1:], str(path))]
-    process: subprocess.Popen[bytes] = argv.popen(stdout=subprocess.PIPE,
-                                                  stderr=subprocess.PIPE)
+    process = host.popen([*family.payload_tool, str(path)], error=PackageError,
+                         needed_for="to read packages")
     assert process.stdout is not None and process.stderr is not None
     found: dict[str, bytes] = {}
     stopped = False

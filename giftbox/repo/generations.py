@@ -119,7 +119,7 @@ def _apt_generation(ch: Channel, state: ChannelState, target: AptTarget, root: P
     """The apt half: a suite's next generation (Packages from the entries' parsed fields, by
     apt.py), its Release started (apt-ftparchive, run alongside the other suites'); returns
     (the generation, the live one, its name, the Release process)."""
-    from giftbox.repo.apt import release_command, write_suite
+    from giftbox.repo.apt import release_popen, write_suite
 
     with reporter.stage(f"apt {ch.name}/{target.codename}"):
         entries = sorted((e for e in state.entries.values()
@@ -131,7 +131,7 @@ def _apt_generation(ch: Channel, state: ChannelState, target: AptTarget, root: P
         name, gen = _next_gen(gen_root, current)
         previous = gen_root / current if current else None
         write_suite(gen, target, lines, previous)
-        proc = release_command(gen, target, ch.name).popen()
+        proc = release_popen(gen, target, ch.name)
         reporter.detail(f"{len(entries)} package(s), generation {name}")
     return gen, previous, name, proc
 

@@ -18,19 +18,20 @@ from giftbox.repo.channels import YumTarget
 def write_repodata(repo_dir: Path, gen: Path, target: YumTarget, files: list[str],
                    previous: Path | None) -> Path:
     """createrepo_c over ``files`` (relative to ``repo_dir``); returns repomd.xml."""
-    from plumbum import local
+    from giftbox import host
 
     gen.mkdir(parents=True)
     pkglist = gen / "pkglist"
     pkglist.write_text("".join(f"{f}\n" for f in sorted(files)))
-    cmd = local["createrepo_c"]["--quiet", "--no-database", "--pkglist", str(pkglist),
-                                "--outputdir", str(gen)]
+    argv = ["createrepo_c", "--quiet", "--no-database", "--pkglist", str(pkglist),
+            "--outputdir", str(gen)]
     if previous is not None and (previous / "repodata" / "repomd.xml").is_file():
-        cmd = cmd["--update", "--update-md-path", str(previous)]
-    code, _, err = cmd[str(repo_dir)].run(retcode=None)
+        argv += ["--update", "--update-md-path", str(previous)]
+    proc = host.run([*argv, str(repo_dir)], error=RepoError,
+                    needed_for="to write the yum repositories of a channel")
     pkglist.unlink()
-    if code != 0:
-        raise RepoError(f"createrepo_c failed for {target.path}: {err.strip()}")
+    if proc.returncode != 0:
+        raise RepoError(f"createrepo_c failed for {target.path}: {proc.stderr.strip()}")
     repomd = gen / "repodata" / "repomd.xml"
     if not repomd.is_file():
         raise RepoError(f"createrepo_c wrote no repomd.xml for {target.path}")
@@ -51,7 +52,8 @@ def primary_count(repomd: Path) -> int:
     import gzip
     import lzma
     import re
-    import subprocess
+
+    from giftbox import host
 
     text = repomd.read_text()
     m = re.search(r'<data type="primary">.*?<location href="([^"]+)"', text, re.S)
@@ -66,8 +68,8 @@ def primary_count(repomd: Path) -> int:
     elif path.suffix == ".bz2":
         data = bz2.decompress(raw)
     elif path.suffix == ".zst":
-        data = subprocess.run(["zstd", "-dcq"], input=raw, capture_output=True,  # noqa: S603, S607
-                              check=True).stdout
+        data = host.run(["zstd", "-dcq"], error=RepoError, needed_for=f"to read {path}",
+                        input=raw, text=False, check=True).stdout
     else:
         data = raw
     head = re.search(rb'<metadata[^>]*\bpackages="(\d+)"', data[:4096])
