@@ -393,7 +393,8 @@ class MariaDB:
 def _write_db_config(s: _Session, spec: Any, db: MariaDB, tmp: Path) -> None:
     by_file: dict[str, dict[str, dict[str, str]]] = {}
     for d in spec.verify.databases:
-        by_file.setdefault(d.file, {}).setdefault(d.section, {})[d.option] = db.url(d.name)
+        if d.file:  # else created only: the project derives its URL (nova_cell0)
+            by_file.setdefault(d.file, {}).setdefault(d.section, {})[d.option] = db.url(d.name)
     for i, (path, sections) in enumerate(sorted(by_file.items())):
         text = "".join(f"[{sec}]\n" + "".join(f"{k} = {v}\n" for k, v in opts.items()) + "\n"
                        for sec, opts in sections.items())
