@@ -35,13 +35,14 @@ from typing import Any
 from giftbox import host, lock, source
 from giftbox.build import Builder, BuildResult
 from giftbox.builders import BuilderImage
-from giftbox.distros import Arch, Distro, get_distro, load_distros
+from giftbox.distros import Arch, Distro
 from giftbox.errors import BuildError, PackageError, RepoError, SourceError
 from giftbox.family import NAMES
 from giftbox.gitutil import locked
 from giftbox.manifest import Manifest
 from giftbox.settings import Settings
-from giftbox.spec import GitUpstream, Spec, find_spec, load_spec
+from giftbox.spec import GitUpstream, Spec, load_spec
+from giftbox.targets import Catalog
 from giftbox.ui import NULL_REPORTER, Reporter
 
 CHECK = "reproducible"  # the verdict's name (giftbox.repo.requirements.CHECKS)
@@ -372,10 +373,10 @@ def check(target: str, settings: Settings, reporter: Reporter = NULL_REPORTER) -
     manifest, lock_text = read_manifest(artifact)
     reporter.info(f"==> rebuild {artifact.filename} (sha256 {artifact.digest[:16]}…) from its "
                   "manifest")
-    distro = get_distro(settings.builders_dir, manifest.distro)
+    catalog = Catalog.load(settings)
+    distro = catalog.distro(manifest.distro)
     arch = Arch.parse(manifest.arch)
-    spec = find_spec(settings.root, manifest.project, frozenset(load_distros(
-        settings.builders_dir)))
+    spec = catalog.spec(manifest.project)
     _check_spec(spec, manifest, distro)
     image = _image(settings, manifest, distro, arch)
 
