@@ -289,6 +289,13 @@ def test_the_same_bytes_again_take_the_pools_reading_unless_it_is_older_or_damag
     publish("nightly", [deb], tree.settings)
     assert json.loads((obj_dir / "meta.json").read_text()) == meta
 
+    # A meta.json edited by hand (the reader's stamp kept) cannot route the package elsewhere:
+    # a name that is no package name is not the pool's reading, so the file is read again.
+    (obj_dir / "meta.json").write_text(json.dumps({**meta, "name": "../../evil"}))
+    publish("nightly", [deb], tree.settings)
+    assert json.loads((obj_dir / "meta.json").read_text()) == meta
+    assert {e.name for e in channel_state(tree.settings, "nightly").entries.values()} == {HELLO}
+
     held = obj_dir / deb.name
     held.chmod(0o644)
     held.write_bytes(held.read_bytes()[:100])  # damaged in place: every link sees it

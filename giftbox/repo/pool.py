@@ -72,6 +72,23 @@ class PoolObject:
         return cls(**data)  # type: ignore[arg-type]
 
 
+def _well_formed(obj: PoolObject) -> bool:
+    """A meta.json's record is what inspect_deb / inspect_rpm would have made: fields that can
+    go into a repository path, and the canonical filename they spell (a hand-edited meta
+    cannot route a package elsewhere)."""
+    text = (obj.name, obj.version, obj.arch, obj.filename, obj.md5, obj.sha1, obj.control)
+    if not all(isinstance(v, str) for v in text) or not isinstance(obj.size, int):
+        return False
+    if not all(_FIELD_RE.match(v) for v in (obj.name, obj.version, obj.arch)):
+        return False
+    plain = obj.version.split(":", 1)[-1]
+    if obj.kind == "deb":
+        return bool(_DEB_NAME_RE.match(obj.name) and _DEB_VERSION_RE.match(obj.version)
+                    and _DEB_ARCH_RE.match(obj.arch)) \
+            and obj.filename == f"{obj.name}_{plain}_{obj.arch}.deb"
+    return obj.filename == f"{obj.name}-{plain}.{obj.arch}.rpm"
+
+
 # The strict reading of a package (inspect_deb, inspect_rpm, archive.py): bump it whenever they
 # refuse something they accepted before, and every pool object is read whole again.
 READER = 2
@@ -119,7 +136,7 @@ class Pool:
                     or data.get("kind") != kind or data.get("digest") != digest:
                 return None
             obj = PoolObject.from_dict(data)
-            if (where / obj.filename).stat().st_size != obj.size:
+            if not _well_formed(obj) or (where / obj.filename).stat().st_size != obj.size:
                 return None
         except (OSError, ValueError, TypeError):
             return None
