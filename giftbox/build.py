@@ -23,15 +23,12 @@ values: packaging takes them from there rather than reading them back from the m
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import hashlib
 import json
-import re
 import shutil
 import socket
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -42,14 +39,26 @@ from packaging.utils import canonicalize_name
 from packaging.version import InvalidVersion, Version
 
 from giftbox import __version__, audit, bindings, lock, source
-from giftbox import wheelhouse as wheelhouses
 from giftbox.builders import BuilderImage, ensure
-from giftbox.container import CommandFailed, Container, Mount
+from giftbox.container import CommandFailed, Container
 from giftbox.distros import Arch, Distro
+from giftbox.engine import Engine, engine_for
 from giftbox.errors import BuildError, GiftboxError
-from giftbox.fill import WheelhouseFill
 from giftbox.gitutil import locked
-from giftbox.installer import Installer
+from giftbox.layer import (
+    BUILD_DIR,
+    CACHE_DIR,
+    LOCK_NAME,
+    RECIPE,
+    SRC_DIR,
+    TOOLS,
+    WHEELHOUSE_DIR,
+    BuilderSteps,
+    build_packages,
+    key_of,
+    tool_cache,
+    wheelhouse_dir,
+)
 from giftbox.manifest import BuildRecord, Manifest, PatchInfo
 from giftbox.package.layout import install_prefix, rootwrap_share
 from giftbox.patches import spec_series_digest
@@ -68,19 +77,11 @@ from giftbox.ui import NULL_REPORTER, Reporter
 from giftbox.versions import PackageVersion, for_target
 
 __all__ = [
-    "RECIPE", "BuildResult", "Builder", "Plan", "build", "build_requirements_locked",
+    "LOCK_NAME", "RECIPE", "BuildResult", "Builder", "Plan", "build", "build_requirements_locked",
     "check_python", "fix_records", "link_tree", "make_lock", "place_rootwrap_filters",
     "project_paths", "relocate", "timestamp_pycs", "write_bindings_shim",
 ]
 
-TOOLS = lock.TOOLS
-BUILD_DIR = lock.BUILD_DIR
-SRC_DIR = lock.SRC_DIR
-WHEELHOUSE_DIR = lock.WHEELHOUSE_DIR
-CACHE_DIR = lock.CACHE_DIR
-LOCK_NAME = "giftbox-lock.txt"  # in the venv root, beside giftbox-manifest.json
-# Bumped when the way a venv is assembled changes, so old cache entries are not reused.
-RECIPE = "7"
 
 @dataclass(frozen=True)
 class BuildResult:
@@ -128,23 +129,6 @@ def check_python(spec: Spec, meta: lock.ProjectMeta, upstream_version: str,
                  f"{distro.name} (a spec of its own), or build for a newer distro")
 
 
-def _key(parts: dict[str, object]) -> str:
-    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
-
-
-def _wheelhouse_target(target: Target) -> wheelhouses.Target:
-    """The wheelhouse ``target`` builds from: its release's, for its distro and arch."""
-    return wheelhouses.Target(target.spec.release, target.distro, target.arch)
-
-
-def _wheelhouse(settings: Settings, target: Target) -> Path:
-    return wheelhouses.directory(settings, _wheelhouse_target(target))
-
-
-def _tool_cache(settings: Settings, target: Target) -> Path:
-    return settings.cache_dir / "builder-cache" / f"{target.slug}-py{target.distro.python}"
-
-
 def build_requirements_locked(requirements: tuple[str, ...] | list[str],
                               lock_text: str) -> bool:
     """Whether the lock pins every build requirement (so the deps venv can build the
@@ -160,16 +144,6 @@ def build_requirements_locked(requirements: tuple[str, ...] | list[str],
         if name not in pinned:
             return False
     return bool(requirements)
-
-
-def build_packages(target: Target) -> list[str]:
-    """The spec's extra build packages for this family, and for this family on this arch
-    (``package.build_depends``: ``deb``, ``deb/ppc64le``), added to the builder's own."""
-    family = target.distro.family
-    wanted = target.spec.package.build_depends
-    names = {d.split("(")[0].strip()  # a version constraint is for the package's Depends
-             for d in (*wanted.get(family, ()), *wanted.get(f"{family}/{target.arch.value}", ()))}
-    return sorted(names - set(target.distro.build_packages))
 
 
 @dataclass(frozen=True)
@@ -218,7 +192,7 @@ class Plan:
     @cached_property
     def key(self) -> str:
         spec, t = self.spec, self.target
-        return _key({
+        return key_of({
             "recipe": RECIPE, "giftbox": __version__, "commit": self.upstream.commit,
             "patches": self.patch_digest, "lock": self.lock_digest,
             "image": self.image.image_id, "distro": t.distro.name, "arch": t.arch.value,
@@ -262,11 +236,11 @@ class Plan:
 
     @property
     def wheelhouse(self) -> Path:
-        return _wheelhouse(self.settings, self.target)
+        return wheelhouse_dir(self.settings, self.target)
 
     @property
     def tool_cache(self) -> Path:
-        return _tool_cache(self.settings, self.target)
+        return tool_cache(self.settings, self.target)
 
     @property
     def env(self) -> dict[str, str]:
@@ -291,7 +265,7 @@ class Plan:
     def wheel_key(self) -> str:
         # The project's wheel depends on the patched source and the build tools (lock, image)
         # only: a build whose other inputs changed (prefix, bindings) reuses it.
-        return _key({"recipe": RECIPE, "commit": self.upstream.commit,
+        return key_of({"recipe": RECIPE, "commit": self.upstream.commit,
                      "patches": self.patch_digest, "lock": self.lock_digest,
                      "image": self.image.image_id, "version": self.upstream.version,
                      "isolated": not self.wheel_in_venv})
@@ -302,29 +276,18 @@ class Plan:
                 / self.wheel_key[:16])
 
 
-class Builder:
-    """One build of one project for one distro and arch."""
+class Builder(BuilderSteps):
+    """One build of one project for one distro and arch (its deps layer: giftbox.layer).
+
+    ``engine``: the command's, lent to ``ensure`` and every container of the build (left
+    open); without one each makes its own."""
 
     def __init__(self, spec: Spec, distro: Distro, arch: Arch, settings: Settings,
-                 reporter: Reporter = NULL_REPORTER, ref: str | None = None) -> None:
-        self.target = Target(spec, distro, arch)  # refuses an arch the distro does not build
-        self.spec = spec
-        self.distro = distro
-        self.arch = arch
-        self.settings = settings
-        self.reporter = reporter
+                 reporter: Reporter = NULL_REPORTER, ref: str | None = None, *,
+                 engine: Engine | None = None) -> None:
+        # Target refuses an arch the distro does not build.
+        super().__init__(Target(spec, distro, arch), settings, reporter, engine)
         self.ref = ref
-        self.timings: dict[str, float] = {}
-        self._installer: Installer | None = None  # chosen in the first container that installs
-
-    @contextlib.contextmanager
-    def _timed(self, label: str) -> Iterator[None]:
-        """A reported stage whose duration lands in ``timings`` under its short name."""
-        start = time.monotonic()
-        with self.reporter.stage(label):
-            yield
-        self.timings[label.split(":")[0]] = round(
-            self.timings.get(label.split(":")[0], 0) + time.monotonic() - start, 2)
 
     # -- inputs ----------------------------------------------------------------------------
 
@@ -343,22 +306,10 @@ class Builder:
             # builder may have to be bootstrapped or pulled first.
             check_python(spec, meta, upstream.version, self.distro)
             image = ensure(self.distro, self.builder_arch or self.arch, self.settings,
-                           self.reporter)
+                           self.reporter, engine=self.engine)
             constraints = lock.read_constraints(spec, self.settings)
             inputs = lock.lock_inputs(spec, meta, constraints, self.distro, self.arch)
         return upstream, image, meta, inputs
-
-    def mounts(self, work: Path, image_cache: Path, wheelhouse: Path,
-               src: Path | None = None, prefix_dir: Path | None = None,
-               prefix: str | None = None) -> list[Mount]:
-        mounts = [Mount(work, BUILD_DIR, read_only=False),
-                  Mount(image_cache, CACHE_DIR, read_only=False),
-                  Mount(wheelhouse, WHEELHOUSE_DIR, read_only=False)]
-        if src is not None:
-            mounts.append(Mount(src, SRC_DIR, read_only=True))
-        if prefix_dir is not None and prefix is not None:
-            mounts.append(Mount(prefix_dir, prefix, read_only=False))
-        return mounts
 
     # -- the lock command ------------------------------------------------------------------
 
@@ -385,8 +336,8 @@ class Builder:
         with locked(work):
             shutil.rmtree(work, ignore_errors=True)
             work.mkdir(parents=True)
-            cache = _tool_cache(self.settings, self.target)
-            wheelhouse = _wheelhouse(self.settings, self.target)
+            cache = tool_cache(self.settings, self.target)
+            wheelhouse = wheelhouse_dir(self.settings, self.target)
             cache.mkdir(parents=True, exist_ok=True)
             wheelhouse.mkdir(parents=True, exist_ok=True)
             log_path = work / "lock.log"
@@ -397,7 +348,7 @@ class Builder:
                                          f"the {builder_arch.value} builder")
                 with Container(image, builder_arch, self.settings, self.reporter,
                                mounts=self.mounts(work, cache, wheelhouse),
-                               workdir=BUILD_DIR) as c:
+                               workdir=BUILD_DIR, engine=self.engine) as c:
                     body = lock.compile_lock(c, inputs, work, log_path)
         lock.write_lock(path, lock.lock_header(self.spec, self.distro, self.arch, inputs), body)
         self.reporter.detail(f"{len(lock.pins(body))} pinned requirements -> {path}")
@@ -462,7 +413,7 @@ class Builder:
                              plan.tree_dir if plan.tree_dir.exists() else None,
                              plan.venv_dir, plan.prefix)
         with Container(plan.image, self.arch, self.settings, self.reporter, mounts=mounts,
-                       env=plan.env, workdir=BUILD_DIR) as c:
+                       env=plan.env, workdir=BUILD_DIR, engine=self.engine) as c:
             self._project_wheel(c, plan, src_record)
             site = self._install_project(c, plan)
             self._compile_project(c, plan, site)
@@ -614,71 +565,7 @@ class Builder:
             self.reporter.detail(f"{path} cannot be read ({why}): building again")
             return None
 
-    # -- the deps layer ----------------------------------------------------------------------
-
-    def _layer_key(self, plan: Plan) -> str:
-        parts: dict[str, object] = {
-            "recipe": RECIPE, "lock": plan.lock_digest, "image": plan.image.image_id,
-            "prefix": plan.prefix, "python": self.distro.python, "project": plan.meta.name,
-            "skip_imports": list(self.spec.audit.skip_imports)}
-        if self.build_packages():  # only then: existing layers keep their keys
-            parts["build_packages"] = self.build_packages()
-        return _key(parts)
-
-    def _deps_layer(self, plan: Plan) -> Path:
-        """The venv with the locked dependencies installed, relocated, compiled and audited.
-
-        It depends only on the lock, the builder image, the prefix and the project's name
-        (whose own line the deps audit leaves out), so every build of a project whose lock did
-        not change reuses it: builds hard-link its files and add only the project.
-        """
-        key = self._layer_key(plan)
-        layer = self.settings.cache_dir / "layers" / self.target.slug / key[:16]
-        with locked(layer):
-            if (layer / "audit-deps.json").is_file():
-                self.reporter.info(f"==> deps layer {key[:16]}: cached")
-                _package_modes(layer)
-                return layer
-            tmp = layer.with_name(f"{layer.name}.tmp")
-            shutil.rmtree(tmp, ignore_errors=True)
-            shutil.rmtree(layer, ignore_errors=True)
-            self._make_layer(plan, tmp)
-            _package_modes(tmp)
-            tmp.rename(layer)
-            return layer
-
-    def _make_layer(self, plan: Plan, tmp: Path) -> None:
-        """The deps layer built in ``tmp``: ``venv/`` and ``audit-deps.json``."""
-        spec, prefix, log_path = self.spec, plan.prefix, plan.log_path
-        venv = tmp / "venv"
-        work = tmp / "work"
-        venv.mkdir(parents=True)
-        work.mkdir()
-        (work / "pins.txt").write_text(plan.pins_text)
-        mounts = self.mounts(work, plan.tool_cache, plan.wheelhouse, None, venv, prefix)
-        with Container(plan.image, self.arch, self.settings, self.reporter, mounts=mounts,
-                       env=plan.env, workdir=BUILD_DIR) as c:
-            self._install_build_packages(c, log_path)
-            with self._timed("wheelhouse: fill from the lock"):
-                WheelhouseFill(c, _wheelhouse_target(self.target), self.settings,
-                               self.reporter, log_path).run(plan.lock_text, work)
-            with self._timed("venv: create and install the lock offline"):
-                self._create_venv(c, prefix, log_path)
-                relocate(venv, prefix)
-                # What is in the venv, pinned with hashes: travels with every package
-                # (an SBOM for operators; what `giftbox diff` compares between builds).
-                (venv / LOCK_NAME).write_text(plan.lock_text)
-            with self._timed("bytecode: hash-based .pyc for the dependencies"):
-                self._compile(c, prefix, [f"{prefix}/lib"], log_path)
-                fix_records(site_packages(venv), set(), set(), bytecode=True)
-            with self._timed("audit: the dependencies"):
-                report = audit.run_scope(c, "deps", prefix, spec, plan.meta.name, work,
-                                         log_path)
-                audit.gate(spec, audit.failures(report), log_path)
-        (tmp / "audit-deps.json").write_text(json.dumps(report, indent=2) + "\n")
-        shutil.rmtree(work)
-
-    # -- steps inside the builder ------------------------------------------------------------
+    # -- the project's wheel in the builder ------------------------------------------------------------
 
     def _cached_wheel(self, folder: Path, work: Path) -> dict[str, Any] | None:
         """Put the cached wheel in ``work/dist`` and return its source record, if cached."""
@@ -699,57 +586,6 @@ class Builder:
         (tmp / "source.json").write_text(json.dumps(src_record, indent=2) + "\n")
         shutil.rmtree(folder, ignore_errors=True)
         tmp.rename(folder)
-
-    def _compile(self, c: Container, prefix: str, paths: list[str], log_path: Path) -> None:
-        # -f: a .pyc written by an earlier import (site.py imports _distutils_hack through
-        # distutils-precedence.pth) is timestamp-based, and compileall keeps a timestamp .pyc
-        # that matches its source even in checked-hash mode; -B: that import writes none.
-        if paths:
-            c.call([f"{prefix}/bin/python", "-B", "-m", "compileall", "-q", "-f", "-j", "0",
-                    "--invalidation-mode", "checked-hash", *paths],
-                   log_path=log_path, stream=False)
-
-    def build_packages(self) -> list[str]:
-        """The spec's extra build packages for this family, and for this family on this arch
-        (``package.build_depends``: ``deb``, ``deb/ppc64le``), added to the builder's own."""
-        return build_packages(self.target)
-
-    def _install_build_packages(self, c: Container, log_path: Path) -> None:
-        packages = self.build_packages()
-        if not packages:
-            return
-        bad = [p for p in packages if not re.fullmatch(r"[a-z0-9][a-z0-9+.-]*", p)]
-        if bad:
-            raise BuildError(f"package.build_depends in {self.spec.path.name}: not a package "
-                             f"name: {', '.join(bad)}", hint="plain names only, no versions")
-        steps = self.distro.family_obj.install_commands(packages)
-        with self._timed("builder: the spec's build packages " + " ".join(packages)):
-            try:
-                for argv in steps:
-                    c.call(argv, log_path=log_path, stream=False,
-                           env={"DEBIAN_FRONTEND": "noninteractive"})
-            except CommandFailed as exc:
-                raise BuildError(
-                    f"installing {self.spec.name}'s build packages ({', '.join(packages)}) in "
-                    f"the {self.distro.name}/{self.arch.value} builder failed:\n"
-                    + "\n".join(exc.output.splitlines()[-8:]),
-                    hint=f"check package.build_depends in {self.spec.path.name} (names as "
-                         f"{self.distro.name}'s archive spells them); full log: {log_path}"
-                ) from None
-
-    def _create_venv(self, c: Container, prefix: str, log_path: Path) -> None:
-        """virtualenv at the final prefix with the builder's pinned virtualenv, then the lock
-        installed offline from the wheelhouse (hashes were checked when it was filled)."""
-        python = f"/usr/bin/python{self.distro.python}"
-        c.call([f"{TOOLS}/virtualenv", "--no-setuptools", "--no-wheel", "--no-periodic-update",
-                "--activators", "bash,python", "--python", python, prefix],
-               log_path=log_path, stream=False)
-        self._install(c, prefix, ["-r", f"{BUILD_DIR}/pins.txt"], log_path)
-
-    def _install(self, c: Container, prefix: str, what: list[str], log_path: Path) -> None:
-        if self._installer is None:  # one builder image per build: asked once
-            self._installer = Installer.detect(c)
-        self._installer.install(c, prefix, what, log_path)
 
     def _build_wheel(self, c: Container, upstream_version: str, log_path: Path,
                      prefix: str | None = None) -> None:
@@ -797,18 +633,6 @@ def _write_result(path: Path, result: BuildResult) -> None:
     tmp.replace(path)
 
 
-def _package_modes(layer: Path) -> None:
-    """The modes a package gives the deps layer's files (0644/0755, extensions not
-    executable), given once to the layer: packaging stages its files by hard link and must
-    otherwise copy every file whose mode it changes (a chmod there would reach every build)."""
-    marker = layer / "modes-normalised"
-    if not marker.exists():
-        from giftbox.package.layout import _normalise_modes
-
-        _normalise_modes(layer / "venv")
-        marker.write_text("")
-
-
 def place_rootwrap_filters(venv: Path, spec: Spec, source_tree: Path) -> None:
     """Put the project's rootwrap filters where the package installs them from
     (giftbox.package.layout.rootwrap_share): from the wheel's data files (pbr installs
@@ -838,10 +662,14 @@ def write_bindings_shim(site: Path, spec: Spec, distro: Distro) -> None:
 
 
 def build(spec: Spec, distro: Distro, arch: Arch, settings: Settings,
-          reporter: Reporter = NULL_REPORTER, ref: str | None = None) -> BuildResult:
-    return Builder(spec, distro, arch, settings, reporter, ref).run()
+          reporter: Reporter = NULL_REPORTER, ref: str | None = None, *,
+          engine: Engine | None = None) -> BuildResult:
+    """One build through one engine connection: ``engine`` (left open), else its own."""
+    with engine_for(settings, engine) as engine:
+        return Builder(spec, distro, arch, settings, reporter, ref, engine=engine).run()
 
 
 def make_lock(spec: Spec, distro: Distro, arch: Arch, settings: Settings,
-              reporter: Reporter = NULL_REPORTER) -> Path:
-    return Builder(spec, distro, arch, settings, reporter).make_lock()
+              reporter: Reporter = NULL_REPORTER, *, engine: Engine | None = None) -> Path:
+    with engine_for(settings, engine) as engine:
+        return Builder(spec, distro, arch, settings, reporter, engine=engine).make_lock()

@@ -7,6 +7,9 @@ A package is keyed by its venv's key plus every packaging input (``giftbox.packa
 building again with nothing changed reuses it; a packaging edit (depends, units, config files,
 user, rootwrap, entry points, description, lintian overrides, compression) repackages the
 cached venv without rebuilding it.
+
+A target's run holds one engine connection (``giftbox.engine.Engine``, made on first use):
+the build's ``ensure``, its containers and packaging's all go through it.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from typing import Any
 
 from giftbox.build import BuildResult, build
 from giftbox.distros import Arch, Distro
+from giftbox.engine import Engine, engine_for
 from giftbox.package import Artifact, Runner
 from giftbox.settings import Settings
 from giftbox.spec import Spec
@@ -94,12 +98,14 @@ def package_build(result: BuildResult, spec: Spec, distro: Distro, arch: Arch,
                   settings: Settings, reporter: Reporter = NULL_REPORTER, *,
                   packager: str = "auto", compression: str | None = None,
                   compression_level: int | None = None, runner: Runner | None = None,
-                  lint: bool = True, catalog: Catalog | None = None) -> PackageInfo:
+                  lint: bool = True, catalog: Catalog | None = None,
+                  engine: Engine | None = None) -> PackageInfo:
     """The .deb/.rpm of ``result``, made once per set of packaging inputs.
 
     ``runner`` is where dpkg-shlibdeps and the archive check run: the target's builder when
     None (production); a test on a host of the target's distro may pass ``HostRunner()``.
-    ``lint=False`` (tests and benchmarks) is part of the key: never served to a linted call."""
+    ``lint=False`` (tests and benchmarks) is part of the key: never served to a linted call.
+    ``engine``: the command's (left open), for the builder's ``ensure`` and container."""
     from giftbox.builders import ensure
     from giftbox.container import Container
     from giftbox.package import build_package, package_key, package_manifest
@@ -132,14 +138,14 @@ def package_build(result: BuildResult, spec: Spec, distro: Distro, arch: Arch,
         from giftbox.container import Mount
         from giftbox.package.deb import APT_LISTS_TARGET, apt_lists_dir, refresh_apt_lists
 
-        image = ensure(distro, arch, settings, reporter)
+        image = ensure(distro, arch, settings, reporter, engine=engine)
         # The builder keeps no apt lists; the dependency check needs the archive's: kept on
         # the host per image and refreshed when older than an hour, not on every package.
         lists = apt_lists_dir(settings.cache_dir, distro.name, arch.value, image.image_id) \
             if distro.family_obj.index_update else None
         mounts = [Mount(lists, APT_LISTS_TARGET, read_only=False)] if lists else []
         with Container(image, arch, settings, reporter, workdir="/giftbox-package",
-                       mounts=mounts) as c:
+                       mounts=mounts, engine=engine) as c:
             if lists is not None:
                 refresh_apt_lists(c, lists, reporter, distro.name)
             artifact = make(ContainerRunner(c))
@@ -162,13 +168,17 @@ def run_target(spec: Spec, distro: Distro, arch: Arch, settings: Settings,
                package: bool = True, publish: tuple[str, ...] = (), packager: str = "auto",
                compression: str | None = None,
                compression_level: int | None = None,
-               catalog: Catalog | None = None) -> TargetResult:
-    built = build(spec, distro, arch, settings, reporter, ref=ref)
-    if not package:
-        return TargetResult(build=built, package=None, published=[])
-    info = package_build(built, spec, distro, arch, settings, reporter, packager=packager,
-                         compression=compression, compression_level=compression_level,
-                         catalog=catalog)
+               catalog: Catalog | None = None,
+               engine: Engine | None = None) -> TargetResult:
+    """Build, package and publish one target through one engine connection: ``engine``
+    when the caller lends one (left open), else one for this target."""
+    with engine_for(settings, engine) as engine:
+        built = build(spec, distro, arch, settings, reporter, ref=ref, engine=engine)
+        if not package:
+            return TargetResult(build=built, package=None, published=[])
+        info = package_build(built, spec, distro, arch, settings, reporter, packager=packager,
+                             compression=compression, compression_level=compression_level,
+                             catalog=catalog, engine=engine)
     from giftbox import records
 
     if built.build_id is not None:

@@ -101,3 +101,18 @@ def test_what_another_giftbox_left_is_a_cache_miss(made: tuple[Builder, Plan, io
     (line,) = notes.getvalue().splitlines()
     assert line.startswith(f"    {plan.result_path} cannot be read (")
     assert line.endswith("): building again")
+
+
+def test_a_deps_layer_left_by_an_earlier_giftbox_is_served_as_it_is(
+        made: tuple[Builder, Plan, io.StringIO], settings: Settings) -> None:
+    """The layer's key and its place on disk are what existing caches hold: a layer made for
+    these inputs before it had a module of its own (giftbox.layer) is a hit, no builder run.
+    (A RECIPE bump changes the key on purpose: then this digest changes with it.)"""
+    builder, plan, notes = made
+    layer = settings.cache_dir / "layers" / "debian12-x86_64" / "fc00cc084d87ccef"
+    (layer / "venv" / "lib").mkdir(parents=True)
+    (layer / "audit-deps.json").write_text('{"imports": {}, "extensions": {}}\n')
+    assert builder.engine is None  # nothing here may need one
+    assert builder._deps_layer(plan) == layer
+    assert "deps layer fc00cc084d87ccef: cached" in notes.getvalue()
+    assert (layer / "modes-normalised").exists()
