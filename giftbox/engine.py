@@ -7,11 +7,13 @@
 
 It connects once, on first use, to ``settings.docker_host``, so a command that never gets as far
 as the engine never needs one, and a dead engine is one error (exit 5) that says how to start
-it. ``Container`` (container.py) runs builder containers through it and the builder-image policy
-(builders.py) finds, pulls, builds, lists and removes images through it, in the manner of
+it. ``Container`` (container.py) runs builder containers through it, the builder-image policy
+(builders.py) finds, pulls, builds, lists and removes images through it, and verify's MariaDB
+sibling (verify.py) is started, waited on, committed and removed through it, in the manner of
 cibuildwheel's ``oci_container.py``: the rest of giftbox never holds an SDK object.
 
-The engine's answers come back as plain values (``Image``, ``ContainerInfo``, lines, chunks);
+The engine's answers come back as plain values (``Image``, ``ContainerInfo``, ``ContainerState``,
+lines, chunks);
 a request it refuses raises ``EngineError`` with its first line, for the caller to name what
 it was doing. Index credentials are masked (``mask_url``, ``url_secrets``, ``mask``) before
 anything the engine or a container says is printed.
@@ -147,6 +149,12 @@ class ContainerInfo:
     labels: Mapping[str, str]
 
 
+@dataclass(frozen=True)
+class ContainerState:
+    status: str  # as the engine spells it (created, running, exited)
+    exit_code: int | None  # once it has exited
+
+
 def _image(sdk_image: Any) -> Image:
     return Image(id=sdk_image.id, architecture=str(sdk_image.attrs.get("Architecture", "")),
                  labels=dict(sdk_image.labels or {}))
@@ -171,9 +179,8 @@ class Engine:
         self._client: docker.DockerClient | None = None
 
     @property
-    def client(self) -> docker.DockerClient:
-        """The SDK client, connected and known to answer. Only for callers not yet moved onto
-        this class's methods (verify's MariaDB sibling)."""
+    def _sdk(self) -> docker.DockerClient:
+        """The SDK client, connected and known to answer: for this class's methods only."""
         if self._client is None:
             try:
                 client = docker.DockerClient(base_url=self.host, timeout=30)
@@ -200,7 +207,7 @@ class Engine:
 
     @contextlib.contextmanager
     def _waiting(self, timeout: float | None) -> Iterator[None]:
-        api = self.client.api
+        api = self._sdk.api
         before = api.timeout
         api.timeout = timeout
         try:
@@ -213,7 +220,7 @@ class Engine:
     def image(self, ref: str) -> Image | None:
         """The image ``ref`` names (tag or id), None when the engine has none."""
         try:
-            return _image(self.client.images.get(ref))
+            return _image(self._sdk.images.get(ref))
         except docker.errors.ImageNotFound:
             return None
 
@@ -224,21 +231,21 @@ class Engine:
         """Pull ``ref`` for ``platform`` from its registry (or the engine's mirror)."""
         with self._waiting(timeout if timeout is not None else self.timeout):
             try:
-                return _image(self.client.images.pull(ref, platform=platform))
+                return _image(self._sdk.images.pull(ref, platform=platform))
             except Exception as exc:  # APIError, timeouts, connection errors alike
                 raise EngineError(_reason(exc)) from None
 
     def tag(self, ref: str, new: str) -> None:
         """Tag the image ``ref`` names as ``new`` (``repository:tag``)."""
         repository, _, tag = new.rpartition(":")
-        self.client.images.get(ref).tag(repository, tag)
+        self._sdk.images.get(ref).tag(repository, tag)
 
     def build(self, context: Path, *, tag: str, platform: str,
               build_args: Mapping[str, str] | None = None,
               labels: Mapping[str, str] | None = None) -> Iterator[str]:
         """Build ``context`` (its Dockerfile) as ``tag``, yielding the build's output line by
         line (unmasked: the caller knows the secrets); EngineError when the build fails."""
-        events = self.client.api.build(path=str(context), tag=tag, platform=platform,
+        events = self._sdk.api.build(path=str(context), tag=tag, platform=platform,
                                        network_mode="host", rm=True, forcerm=True, pull=False,
                                        buildargs=dict(build_args or {}),
                                        labels=dict(labels or {}), decode=True)
@@ -261,7 +268,7 @@ class Engine:
     def tags(self, *prefixes: str) -> dict[str, str]:
         """Every tag present that starts with one of ``prefixes``, with its image id."""
         found: dict[str, str] = {}
-        for image in self.client.images.list():
+        for image in self._sdk.images.list():
             for tag in image.tags:
                 if tag.startswith(prefixes):
                     found[tag] = image.id
@@ -269,7 +276,7 @@ class Engine:
 
     def remove_image(self, ref: str) -> None:
         try:
-            self.client.images.remove(ref)
+            self._sdk.images.remove(ref)
         except docker.errors.APIError as exc:
             raise EngineError(str(exc.explanation or exc)) from None
 
@@ -278,29 +285,58 @@ class Engine:
     def containers(self, label: str) -> list[ContainerInfo]:
         """Every container (running or not) carrying ``label`` (``key`` or ``key=value``)."""
         return [ContainerInfo(name=c.name, labels=dict(c.labels or {}))
-                for c in self.client.containers.list(all=True, filters={"label": label})]
+                for c in self._sdk.containers.list(all=True, filters={"label": label})]
 
     def start(self, image: str, command: Sequence[str], *, name: str, platform: str,
-              binds: Sequence[tuple[Path, str, bool]], workdir: str,
-              labels: Mapping[str, str]) -> str:
-        """Create and start container ``name`` on the host's network, with an init and the
-        ``binds`` (host path, container path, read-only); its status once started."""
+              labels: Mapping[str, str], binds: Sequence[tuple[Path, str, bool]] = (),
+              workdir: str | None = None, init: bool = True) -> str:
+        """Create and start container ``name`` on the host's network, with an init (unless
+        ``init`` is false) and the ``binds`` (host path, container path, read-only); its status
+        once started."""
         mounts = [docker.types.Mount(target=target, source=str(source), type="bind",
                                      read_only=read_only) for source, target, read_only in binds]
-        container = self.client.containers.create(
+        container = self._sdk.containers.create(
             image, command=list(command), name=name, platform=platform, network_mode="host",
-            init=True, mounts=mounts, working_dir=workdir, labels=dict(labels), detach=True)
+            init=init, mounts=mounts, working_dir=workdir, labels=dict(labels), detach=True)
         container.start()
         container.reload()
         return str(container.status)
 
+    def state(self, name: str) -> ContainerState:
+        """Where container ``name`` is now: its status, and its exit code once exited."""
+        try:
+            attrs = self._sdk.api.inspect_container(name)
+        except docker.errors.APIError as exc:  # NotFound included
+            raise EngineError(first_line(exc)) from None
+        state = attrs.get("State") or {}
+        code = state.get("ExitCode")
+        return ContainerState(status=str(state.get("Status", "")),
+                              exit_code=None if code is None else int(code))
+
+    def wait(self, name: str, *, timeout: float) -> int:
+        """Container ``name``'s exit code once it exits; EngineError after ``timeout``
+        seconds, or when the engine cannot say."""
+        try:
+            return int(self._sdk.api.wait(name, timeout=timeout)["StatusCode"])
+        except Exception as exc:  # APIError, requests' read timeout, connection errors alike
+            raise EngineError(_reason(exc)) from None
+
+    def commit(self, name: str, ref: str) -> Image:
+        """Container ``name``'s file system as image ``ref`` (``repository:tag``)."""
+        repository, _, tag = ref.rpartition(":")
+        try:
+            image_id = self._sdk.api.commit(name, repository=repository, tag=tag)["Id"]
+            return _image(self._sdk.images.get(image_id))
+        except docker.errors.APIError as exc:
+            raise EngineError(first_line(exc)) from None
+
     def logs(self, name: str, *, tail: int) -> str:
-        return bytes(self.client.containers.get(name).logs(tail=tail)).decode(errors="replace")
+        return bytes(self._sdk.containers.get(name).logs(tail=tail)).decode(errors="replace")
 
     def remove_container(self, name: str) -> None:
         """Remove ``name`` with its volumes, running or not; gone already is fine."""
         try:
-            self.client.api.remove_container(name, force=True, v=True)
+            self._sdk.api.remove_container(name, force=True, v=True)
         except docker.errors.NotFound:
             pass
         except docker.errors.APIError as exc:
@@ -311,23 +347,34 @@ class Engine:
              workdir: str | None) -> tuple[str, Iterator[bytes]]:
         """Start ``argv`` (no shell) in container ``name``: the exec's id and its output
         (stdout and stderr together) as it comes; ``exit_code`` once that is exhausted."""
-        api = self.client.api
+        api = self._sdk.api
         exec_id = str(api.exec_create(name, cmd=list(argv), environment=dict(environment),
                                       workdir=workdir, stdout=True, stderr=True,
                                       tty=False)["Id"])
         return exec_id, api.exec_start(exec_id, stream=True, demux=False)
 
     def exit_code(self, exec_id: str) -> int:
-        return int(self.client.api.exec_inspect(exec_id)["ExitCode"])
+        return int(self._sdk.api.exec_inspect(exec_id)["ExitCode"])
+
+    def exec_output(self, name: str, argv: Sequence[str], *,
+                    secrets: Sequence[str] = ()) -> tuple[int, str]:
+        """Run ``argv`` (no shell) in container ``name`` to its end: its exit code and its
+        output (stdout and stderr together), ``secrets`` masked in that and in EngineError."""
+        try:
+            exec_id, chunks = self.exec(name, argv, environment={}, workdir=None)
+            output = b"".join(chunks).decode(errors="replace")
+            return self.exit_code(exec_id), mask(output, secrets)
+        except docker.errors.APIError as exc:  # not running, gone
+            raise EngineError(mask(first_line(exc), secrets)) from None
 
     def put_archive(self, name: str, directory: str, tar: IO[bytes]) -> bool:
         """Unpack the tar stream into ``directory`` of container ``name``."""
-        return bool(self.client.api.put_archive(name, directory, tar))
+        return bool(self._sdk.api.put_archive(name, directory, tar))
 
     def get_archive(self, name: str, path: str) -> Iterator[bytes] | None:
         """``path`` of container ``name`` as a tar stream; None when it does not exist."""
         try:
-            chunks, _stat = self.client.api.get_archive(name, path)
+            chunks, _stat = self._sdk.api.get_archive(name, path)
         except docker.errors.NotFound:
             return None
         return iter(chunks)

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import secrets
 import socket
 import sys
@@ -43,6 +44,7 @@ from typing import Any
 
 from giftbox import host
 from giftbox.distros import Arch, Distro
+from giftbox.engine import LABEL, OWNER_LABEL, Engine, EngineError, engine_for
 from giftbox.errors import GiftboxError, RepoError, VerifyError
 from giftbox.family import DEB, get_family
 from giftbox.loopback import serve_directory
@@ -121,13 +123,12 @@ def free_port() -> int:
 
 
 def base_image(settings: Settings, distro: Distro, arch: Arch,
-               reporter: Reporter = NULL_REPORTER) -> str:
+               reporter: Reporter = NULL_REPORTER, *, engine: Engine | None = None) -> str:
     """The target's base image tag (the bootstrapped distro), made when missing."""
     from giftbox.builders import definition, ensure
-    from giftbox.engine import Engine
 
     d = definition(distro, arch, settings)
-    with Engine(settings) as engine:
+    with engine_for(settings, engine) as engine:
         if not engine.exists(d.base_tag):
             ensure(distro, arch, settings, reporter, engine=engine)  # bootstraps the base
     return d.base_tag
@@ -281,11 +282,15 @@ def _check_upgrade(s: _Session, spec: Any, cand: Candidate, ctx: dict[str, Any])
 
 
 class MariaDB:
-    """A MariaDB server from Debian's archive in a sibling container on 127.0.0.1:port."""
+    """A MariaDB server from Debian's archive in a sibling container on 127.0.0.1:port.
+
+    Labelled like a builder container (owner pid included), so ``giftbox builder prune``
+    removes one left behind by a killed run. ``engine`` is the verify run's (left open);
+    without one the server makes its own for its lifetime."""
 
     def __init__(self, settings: Settings, base: str, distro: Distro, arch: Arch, *,
                  port: int | None = None, reporter: Reporter = NULL_REPORTER,
-                 log: Path | None = None) -> None:
+                 log: Path | None = None, engine: Engine | None = None) -> None:
         self.settings = settings
         self.base = base
         self.arch = arch
@@ -296,47 +301,53 @@ class MariaDB:
         self.name = f"giftbox-verify-mariadb-{secrets.token_hex(4)}"
         self.password = secrets.token_hex(16)
         self.seconds_to_start = 0.0
-        self._client: Any = None
+        self._given_engine = engine
+        self._engine: Engine | None = None
+
+    def _labels(self) -> dict[str, str]:
+        return {LABEL: "1", OWNER_LABEL: str(os.getpid()), "giftbox": "1"}
+
+    def _running(self) -> Engine:
+        if self._engine is None:
+            raise VerifyError("the MariaDB server is not running: use `with MariaDB(...) as db:`")
+        return self._engine
 
     def _image(self) -> None:
-        import docker
-
-        try:
-            self._client.images.get(self.image)
+        engine = self._running()
+        if engine.exists(self.image):
             return
-        except docker.errors.ImageNotFound:
-            pass
         self.reporter.detail(f"making {self.image}: mariadb-server from Debian's archive")
-        c = self._client.containers.run(
-            self.base, ["sh", "-c", "apt-get update -q && DEBIAN_FRONTEND=noninteractive "
-                        "apt-get install -y -q --no-install-recommends mariadb-server"],
-            name=self.name + "-install", network_mode="host", detach=True,
-            platform=self.arch.platform, labels={"giftbox": "1"})
+        installer = self.name + "-install"
+        engine.start(self.base, ["sh", "-c", "apt-get update -q && DEBIAN_FRONTEND="
+                                 "noninteractive apt-get install -y -q --no-install-recommends "
+                                 "mariadb-server"],
+                     name=installer, platform=self.arch.platform, labels=self._labels(),
+                     init=False)
         try:
-            code = c.wait(timeout=APT_TIMEOUT)["StatusCode"]
+            code = engine.wait(installer, timeout=APT_TIMEOUT)
             if code != 0:
-                tail = c.logs(tail=LOG_TAIL).decode(errors="replace")
+                tail = engine.logs(installer, tail=LOG_TAIL)
                 raise VerifyError(f"could not install mariadb-server into {self.base} "
                                   f"(exit {code}):\n{tail}",
                                   hint="check the route to Debian's archive")
-            c.commit(*self.image.split(":"))
+            engine.commit(installer, self.image)
+        except EngineError as exc:  # no answer within APT_TIMEOUT, or the engine refused
+            raise VerifyError(f"could not install mariadb-server into {self.base}: {exc.reason}",
+                              hint="check the route to Debian's archive") from None
         finally:
-            c.remove(force=True)
+            engine.remove_container(installer)
 
     def __enter__(self) -> MariaDB:
-        from giftbox.engine import Engine
-
-        self._client = Engine(self.settings).client
+        self._engine = self._given_engine or Engine(self.settings)
         try:
             self._image()
             start = time.monotonic()
             # Our own fixed command; only the port (an int we chose) is interpolated.
-            self._client.containers.run(
+            self._engine.start(
                 self.image, ["sh", "-c", "mkdir -p /run/mysqld && chown mysql:mysql /run/mysqld "
                              f"&& exec mariadbd --user=mysql --port={int(self.port)} "
                              "--bind-address=127.0.0.1 --skip-name-resolve"],
-                name=self.name, network_mode="host", detach=True,
-                platform=self.arch.platform, labels={"giftbox": "1"})
+                name=self.name, platform=self.arch.platform, labels=self._labels(), init=False)
             self._wait(start)
             self.seconds_to_start = round(time.monotonic() - start, 3)
         except BaseException:
@@ -345,46 +356,50 @@ class MariaDB:
         return self
 
     def _wait(self, start: float) -> None:
-        c = self._client.containers.get(self.name)
+        engine = self._running()
         while True:
-            c.reload()
-            if c.status != "running":
-                tail = c.logs(tail=LOG_TAIL).decode(errors="replace").strip()
+            state = engine.state(self.name)
+            if state.status != "running":
+                tail = engine.logs(self.name, tail=LOG_TAIL).strip()
                 raise VerifyError(
                     f"the MariaDB server (container {self.name}, port {self.port}) did not "
-                    f"start: it exited ({c.attrs.get('State', {}).get('ExitCode')}):\n{tail}",
+                    f"start: it exited ({state.exit_code}):\n{tail}",
                     hint="is the port taken, or the data directory broken? Nothing was "
                          "recorded and no channel changed; fix it and run verify again")
-            code, _ = c.exec_run(["mariadb-admin", "--protocol=socket", "ping"])
+            try:
+                code, _ = engine.exec_output(self.name, ["mariadb-admin", "--protocol=socket",
+                                                         "ping"])
+            except EngineError:  # it exited between the two questions: the status says how
+                code = None
             if code == 0:
                 return
             if time.monotonic() - start > DB_START_TIMEOUT:
-                tail = c.logs(tail=LOG_TAIL).decode(errors="replace").strip()
+                tail = engine.logs(self.name, tail=LOG_TAIL).strip()
                 raise VerifyError(f"the MariaDB server did not answer within "
                                   f"{DB_START_TIMEOUT:g}s:\n{tail}")
             time.sleep(0.5)
 
     def create(self, names: Sequence[str]) -> None:
-        c = self._client.containers.get(self.name)
         sql = "".join(f"CREATE DATABASE IF NOT EXISTS `{n}`;" for n in names)  # spec-checked
         sql += (f"CREATE USER IF NOT EXISTS '{DB_USER}'@'%' IDENTIFIED BY '{self.password}';"
                 f"GRANT ALL PRIVILEGES ON *.* TO '{DB_USER}'@'%';FLUSH PRIVILEGES;")
-        code, out = c.exec_run(["mariadb", "--protocol=socket", "-e", sql])
+        code, out = self._running().exec_output(
+            self.name, ["mariadb", "--protocol=socket", "-e", sql], secrets=[self.password])
         if code != 0:
-            raise VerifyError("could not create the databases on MariaDB: "
-                              + out.decode(errors="replace").strip())
+            raise VerifyError("could not create the databases on MariaDB: " + out.strip())
 
     def url(self, database: str) -> str:
         return (f"mysql+pymysql://{DB_USER}:{self.password}@127.0.0.1:{self.port}/"
                 f"{database}?charset=utf8")
 
     def _remove(self) -> None:
-        if self._client is None:
+        if self._engine is None:
             return
         with contextlib.suppress(Exception):
-            self._client.api.remove_container(self.name, force=True, v=True)
-        self._client.close()
-        self._client = None
+            self._engine.remove_container(self.name)
+        if self._engine is not self._given_engine:
+            self._engine.close()
+        self._engine = None
 
     def __exit__(self, *exc: object) -> None:
         self._remove()
@@ -410,7 +425,7 @@ def _check_migrate(s: _Session, spec: Any, cand: Candidate, ctx: dict[str, Any])
     old = _against_entry(ctx, cand)
     channels = sorted({ctx["channel"], ctx["against"]}) if old is not None else [ctx["channel"]]
     with MariaDB(ctx["settings"], ctx["base"], cand.distro, cand.arch, port=ctx.get("db_port"),
-                 reporter=ctx["reporter"], log=s.log) as db:
+                 reporter=ctx["reporter"], log=s.log, engine=ctx["engine"]) as db:
         s.timings["mariadb start"] = db.seconds_to_start
         db.create([d.name for d in spec.verify.databases])
         _apt_setup(s, ctx["settings"], ctx["url"], cand.distro.codename, channels, ctx["tmp"])
@@ -655,18 +670,19 @@ def verify(settings: Settings, project: str, channel: str, *, distro: str | None
     logs = settings.state_dir / "logs" / "verify"
     logs.mkdir(parents=True, exist_ok=True)
     results: list[CheckResult] = []
-    with serve_repos(settings) as url:
+    # One engine for the run (connected on first use: vulns alone never asks it).
+    with serve_repos(settings) as url, Engine(settings) as engine:
         for cand in candidates:
             if cand.distro.family_obj is not DEB:
                 raise VerifyError(f"verify installs with apt only so far; {cand.distro.name} "
                                   "is an rpm distro", hint="dnf support is not written yet")
-            base = base_image(settings, cand.distro, cand.arch, reporter) \
+            base = base_image(settings, cand.distro, cand.arch, reporter, engine=engine) \
                 if set(wanted) - {"vulns"} else ""  # vulns reads the SBOM on the host
             for check in wanted:
                 results.append(_run_check(settings, spec, cand, check, url=url, base=base,
                                           channel=channel, against=target,
                                           allowances=allowances, logs=logs, reporter=reporter,
-                                          db_port=db_port))
+                                          db_port=db_port, engine=engine))
     if record:
         with open_records(settings) as db:
             for r in results:
@@ -695,7 +711,8 @@ class VerifyFailed(VerifyError):
 
 def _run_check(settings: Settings, spec: Any, cand: Candidate, check: str, *, url: str,
                base: str, channel: str, against: str, allowances: Sequence[Allowance],
-               logs: Path, reporter: Reporter, db_port: int | None) -> CheckResult:
+               logs: Path, reporter: Reporter, db_port: int | None,
+               engine: Engine) -> CheckResult:
     from giftbox.container import Container
 
     e = cand.entry
@@ -712,12 +729,13 @@ def _run_check(settings: Settings, spec: Any, cand: Candidate, check: str, *, ur
             tempfile.TemporaryDirectory(prefix="giftbox-verify-") as tmp:
         ctx = {"settings": settings, "url": url, "channel": channel, "against": against,
                "tmp": Path(tmp), "base": base, "reporter": reporter, "db_port": db_port,
-               "allowances": allowances}
+               "allowances": allowances, "engine": engine}
         try:
             if check == "vulns":
                 result.detail = _check_vulns(settings, cand, ctx, log, timings)
             else:
-                with Container(base, cand.arch, settings, reporter, workdir="/root") as c:
+                with Container(base, cand.arch, settings, reporter, workdir="/root",
+                               engine=engine) as c:
                     s = _Session(c, log, timings)
                     fn = {"install": _check_install, "upgrade": _check_upgrade,
                           "migrate": _check_migrate}[check]

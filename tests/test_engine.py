@@ -17,7 +17,7 @@ import pytest
 
 from giftbox import builders
 from giftbox.builders import BuilderImage
-from giftbox.engine import LABEL, OWNER_LABEL, Engine, EngineError
+from giftbox.engine import LABEL, OWNER_LABEL, ContainerState, Engine, EngineError
 from giftbox.errors import BuilderError
 from giftbox.settings import Settings
 from tests.builder_fixtures import (  # noqa: F401 (fixtures)
@@ -117,3 +117,40 @@ def test_prune_finds_the_container_a_killed_giftbox_left_behind(
             engine.remove_container(name)
         assert engine.containers(f"{OWNER_LABEL}={gone.pid}") == []
         engine.remove_container(name)  # gone already is fine
+
+
+@pytest.mark.docker
+def test_a_sibling_runs_to_its_end_is_committed_and_asked_with_its_secret_masked(
+        debian12_x86_64: BuilderImage, builder_settings: Settings) -> None:
+    # verify's MariaDB sibling in small: a detached container without an init or binds, waited
+    # on, its file system committed as an image, then a long-running one asked by exec.
+    name = f"giftbox-test-sibling-{uuid.uuid4().hex[:8]}"
+    ref = f"giftbox-test/engine:sibling-{uuid.uuid4().hex[:8]}"
+    labels = {LABEL: "1", OWNER_LABEL: str(os.getpid())}
+    with Engine(builder_settings) as engine:
+        try:
+            engine.start(debian12_x86_64.tag, ["sh", "-c", "echo made > /made; echo done"],
+                         name=name, platform="linux/amd64", labels=labels, init=False)
+            assert engine.wait(name, timeout=120) == 0
+            assert engine.state(name) == ContainerState(status="exited", exit_code=0)
+            assert engine.logs(name, tail=5).strip() == "done"
+            image = engine.commit(name, ref)
+            assert engine.image(ref) == image
+            engine.remove_container(name)
+
+            engine.start(ref, ["sleep", "infinity"], name=name, platform="linux/amd64",
+                         labels=labels, init=False)
+            assert engine.state(name).status == "running"
+            assert name in {c.name for c in engine.containers(f"{OWNER_LABEL}={os.getpid()}")}
+            assert engine.exec_output(name, ["cat", "/made"]) == (0, "made\n")
+            code, out = engine.exec_output(name, ["sh", "-c", "echo pw=hunter22 >&2; exit 4"],
+                                           secrets=["hunter22"])
+            assert (code, out) == (4, "pw=***\n")
+        finally:
+            engine.remove_container(name)
+            if engine.exists(ref):
+                engine.remove_image(ref)
+        with pytest.raises(EngineError, match="No such container"):
+            engine.state(name)
+        with pytest.raises(EngineError, match="No such container"):
+            engine.exec_output(name, ["true"])

@@ -349,6 +349,40 @@ def test_a_database_that_does_not_start_is_named(gated: Tree, tmp_path: Path) ->
         assert db.verdicts(_sha(deb)) == []  # not the artifact's fault: nothing recorded
 
 
+@pytest.mark.docker
+def test_migrate_runs_on_a_mariadb_sibling_that_prune_could_find_and_that_is_gone_after(
+        gated: Tree, tmp_path: Path) -> None:
+    import os
+
+    from giftbox.distros import Arch, get_distro
+    from giftbox.engine import LABEL, OWNER_LABEL, Engine
+    from giftbox.verify import MariaDB, base_image, verify
+
+    settings = gated.settings
+    distro = get_distro(settings.builders_dir, "debian12")
+    with Engine(settings) as engine:
+        base = base_image(settings, distro, Arch.x86_64, engine=engine)
+        with MariaDB(settings, base, distro, Arch.x86_64, engine=engine) as db:
+            [sibling] = [c for c in engine.containers(f"{OWNER_LABEL}={os.getpid()}")
+                         if c.name == db.name]
+            assert sibling.labels[LABEL] == "1"  # what giftbox builder prune looks for
+            db.create(["hello"])
+        assert db.name not in {c.name for c in engine.containers(LABEL)}
+        assert engine.exists(base)  # the run's engine is left open for it
+
+    deb = _hello(gated, tmp_path, HELLO_VERIFY + (
+        "  migrate:\n"
+        "    databases:\n"
+        "      - {name: hello, file: /etc/hello/db.conf, section: database, option: connection}\n"
+        "    commands:\n"
+        "      - [grep, -q, '127.0.0.1', /etc/hello/db.conf]\n"))
+    [r] = verify(settings, "hello", "nightly", checks=["migrate"], against="stable")
+    assert r.passed and r.digest == _sha(deb) and "from an empty database" in r.detail
+    assert "mariadb start" in r.timings
+    with Engine(settings) as engine:
+        assert engine.containers(f"{OWNER_LABEL}={os.getpid()}") == []
+
+
 # --- keystone, for real: 2025.2 in stable, 2026.1 in nightly (docker, slow) ---------------
 
 REPO = Path(__file__).resolve().parents[1]
