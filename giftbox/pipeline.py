@@ -170,8 +170,8 @@ def run_target(spec: Spec, distro: Distro, arch: Arch, settings: Settings,
                compression_level: int | None = None,
                catalog: Catalog | None = None,
                engine: Engine | None = None) -> TargetResult:
-    """Build, package and publish one target through one engine connection: ``engine``
-    when the caller lends one (left open), else one for this target."""
+    """Build and package one target through one engine connection (``engine`` when the
+    caller lends one, left open; else one for this target), then publish it."""
     with engine_for(settings, engine) as engine:
         built = build(spec, distro, arch, settings, reporter, ref=ref, engine=engine)
         if not package:
