@@ -470,6 +470,7 @@ def test_a_wrong_password_fails_at_once_and_is_not_shown(
     assert_no_secret(PASSWORD, result, cache)
 
 
+@pytest.mark.slow  # a credentialed server on loopback and whole builds' worth of git
 def test_netrc_credentials_work_for_an_index_url_without_them(
         root: Path, cache: Path, tmp_path: Path, private_index: Index, giftbox) -> None:
     served_project(root, private_index, demo_members())
@@ -504,6 +505,7 @@ def git_token_spec(root: Path, url: str) -> None:
         "matrix:", "  distros: [debian12]", "  arches: [x86_64]", ""]))
 
 
+@pytest.mark.slow  # a credentialed server on loopback and whole builds' worth of git
 def test_a_git_url_with_a_token_is_never_printed_nor_stored(
         root: Path, cache: Path, tmp_path: Path, giftbox, settings: Settings) -> None:
     url = f"https://{TOKEN}@127.0.0.1:9/openstack/nova.git"
@@ -583,6 +585,7 @@ class GitHTTP:
         self.server.server_close()
 
 
+@pytest.mark.slow  # a credentialed server on loopback and whole builds' worth of git
 @pytest.mark.parametrize("how", ["GIT_ASKPASS", "GIFTBOX_GIT_CREDENTIAL_HELPER"])
 def test_a_private_git_server_works_with_git_askpass_or_a_helper_and_nothing_stores_it(
         root: Path, cache: Path, tmp_path: Path, upstream, giftbox, how: str) -> None:

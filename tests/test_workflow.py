@@ -12,6 +12,10 @@ from conftest import Upstream, git, git_spec, write_spec
 
 from giftbox import lock
 
+# Whole git workflows over real repositories (seconds each): CI runs them, the fast tier
+# (-m 'not docker and not slow') leaves them out.
+pytestmark = pytest.mark.slow
+
 CONFIG = "".join(f"OPTION_{i} = {i}\n" for i in range(1, 13))
 README = "The demo project.\n\nIt greets.\n\nIt is small.\n\nIt is tested.\n"
 SPEC_COMMENTS = ("# demo: pinned where our cloud runs it.\n", "# Applied in order; see "
