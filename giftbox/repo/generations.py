@@ -202,8 +202,8 @@ def _later_than(new: Path, old: Path | None, names: tuple[str, ...]) -> None:
     second: it would keep the old InRelease, and miss the change, until the next one.
     """
     floor = 0
-    for name in names:
-        with contextlib.suppress(FileNotFoundError, TypeError):
+    for name in names if old is not None else ():
+        with contextlib.suppress(FileNotFoundError):
             floor = max(floor, int((old / name).stat().st_mtime) + 1)  # type: ignore[operator]
     stamp = max(float(int(time.time())), float(floor))
     for name in names:

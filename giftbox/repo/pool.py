@@ -27,7 +27,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from giftbox.errors import RepoError
-from giftbox.family import Family, get_family
+from giftbox.family import DEB, RPM, Family, get_family
 from giftbox.repo.archive import MEMBER_COMPRESSIONS, ar_members, list_tar
 
 # What may appear in a published filename: it becomes a path and a URL.
@@ -58,6 +58,13 @@ class PoolObject:
         return get_family(self.kind)
 
     @property
+    def tagged(self) -> str:
+        """Where its distro tag is (``~deb12``, ``.el9``): a .deb's version without its epoch,
+        an .rpm's release."""
+        plain = self.version.split(":", 1)[-1]
+        return plain if self.family is DEB else plain.rsplit("-", 1)[-1]
+
+    @property
     def apt_pool_path(self) -> str:
         """Path in a channel's apt tree, Debian-style: pool/main/<initial>/<name>/<file>."""
         initial = self.name[:4] if self.name.startswith("lib") else self.name[0]
@@ -81,12 +88,18 @@ def _well_formed(obj: PoolObject) -> bool:
         return False
     if not all(_FIELD_RE.match(v) for v in (obj.name, obj.version, obj.arch)):
         return False
-    plain = obj.version.split(":", 1)[-1]
-    if obj.kind == "deb":
-        return bool(_DEB_NAME_RE.match(obj.name) and _DEB_VERSION_RE.match(obj.version)
-                    and _DEB_ARCH_RE.match(obj.arch)) \
-            and obj.filename == f"{obj.name}_{plain}_{obj.arch}.deb"
-    return obj.filename == f"{obj.name}-{plain}.{obj.arch}.rpm"
+    if obj.filename != canonical_filename(obj.family, obj.name, obj.version, obj.arch):
+        return False
+    return obj.family is not DEB or bool(
+        _DEB_NAME_RE.match(obj.name) and _DEB_VERSION_RE.match(obj.version)
+        and _DEB_ARCH_RE.match(obj.arch))
+
+
+def canonical_filename(family: Family, name: str, version: str, arch: str) -> str:
+    """The one filename a package of this family has (the epoch is never part of it):
+    name_version_arch.deb, name-version-release.arch.rpm."""
+    plain = version.split(":", 1)[-1]
+    return f"{name}_{plain}_{arch}.deb" if family is DEB else f"{name}-{plain}.{arch}.rpm"
 
 
 # The strict reading of a package (inspect_deb, inspect_rpm, archive.py): bump it whenever they
@@ -362,7 +375,7 @@ def read_deb(path: Path) -> bytes:
     return control
 
 
-def inspect_deb(path: Path, digest: str, md5: str, sha1: str, size: int) -> tuple[PoolObject, str]:
+def inspect_deb(path: Path, digest: str, md5: str, sha1: str, size: int) -> PoolObject:
     """Read the whole .deb and its control stanza, strictly (see ``parse_control``)."""
     fields = parse_control(read_deb(path), str(path))
     name = control_value(fields, "Package", str(path))
@@ -380,11 +393,10 @@ def inspect_deb(path: Path, digest: str, md5: str, sha1: str, size: int) -> tupl
         raise RepoError(f"{path}: architecture '{arch}' is not a Debian architecture")
     for field, value in (("name", name), ("version", version), ("architecture", arch)):
         _check_field(path, field, value)
-    plain = version.split(":", 1)[-1]  # the epoch is not part of Debian filenames
-    obj = PoolObject(digest=digest, filename=f"{name}_{plain}_{arch}.deb", kind="deb",
-                     name=name, version=version, arch=arch, distro="", size=size, md5=md5,
-                     sha1=sha1, control=render_control(fields))
-    return obj, plain
+    obj = PoolObject(digest=digest, filename=canonical_filename(DEB, name, version, arch),
+                     kind="deb", name=name, version=version, arch=arch, distro="", size=size,
+                     md5=md5, sha1=sha1, control=render_control(fields))
+    return obj
 
 
 # --- reading an .rpm whole ------------------------------------------------------------------
@@ -423,7 +435,7 @@ def _check_rpm(path: Path) -> None:
                         hint="the file is truncated or damaged; publish the file as built")
 
 
-def inspect_rpm(path: Path, digest: str, md5: str, sha1: str, size: int) -> tuple[PoolObject, str]:
+def inspect_rpm(path: Path, digest: str, md5: str, sha1: str, size: int) -> PoolObject:
     from giftbox import host
 
     _check_rpm(path)
@@ -443,10 +455,10 @@ def inspect_rpm(path: Path, digest: str, md5: str, sha1: str, size: int) -> tupl
                          ("arch", arch)):
         _check_field(path, field, value)
     full = f"{version}-{release}" if epoch == "0" else f"{epoch}:{version}-{release}"
-    obj = PoolObject(digest=digest, filename=f"{name}-{version}-{release}.{arch}.rpm",
+    obj = PoolObject(digest=digest, filename=canonical_filename(RPM, name, full, arch),
                      kind="rpm", name=name, version=full, arch=arch, distro="", size=size,
                      md5=md5, sha1=sha1)
-    return obj, release
+    return obj
 
 
 def check_filename(name: str) -> None:

@@ -86,23 +86,16 @@ def inspect_artifact(path: Path, channel: Channel, explicit: str | None,
     digest, md5, sha1, size = hash_file(path)
     known = pool.known(digest, kinds[path.suffix]) if pool is not None else None
     if known is not None:
-        obj, tagged = known, _tagged(known)
+        obj = known
     elif path.suffix == ".deb":
-        obj, tagged = inspect_deb(path, digest, md5, sha1, size)
+        obj = inspect_deb(path, digest, md5, sha1, size)
     else:
-        obj, tagged = inspect_rpm(path, digest, md5, sha1, size)
+        obj = inspect_rpm(path, digest, md5, sha1, size)
     check_filename(obj.filename)
-    distro = _distro_for(channel, obj, tagged, path, explicit)
+    distro = _distro_for(channel, obj, obj.tagged, path, explicit)
     arches = _check_arch(channel, distro, obj, path)
     obj = PoolObject(**{**obj.as_dict(), "distro": distro.name})  # type: ignore[arg-type]
     return obj, _entry(obj, _paths(obj, distro, arches))
-
-
-def _tagged(obj: PoolObject) -> str:
-    """Where the distro tag is, as inspect_deb / inspect_rpm give it: a .deb's version without
-    its epoch, an .rpm's release."""
-    return obj.version.split(":", 1)[-1] if obj.family.repository == "apt" \
-        else obj.version.rsplit("-", 1)[-1]
 
 
 def _entry(obj: PoolObject, paths: tuple[str, ...]) -> Entry:
