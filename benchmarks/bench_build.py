@@ -208,8 +208,13 @@ def dhv_source(work: Path, name: str, version: str, sdist_or_tree: Path,
     return work
 
 
-def dh_virtualenv(work: Path, pip_cache: Path) -> tuple[float, dict[str, float]]:
-    """debuild -b in the dh-virtualenv container; the wall time and per-stage times."""
+def dh_virtualenv(work: Path, pip_cache: Path,
+                  wheelhouse: Path) -> tuple[float, dict[str, float]]:
+    """debuild -b in the dh-virtualenv container; the wall time and per-stage times.
+
+    pip in the container sees PyPI and, as find-links, giftbox's wheelhouse for the target
+    (read-only): the same files side A installs (some pins, e.g. testresources 2.0.2, come
+    from this host's extra indexes, which the container cannot read)."""
     pip_cache.mkdir(parents=True, exist_ok=True)
     # The host's CA bundle, as giftbox's builders get it (TLS-intercepting proxies).
     ca = next((p for p in ("/etc/ssl/certs/ca-certificates.crt",
@@ -218,10 +223,13 @@ def dh_virtualenv(work: Path, pip_cache: Path) -> tuple[float, dict[str, float]]
         f"--env={name}=/run/giftbox/ca-bundle.crt"
         for name in ("PIP_CERT", "SSL_CERT_FILE", "REQUESTS_CA_BUNDLE")] if ca else []
     argv = ["docker", "run", "--rm", "--network", "host", "-v", f"{work}:/build",
-            "-v", f"{pip_cache}:/root/.cache/pip", *trust, "-w", "/build/src", DHV_IMAGE,
-            # debuild clears the environment: keep the trust settings
+            "-v", f"{pip_cache}:/root/.cache/pip", *trust,
+            "-v", f"{wheelhouse}:/wheelhouse:ro", "--env=PIP_FIND_LINKS=/wheelhouse",
+            "-w", "/build/src", DHV_IMAGE,
+            # debuild clears the environment: keep the trust and index settings
             "debuild", "--no-conf", *(f"--preserve-envvar={v}" for v in
-                                      ("PIP_CERT", "SSL_CERT_FILE", "REQUESTS_CA_BUNDLE")),
+                                      ("PIP_CERT", "SSL_CERT_FILE", "REQUESTS_CA_BUNDLE",
+                                       "PIP_FIND_LINKS")),
             "-b", "-us", "-uc", "--lintian-opts", "--allow-root"]
     start = time.monotonic()
     marks: list[tuple[float, str]] = [(start, "prepare")]
@@ -254,6 +262,11 @@ def dh_virtualenv(work: Path, pip_cache: Path) -> tuple[float, dict[str, float]]
     for deb in work.glob("*.deb"):
         deb.unlink()
     return end - start, stages
+
+
+def wheelhouse(cache: Path) -> Path:
+    """giftbox's wheelhouse of the benchmark's target (release 2026.1, debian12/x86_64)."""
+    return cache / "wheelhouse" / "2026.1-debian12-x86_64-cp311"
 
 
 # --- the comparisons ----------------------------------------------------------------------
@@ -317,7 +330,7 @@ def nova(base: Path, cache: Path, pip_cache: Path, rounds: int) -> None:
         series = sorted((root / "patches" / "nova").glob("*.patch"))
         work = dhv_source(base / "dhv-nova", "nova", "33.0.0", sdist, series,
                           ["python-memcached", "PyMySQL"], constraints)
-        return dh_virtualenv(work, pip_cache)
+        return dh_virtualenv(work, pip_cache, wheelhouse(cache))
 
     compare("nova 33.0.0 + patches + a new patch, debian12/x86_64, to a signed package in "
             "nightly", rounds, run_a, run_b)
@@ -356,7 +369,7 @@ def small(base: Path, cache: Path, pip_cache: Path, rounds: int) -> None:
         series = sorted((root / "patches" / "demo-ext").glob("*.patch"))
         work = dhv_source(base / "dhv-small", "demo-ext", "1.0.0", up.path, series, [],
                           constraints)
-        return dh_virtualenv(work, pip_cache)
+        return dh_virtualenv(work, pip_cache, wheelhouse(cache))
 
     compare("demo-ext 1.0.0 (a C extension, a console script, six) + a new patch, "
             "debian12/x86_64", rounds, run_a, run_b)

@@ -27,16 +27,25 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 from urllib.parse import urlsplit
-
-import docker
-import docker.errors
-import docker.types
 
 from giftbox.distros import Arch
 from giftbox.errors import BuilderError
 from giftbox.settings import Settings
+
+if TYPE_CHECKING:
+    import docker
+
+
+def _docker() -> Any:
+    """The Docker SDK, imported when first used: a command that never reaches the engine
+    (a build that is a cache hit, a publish) does not pay for it and for requests (0.2 s)."""
+    import docker
+    import docker.errors
+    import docker.types
+
+    return docker
 
 # Every container we start carries this label, so leftovers are findable (tests, prune).
 LABEL = "org.giftbox.container"
@@ -160,6 +169,48 @@ def _image(sdk_image: Any) -> Image:
                  labels=dict(sdk_image.labels or {}))
 
 
+_UNANSWERED = object()
+
+
+def _inspect_over_socket(host: str, ref: str) -> Image | None | object:
+    """``GET /images/<ref>/json`` straight over a unix socket, without the SDK: the one call
+    a cache-hit build makes (is the builder image still the one the build was keyed by?),
+    spared importing the SDK and requests. Anything but a plain 200 or 404 answer is
+    ``_UNANSWERED``, and the SDK asks again (and words any error)."""
+    parts = urlsplit(host)
+    if parts.scheme != "unix" or not parts.path:
+        return _UNANSWERED
+    import http.client
+    import json
+    import socket
+    from urllib.parse import quote
+
+    class _Unix(http.client.HTTPConnection):
+        def connect(self) -> None:
+            self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            self.sock.settimeout(30)
+            self.sock.connect(parts.path)
+
+    conn = _Unix("localhost", timeout=30)
+    try:
+        conn.request("GET", f"/images/{quote(ref, safe='')}/json")
+        answer = conn.getresponse()
+        body = answer.read(8 << 20)
+        if answer.status == 404:
+            return None
+        if answer.status != 200:
+            return _UNANSWERED
+        data = json.loads(body)
+        labels = (data.get("Config") or {}).get("Labels") or {}
+        return Image(id=str(data["Id"]), architecture=str(data.get("Architecture", "")),
+                     labels={str(k): str(v) for k, v in labels.items()})
+    except (OSError, ValueError, KeyError, TypeError, AttributeError,
+            http.client.HTTPException):
+        return _UNANSWERED
+    finally:
+        conn.close()
+
+
 def _reason(exc: BaseException) -> str:
     text = str(getattr(exc, "explanation", None) or exc).strip()
     return text.splitlines()[0][:400] if text else type(exc).__name__
@@ -183,7 +234,7 @@ class Engine:
         """The SDK client, connected and known to answer: for this class's methods only."""
         if self._client is None:
             try:
-                client = docker.DockerClient(base_url=self.host, timeout=30)
+                client = _docker().DockerClient(base_url=self.host, timeout=30)
                 client.ping()
             except Exception as exc:  # the SDK raises DockerException, requests' and urllib3's
                 said = mask(first_line(exc), url_secrets([self.host]))  # it may quote the URL
@@ -219,9 +270,13 @@ class Engine:
 
     def image(self, ref: str) -> Image | None:
         """The image ``ref`` names (tag or id), None when the engine has none."""
+        if self._client is None:
+            found = _inspect_over_socket(self.host, ref)
+            if found is not _UNANSWERED:
+                return found  # type: ignore[return-value]
         try:
             return _image(self._sdk.images.get(ref))
-        except docker.errors.ImageNotFound:
+        except _docker().errors.ImageNotFound:
             return None
 
     def exists(self, ref: str) -> bool:
@@ -258,7 +313,7 @@ class Engine:
                     raise EngineError(str(event.get("error", "")).strip())
                 *complete, pending = (pending + str(event.get("stream", ""))).split("\n")
                 yield from complete
-        except docker.errors.APIError as exc:
+        except _docker().errors.APIError as exc:
             if pending:
                 yield pending
             raise EngineError(str(exc.explanation or exc)) from None
@@ -277,7 +332,7 @@ class Engine:
     def remove_image(self, ref: str) -> None:
         try:
             self._sdk.images.remove(ref)
-        except docker.errors.APIError as exc:
+        except _docker().errors.APIError as exc:
             raise EngineError(str(exc.explanation or exc)) from None
 
     # -- containers ------------------------------------------------------------------------
@@ -293,7 +348,7 @@ class Engine:
         """Create and start container ``name`` on the host's network, with an init (unless
         ``init`` is false) and the ``binds`` (host path, container path, read-only); its status
         once started."""
-        mounts = [docker.types.Mount(target=target, source=str(source), type="bind",
+        mounts = [_docker().types.Mount(target=target, source=str(source), type="bind",
                                      read_only=read_only) for source, target, read_only in binds]
         container = self._sdk.containers.create(
             image, command=list(command), name=name, platform=platform, network_mode="host",
@@ -306,7 +361,7 @@ class Engine:
         """Where container ``name`` is now: its status, and its exit code once exited."""
         try:
             attrs = self._sdk.api.inspect_container(name)
-        except docker.errors.APIError as exc:  # NotFound included
+        except _docker().errors.APIError as exc:  # NotFound included
             raise EngineError(first_line(exc)) from None
         state = attrs.get("State") or {}
         code = state.get("ExitCode")
@@ -327,7 +382,7 @@ class Engine:
         try:
             image_id = self._sdk.api.commit(name, repository=repository, tag=tag)["Id"]
             return _image(self._sdk.images.get(image_id))
-        except docker.errors.APIError as exc:
+        except _docker().errors.APIError as exc:
             raise EngineError(first_line(exc)) from None
 
     def logs(self, name: str, *, tail: int) -> str:
@@ -337,9 +392,9 @@ class Engine:
         """Remove ``name`` with its volumes, running or not; gone already is fine."""
         try:
             self._sdk.api.remove_container(name, force=True, v=True)
-        except docker.errors.NotFound:
+        except _docker().errors.NotFound:
             pass
-        except docker.errors.APIError as exc:
+        except _docker().errors.APIError as exc:
             if "already in progress" not in str(exc):
                 raise EngineError(first_line(exc)) from None
 
@@ -364,7 +419,7 @@ class Engine:
             exec_id, chunks = self.exec(name, argv, environment={}, workdir=None)
             output = b"".join(chunks).decode(errors="replace")
             return self.exit_code(exec_id), mask(output, secrets)
-        except docker.errors.APIError as exc:  # not running, gone
+        except _docker().errors.APIError as exc:  # not running, gone
             raise EngineError(mask(first_line(exc), secrets)) from None
 
     def put_archive(self, name: str, directory: str, tar: IO[bytes]) -> bool:
@@ -375,7 +430,7 @@ class Engine:
         """``path`` of container ``name`` as a tar stream; None when it does not exist."""
         try:
             chunks, _stat = self._sdk.api.get_archive(name, path)
-        except docker.errors.NotFound:
+        except _docker().errors.NotFound:
             return None
         return iter(chunks)
 
