@@ -78,6 +78,40 @@ def test_a_build_streams_its_lines_and_the_image_is_found_listed_and_removed(
 
 
 @pytest.mark.docker
+def test_an_image_is_looked_up_without_the_sdk_and_answers_as_the_sdk_does(
+        tmp_path: Path, builder_settings: Settings) -> None:
+    # A cache-hit build asks the engine one thing (is the builder image the one it was keyed
+    # by?) straight over the socket: the same answer as the SDK's, and the SDK never imported.
+    (tmp_path / "Dockerfile").write_text('FROM scratch\nLABEL org.giftbox.kind="test"\n'
+                                         'COPY Dockerfile /x\n')
+    tag = f"giftbox-test/engine:{uuid.uuid4().hex[:12]}"
+    settings = replace(builder_settings, docker_host="unix:///var/run/docker.sock")
+    with Engine(settings) as engine:
+        list(engine.build(tmp_path, tag=tag, platform="linux/amd64", labels={}))
+        by_sdk = engine.image(tag)
+    try:
+        probe = (
+            "import sys\n"
+            "from giftbox.engine import Engine\n"
+            "from giftbox.settings import Settings\n"
+            "s = Settings.resolve(env={'DOCKER_HOST': 'unix:///var/run/docker.sock', "
+            "'GIFTBOX_ROOT': sys.argv[2], 'HOME': sys.argv[2]})\n"
+            "e = Engine(s)\n"
+            "i = e.image(sys.argv[1])\n"
+            "print(i.id, i.architecture, dict(i.labels), e.image(sys.argv[1] + '-absent'),"
+            " 'docker' in sys.modules)\n")
+        out = subprocess.run(["python3", "-c", probe, tag, str(tmp_path)], check=True,
+                             capture_output=True, text=True, cwd=tmp_path).stdout.split(" ", 2)
+        assert by_sdk is not None
+        assert out[:2] == [by_sdk.id, by_sdk.architecture]
+        assert out[2].strip() == f"{dict(by_sdk.labels)} None False"
+        assert by_sdk.labels["org.giftbox.kind"] == "test"
+    finally:
+        with Engine(settings) as engine:
+            engine.remove_image(tag)
+
+
+@pytest.mark.docker
 def test_a_failed_build_says_what_the_engine_said_after_the_lines_before_it(
         tmp_path: Path, builder_settings: Settings) -> None:
     # A scratch image has no shell: the RUN step fails in the engine, not in giftbox.
