@@ -3,7 +3,8 @@
 * no build path anywhere in the tree (the builder's own directories, the host's tree and cache);
 * ``pip check`` clean;
 * every top-level module and every extension module imports;
-* every console script of the project runs ``--help`` (or ``--version``);
+* every console script of the project runs ``--help`` (or ``--version``), or passed before
+  with the very files its run read (giftbox.scriptcache);
 * every ELF file is for the target architecture.
 
 Checks that read files run on the host over the bind-mounted venv; checks that run code run in
@@ -14,7 +15,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import stat
 from importlib import resources
 from pathlib import Path
@@ -25,6 +25,7 @@ from giftbox.distros import Arch
 from giftbox.distros import elf_machine as parse_elf_machine
 from giftbox.errors import BuildError
 from giftbox.lock import BUILD_DIR
+from giftbox.scriptcache import ScriptVerdicts, Venv, base_key
 from giftbox.spec import Spec
 
 
@@ -50,21 +51,55 @@ def scan_tree(tree: Path, arch: Arch, needles: list[str]) -> tuple[list[str],
     return sorted(wrong), hits
 
 
+def audit_venv_source() -> bytes:
+    return (resources.files("giftbox") / "data" / "audit_venv.py").read_bytes()
+
+
+def script_verdicts(store: Path, venv_dir: Path, prefix: str, layer: Path,
+                    image_id: str) -> ScriptVerdicts:
+    """The cached console-script verdicts of one target (``store``) for a build's venv
+    (``venv_dir``, at ``prefix`` in the builder) linked from the deps layer ``layer``."""
+    return ScriptVerdicts(store, Venv(venv_dir, prefix, layer / "venv"),
+                          base_key(image_id, layer, prefix, audit_venv_source()))
+
+
 def run_scope(c: Container, scope: str, prefix: str, spec: Spec, dist_name: str,
-              work: Path, log_path: Path) -> dict[str, dict[str, str | None]]:
+              work: Path, log_path: Path,
+              verdicts: ScriptVerdicts | None = None) -> dict[str, Any]:
     """The in-builder checks for ``scope`` (deps, project or all): imports, extensions,
-    and for the project its console scripts. Returns name -> error (None when fine)."""
-    script = work / "audit_venv.py"
-    with resources.as_file(resources.files("giftbox") / "data" / "audit_venv.py") as src:
-        shutil.copyfile(src, script)
+    and for the project its console scripts. Returns name -> error (None when fine) per
+    kind; with ``verdicts``, a script whose cached pass still holds is not run again
+    (``scripts_cached`` names them, ``scripts_run`` the others) and every new pass that can
+    be is cached."""
+    (work / "audit_venv.py").write_bytes(audit_venv_source())
     out = f"audit-{scope}.json"
-    c.call([f"{prefix}/bin/python", f"{BUILD_DIR}/audit_venv.py", scope, dist_name,
+    argv = [f"{prefix}/bin/python", f"{BUILD_DIR}/audit_venv.py", scope, dist_name,
             f"{BUILD_DIR}/{out}", ",".join(spec.audit.skip_imports),
-            ",".join(spec.audit.skip_scripts)], log_path=log_path, stream=False)
-    return json.loads((work / out).read_text())  # type: ignore[no-any-return]
+            ",".join(spec.audit.skip_scripts)]
+    if verdicts is not None:
+        verdicts.load()
+        (work / "audit-control.json").write_text(json.dumps(
+            {"records": f"{BUILD_DIR}/script-records", "cached": verdicts.still_valid()}))
+        argv.append(f"{BUILD_DIR}/audit-control.json")
+    c.call(argv, log_path=log_path, stream=False)
+    report: dict[str, Any] = json.loads((work / out).read_text())
+    runs = report.pop("script_runs", None)
+    if runs is not None:
+        report["scripts_run"] = sorted(runs)
+        if verdicts is not None:
+            verdicts.learn(runs, report["scripts"], work / "script-records")
+            verdicts.save()
+            report["scripts_not_cacheable"] = dict(sorted(verdicts.why.items()))
+    return report
 
 
-def failures(report: dict[str, dict[str, str | None]]) -> list[str]:
+def scripts_summary(report: dict[str, Any]) -> str:
+    return (f"console scripts: {len(report.get('scripts_run', []))} run, "
+            f"{len(report.get('scripts_cached', []))} verdicts cached by the digest of what "
+            "they read")
+
+
+def failures(report: dict[str, Any]) -> list[str]:
     problems = []
     for kind in ("imports", "extensions", "scripts"):
         checked = report.get(kind, {})

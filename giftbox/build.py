@@ -38,8 +38,9 @@ from packaging.specifiers import InvalidSpecifier, SpecifierSet
 from packaging.utils import canonicalize_name
 from packaging.version import InvalidVersion, Version
 
-from giftbox import __version__, audit, bindings, lock, source
+from giftbox import __version__, audit, bindings, lock, source, trash
 from giftbox.builders import BuilderImage, ensure
+from giftbox.bytecode import BytecodeCache, python_sources
 from giftbox.container import CommandFailed, Container
 from giftbox.distros import Arch, Distro
 from giftbox.engine import Engine, engine_for
@@ -418,7 +419,7 @@ class Builder(BuilderSteps):
             site = self._install_project(c, plan)
             self._compile_project(c, plan, site)
             self._audit(c, plan, layer)
-        self._check_bytecode(plan)
+        self._check_bytecode(plan, layer)
         return self._finish(plan, self._manifest(plan, src_record))
 
     # -- the steps of a fresh build, in order ----------------------------------------------
@@ -478,19 +479,30 @@ class Builder(BuilderSteps):
             shim = site / f"{bindings.SHIM_MODULE}.py"
             if shim.exists():
                 paths.append(shim)
+            cache = BytecodeCache(self.settings.cache_dir / "bytecode", plan.image.image_id,
+                                  plan.venv_dir, plan.prefix)
+            sources = python_sources(paths)
+            todo, keys = cache.place(sources)
+            self.reporter.detail(f"{len(todo)} of {len(sources)} modules to compile (the "
+                                 "others' bytecode cached by the digest of their source)")
             self._compile(c, plan.prefix, [plan.prefix + "/" + str(p.relative_to(plan.venv_dir))
-                                           for p in paths], plan.log_path)
-            fix_records(site, set(), set(), bytecode=True)
+                                           for p in todo], plan.log_path)
+            cache.store(keys)
+            fix_records(site, set(), set(), bytecode=True, dist=plan.meta.name)
 
     def _audit(self, c: Container, plan: Plan, layer: Path) -> None:
         """The audit gate over the project, and ``audit.json`` with the deps layer's report."""
         spec, log_path = self.spec, plan.log_path
         forbidden = [BUILD_DIR, SRC_DIR, WHEELHOUSE_DIR, CACHE_DIR, str(self.settings.root),
                      str(self.settings.cache_dir)]
+        verdicts = audit.script_verdicts(
+            self.settings.cache_dir / "audit-scripts" / spec.name / f"{self.target.slug}.json",
+            plan.venv_dir, plan.prefix, layer, plan.image.image_id)
         with self._timed("audit"):
             problems = audit.pip_check(c, plan.prefix, log_path)
             report = audit.run_scope(c, "project", plan.prefix, spec, plan.meta.name,
-                                     plan.work, log_path)
+                                     plan.work, log_path, verdicts)
+            self.reporter.detail(audit.scripts_summary(report))
             problems += audit.failures(report)
             tree_problems, tree_report = audit.tree_checks(plan.venv_dir, self.arch, forbidden,
                                                            shared=layer / "venv")
@@ -502,13 +514,18 @@ class Builder(BuilderSteps):
             full = {**report, **tree_report, "layer": layer.name}
             (plan.directory / "audit.json").write_text(json.dumps(full, indent=2) + "\n")
 
-    def _check_bytecode(self, plan: Plan) -> None:
-        stale = timestamp_pycs(plan.venv_dir)
+    def _check_bytecode(self, plan: Plan, layer: Path) -> None:
+        """Every .pyc in the venv hash-based. The deps layer's files are read by the first
+        build that links the layer (which then marks it) and skipped by the builds after."""
+        marker = layer / "bytecode-checked"
+        stale = timestamp_pycs(plan.venv_dir,
+                               shared=layer / "venv" if marker.is_file() else None)
         if stale:
             raise BuildError(f"{len(stale)} timestamp-based .pyc in the venv (their bytes change "
                              f"with every build), e.g. {stale[0].relative_to(plan.venv_dir)}",
                              hint="every .pyc must be hash-based: compile it with "
                                   "--invalidation-mode checked-hash")
+        marker.touch()  # the layer's own files were among those just read
 
     def _manifest(self, plan: Plan, src_record: dict[str, Any]) -> Manifest:
         spec, distro, upstream = self.spec, self.distro, plan.upstream
@@ -531,8 +548,8 @@ class Builder(BuilderSteps):
         """The manifest and build record written, scratch directories gone, the result."""
         manifest_path = plan.directory / "manifest.json"
         manifest_path.write_text(manifest.to_json())
-        shutil.rmtree(plan.work, ignore_errors=True)
-        shutil.rmtree(plan.tree_dir, ignore_errors=True)
+        trash.discard(plan.work)  # removed while packaging goes on
+        trash.discard(plan.tree_dir)
         record = BuildRecord(manifest=manifest, started_at=plan.started, timings=self.timings,
                              host=socket.gethostname(), log_path=str(plan.log_path))
         (plan.directory / "build.json").write_text(record.to_json())
