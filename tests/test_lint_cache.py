@@ -23,7 +23,7 @@ from giftbox.package.deb import (
     dpkg_deb_build,
     mark_apt_lists,
 )
-from giftbox.package.layout import _link_tree, _normalise_modes, set_mtimes
+from giftbox.package.layout import _link_tree, set_mtimes
 from giftbox.package.lint import DigestCache, lintian, lintian_cached
 from giftbox.ui import Reporter
 
@@ -196,7 +196,6 @@ def test_staging_by_hard_links_never_changes_the_venv(tmp_path: Path) -> None:
     staged = tmp_path / "root" / "venv"
     staged.parent.mkdir()
     _link_tree(venv, staged)
-    _normalise_modes(staged)
     set_mtimes(tmp_path / "root", EPOCH)
 
     for name, st in before.items():  # the venv's inodes: untouched

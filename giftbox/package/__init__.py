@@ -209,7 +209,9 @@ def build_package(venv_dir: Path, manifest: Manifest, spec: Spec, distro: Distro
     ``distro`` in ``out_dir``. ``compression`` defaults to the distro's (builder.yaml),
     ``compression_level`` to the tool's default for it; ``lint=False`` is for benchmarks only.
     ``cache_dir`` keeps file digests and lintian's per-file verdicts between packages
-    (giftbox.package.lint): lintian then reads only the files it has no verdict for.
+    (giftbox.package.lint): lintian then reads only the files it has no verdict for; and,
+    for a native deb, the verdicts of dpkg-shlibdeps and of the archive check, by the
+    digest of what they read (giftbox.package.deb.VerdictStore).
     ``built_version`` is the build's own (``BuildResult.version``), taken as it is with the venv at
     ``manifest.prefix``; without it (a venv and manifest from disk) both are read back from
     the manifest and checked against the spec."""
@@ -234,7 +236,8 @@ def build_package(venv_dir: Path, manifest: Manifest, spec: Spec, distro: Distro
         label = f"{chosen} {family.name} ({comp.kind} level {comp.level})"
         native_deb = build is build_deb
         digests = DigestCache(cache_dir / "digests.json" if cache_dir else None)
-        extra: dict[str, Any] = {"digests": digests} if native_deb else {}
+        extra: dict[str, Any] = {"digests": digests, "cache_dir": cache_dir,
+                                 "reporter": reporter} if native_deb else {}
         with reporter.stage(f"package {spec.package.name} with {label}"):
             built_dir = work / "out"
             built_dir.mkdir()
@@ -249,7 +252,7 @@ def build_package(venv_dir: Path, manifest: Manifest, spec: Spec, distro: Distro
                     lint_lines = lintian_cached(
                         path, staged.root, staged.prefix, cache_dir / "lintian", work,
                         lambda tree, out: dpkg_deb_build(tree, out, comp, epoch), reporter,
-                        digests)
+                        digests, staged.tree)
                 else:
                     lint_lines = LINTERS[family.name](path, reporter)
         final = out_dir / path.name

@@ -12,9 +12,13 @@ import fcntl
 import gzip
 import hashlib
 import io
+import json
 import os
+import re
 import shutil
+import stat
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -22,16 +26,17 @@ from giftbox import host
 from giftbox.errors import PackageError
 from giftbox.package.common import (
     Compression,
+    check_known,
     data_text,
     declared_depends,
     long_description,
     synopsis,
 )
-from giftbox.package.layout import Staged, walk_sorted
+from giftbox.package.layout import Entry, Staged, scan_tree
 from giftbox.package.lint import DigestCache
 from giftbox.package.runner import Runner
 from giftbox.package.scripts import deb_scripts
-from giftbox.ui import Reporter
+from giftbox.ui import NULL_REPORTER, Reporter
 
 _DAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
 _MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
@@ -95,20 +100,123 @@ def _docs(staged: Staged, maintainer: str) -> None:
             os.chmod(path, 0o755)
 
 
-def shlib_depends(staged: Staged, runner: Runner, work: Path) -> list[str]:
-    """dpkg-shlibdeps over the venv's ELF objects, resolved on the runner (the target).
+# --- verdicts of the target's tools, cached by the digest of what they read ----------------
+#
+# dpkg-shlibdeps and the archive check run in the target's builder (a container) on every
+# package, though on a new patch neither their inputs nor their answer change: the ELF objects
+# are the deps layer's, the declared packages the spec's. Each answer is kept under the digest
+# of everything it is a function of: the target's state (``target_state``: its dpkg database
+# and library search path, so the builder image's contents; its apt lists' Release files,
+# which pin every index the archive check reads) and the inputs of the one call (every ELF
+# object's path and sha256; the declared packages). Another image, another archive or one
+# changed ELF object is another key: the tool runs again. Only passes are kept: a refusal
+# runs (and refuses) again on every build.
+
+VERDICT_RECIPE = "1"  # bump when a cached verdict's key or format changes
+# What the target's tools read besides the package, as two digests: dpkg-shlibdeps' (the
+# dpkg database, which pins every installed library, symbols and shlibs file, and the
+# dynamic linker's search path), and apt-cache's (the names of the lists it has, and the
+# Release files that hold the sha256 of each of them).
+_TARGET_PROBE = (
+    "cat /var/lib/dpkg/status /etc/ld.so.conf /etc/ld.so.conf.d/* /etc/dpkg/shlibs.default "
+    "/etc/dpkg/shlibs.override 2>/dev/null | sha256sum; "
+    "cd /var/lib/apt/lists 2>/dev/null && ls -1 | grep -q _Packages && "
+    "{ ls -1; cat -- *Release; } | sha256sum")
+_SHA_LINE_RE = re.compile(r"^([0-9a-f]{64})\s+-$")
+
+
+@dataclass(frozen=True)
+class TargetState:
+    """The digests of what the target's tools read (see ``_TARGET_PROBE``); ``apt`` is None
+    where the target has no package lists (the archive check is then never cached)."""
+
+    dpkg: str
+    apt: str | None
+
+
+def target_state(runner: Runner) -> TargetState | None:
+    """The runner's TargetState, in one call; None when it cannot tell (nothing is cached)."""
+    result = runner.run(["sh", "-c", _TARGET_PROBE])
+    digests = [m.group(1) for m in map(_SHA_LINE_RE.match, result.output.splitlines()) if m]
+    if not digests:
+        return None
+    return TargetState(digests[0], digests[1] if len(digests) > 1 else None)
+
+
+class VerdictStore:
+    """Cached answers of the target's tools, one file per key under ``folder``: written by
+    rename (never half a record), read defensively (a damaged record is a miss)."""
+
+    def __init__(self, folder: Path | None) -> None:
+        self.folder = folder
+
+    @staticmethod
+    def key(**inputs: Any) -> str:
+        return hashlib.sha256(json.dumps({"recipe": VERDICT_RECIPE, **inputs},
+                                         sort_keys=True).encode()).hexdigest()
+
+    def get(self, key: str) -> list[str] | None:
+        """The answer kept under ``key``, or None (none, or not one this code wrote)."""
+        if self.folder is None:
+            return None
+        try:
+            record = json.loads((self.folder / f"{key[:32]}.json").read_text())
+        except (OSError, ValueError):
+            return None
+        if not isinstance(record, dict) or record.get("key") != key:
+            return None
+        answer = record.get("answer")
+        if not isinstance(answer, list) or not all(isinstance(a, str) for a in answer):
+            return None
+        return answer
+
+    def put(self, key: str, answer: list[str]) -> None:
+        if self.folder is None:
+            return
+        self.folder.mkdir(parents=True, exist_ok=True)
+        path = self.folder / f"{key[:32]}.json"
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        tmp.write_text(json.dumps({"key": key, "answer": answer}))
+        tmp.replace(path)
+
+
+def shlib_depends(staged: Staged, runner: Runner, work: Path, *,
+                  state: TargetState | None = None, store: VerdictStore | None = None,
+                  digests: DigestCache | None = None,
+                  reporter: Reporter = NULL_REPORTER) -> list[str]:
+    """dpkg-shlibdeps over the venv's ELF objects, resolved on the runner (the target); its
+    answer is taken from ``store`` when the target (``state``) and every ELF object's path
+    and bytes are the ones it was given for (see the section comment).
 
     Libraries bundled by manylinux wheels (``*.libs/``) are analysed too (they may link system
     libraries, e.g. libz), but a reference *to* one resolves, through the ``$ORIGIN`` RPATH
     auditwheel sets, to the copy inside this package, which adds no dependency."""
     if not staged.elf_files and not staged.bundled_paths:
         return []
+    elf = staged.elf_files + staged.bundled_paths
+    key = ""
+    if state is not None and store is not None:
+        digests = digests or DigestCache(None)
+        objects = [[f, digests.digests(staged.path(f))[0]] for f in elf]
+        key = store.key(tool="dpkg-shlibdeps", target=state.dpkg, package=staged.name,
+                        objects=objects)
+        known = store.get(key)
+        if known is not None:
+            reporter.detail(f"shlibdeps: verdict cached for {len(elf)} ELF objects "
+                            f"(target {state.dpkg[:16]})")
+            return known
+    depends = _run_shlibdeps(staged, runner, work, elf)
+    if key and store is not None:
+        store.put(key, depends)
+    return depends
+
+
+def _run_shlibdeps(staged: Staged, runner: Runner, work: Path, elf: list[str]) -> list[str]:
     tree = work / "shlibs"
     pkg = tree / "debian" / staged.name
     (pkg / "DEBIAN").mkdir(parents=True)
     (tree / "debian" / "control").write_text(
         f"Source: {staged.name}\n\nPackage: {staged.name}\nArchitecture: any\n")
-    elf = staged.elf_files + staged.bundled_paths
     for src in (staged.path(f) for f in elf):
         dst = pkg / src.relative_to(staged.root)
         dst.parent.mkdir(parents=True, exist_ok=True)
@@ -132,29 +240,51 @@ def shlib_depends(staged: Staged, runner: Runner, work: Path) -> list[str]:
     return []
 
 
-def _installed_size(root: Path) -> int:
-    """In KiB, as dpkg-gencontrol counts it: files rounded up, 1 per directory or link."""
+def checked_depends(staged: Staged, runner: Runner, check_deps: bool, *,
+                    state: TargetState | None = None, store: VerdictStore | None = None,
+                    reporter: Reporter = NULL_REPORTER) -> list[str]:
+    """``declared_depends``, its archive check (``check_known``) passed for these packages
+    against these apt lists taken from ``store`` (see the section comment)."""
+    declared = declared_depends(staged, runner, check_deps=False)
+    if not check_deps:
+        return declared
+    key = ""
+    if state is not None and state.apt is not None and store is not None:
+        key = store.key(tool="apt-cache", target=state.dpkg, lists=state.apt,
+                        family=staged.family, declared=declared)
+        if store.get(key) == declared:
+            reporter.detail(f"dependency check: verdict cached for {len(declared)} packages "
+                            f"(apt lists {state.apt[:16]})")
+            return declared
+    check_known(runner, declared, staged)
+    if key and store is not None:
+        store.put(key, declared)
+    return declared
+
+
+def _installed_size(tree: list[Entry]) -> int:
+    """In KiB, as dpkg-gencontrol counts it (files rounded up, 1 per directory or link),
+    without the root directory and DEBIAN/; ``tree`` is the package's ``scan_tree``."""
     total = 0
-    for path in walk_sorted(root):
-        if path.is_relative_to(root / "DEBIAN"):
+    for rel, st in tree:
+        if rel == "DEBIAN" or rel.startswith("DEBIAN/"):
             continue
-        st = path.lstat()
-        total += -(-st.st_size // 1024) if path.is_file() and not path.is_symlink() else 1
+        total += -(-st.st_size // 1024) if stat.S_ISREG(st.st_mode) else 1
     return total
 
 
-def _md5sums(staged: Staged, digests: DigestCache | None = None) -> str:
+def _md5sums(staged: Staged, tree: list[Entry], digests: DigestCache | None = None) -> str:
+    """DEBIAN/md5sums: every regular file but the conffiles, in ``scan_tree``'s order."""
     conffiles = {c.path for c in staged.conffiles}
+    top = str(staged.root)
+    digests = digests or DigestCache(None)
     lines = []
-    for path in walk_sorted(staged.root):
-        rel = path.relative_to(staged.root).as_posix()
-        if rel.startswith("DEBIAN/") or path.is_symlink() or not path.is_file():
+    for rel, st in tree:
+        if rel.startswith("DEBIAN/") or not stat.S_ISREG(st.st_mode):
             continue
         if "/" + rel in conffiles:
             continue  # dpkg records conffile hashes itself
-        md5 = digests.digests(path)[1] if digests is not None else \
-            hashlib.md5(path.read_bytes(), usedforsecurity=False).hexdigest()
-        lines.append(f"{md5}  {rel}\n")
+        lines.append(f"{digests.digests_at(f'{top}/{rel}', st)[1]}  {rel}\n")
     return "".join(lines)
 
 
@@ -175,29 +305,38 @@ def dpkg_deb_build(root: Path, out: Path, compression: Compression, epoch: int) 
 
 def build_deb(staged: Staged, out_dir: Path, work: Path, *, compression: Compression,
               runner: Runner, maintainer: str, check_deps: bool,
-              digests: DigestCache | None = None) -> tuple[Path, list[str]]:
+              digests: DigestCache | None = None, cache_dir: Path | None = None,
+              reporter: Reporter = NULL_REPORTER) -> tuple[Path, list[str]]:
     """Build the .deb into ``out_dir``; return its path and its Depends. ``digests`` spares
-    reading again the files whose md5 an earlier package computed (see DigestCache)."""
+    reading again the files whose md5 an earlier package computed (see DigestCache);
+    ``cache_dir`` keeps the verdicts of dpkg-shlibdeps and of the archive check (see
+    ``VerdictStore``): without it both tools run."""
     host.find("dpkg-deb", PackageError, _DPKG_DEB_NEEDS)
     _docs(staged, maintainer)
+    staged.tree = scan_tree(staged.root)  # the package's files: DEBIAN/ is made below
     debian = staged.root / "DEBIAN"
     debian.mkdir(mode=0o755)
     os.chmod(debian, 0o755)
-    declared = declared_depends(staged, runner, check_deps)
-    depends = list(dict.fromkeys(declared + shlib_depends(staged, runner, work)))
+    state = target_state(runner) if cache_dir is not None else None
+    store = VerdictStore(cache_dir / "verdicts" if cache_dir is not None else None)
+    declared = checked_depends(staged, runner, check_deps, state=state, store=store,
+                               reporter=reporter)
+    shlibs = shlib_depends(staged, runner, work, state=state, store=store, digests=digests,
+                           reporter=reporter)
+    depends = list(dict.fromkeys(declared + shlibs))
 
     for name, text in deb_scripts(staged).items():
         _write(debian / name, text, 0o755)
     if staged.conffiles:
         _write(debian / "conffiles", "".join(f"{c.path}\n" for c in staged.conffiles))
-    _write(debian / "md5sums", _md5sums(staged, digests))
+    _write(debian / "md5sums", _md5sums(staged, staged.tree, digests))
     m = staged.manifest
     fields = [
         ("Package", staged.name),
         ("Version", staged.version.deb),
         ("Architecture", staged.arch.deb),
         ("Maintainer", maintainer),
-        ("Installed-Size", str(_installed_size(staged.root))),
+        ("Installed-Size", str(_installed_size(staged.tree))),
         ("Depends", ", ".join(depends)),
         ("Section", "net"),
         ("Priority", "optional"),

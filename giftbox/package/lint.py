@@ -22,6 +22,7 @@ from pathlib import Path
 from giftbox import host
 from giftbox.errors import PackageError
 from giftbox.package.common import data_text
+from giftbox.package.layout import Entry, scan_tree
 from giftbox.ui import Reporter
 
 
@@ -114,18 +115,24 @@ class DigestCache:
         self._used: dict[str, list[str]] = {}
         if path is not None and path.is_file():
             try:
-                self._known = json.loads(path.read_text())
+                known = json.loads(path.read_text())
             except (OSError, ValueError):
-                self._known = {}  # a damaged cache is an empty one
+                known = {}
+            # a damaged cache is an empty one; a damaged record, a miss (digests_at)
+            self._known = known if isinstance(known, dict) else {}
 
     def digests(self, path: Path) -> tuple[str, str]:
         """(sha256, md5) of the regular file at ``path``."""
-        st = path.lstat()
+        return self.digests_at(str(path), os.lstat(path))
+
+    def digests_at(self, path: str, st: os.stat_result) -> tuple[str, str]:
+        """(sha256, md5) of the regular file at ``path``, whose lstat the caller has."""
         ident = f"{st.st_dev}:{st.st_ino}:{st.st_size}:{st.st_mtime_ns}"
         found = self._known.get(ident)
-        if found is None:
+        if not (isinstance(found, list) and len(found) == 2
+                and all(isinstance(d, str) for d in found)):
             sha, md5 = hashlib.sha256(), hashlib.md5(usedforsecurity=False)
-            with path.open("rb") as fh:
+            with open(path, "rb") as fh:
                 for block in iter(lambda: fh.read(1 << 20), b""):
                     sha.update(block)
                     md5.update(block)
@@ -183,49 +190,50 @@ def _link_or_copy(src: Path, dst: Path) -> None:
 
 
 def make_unit(root: Path, prefix: str, verdicts: dict[str, list[str]], context: str,
-              digests: DigestCache, unit_root: Path) -> tuple[dict[str, str],
-                                                              dict[str, list[str]], int]:
+              digests: DigestCache, unit_root: Path,
+              tree: list[Entry] | None = None) -> tuple[dict[str, str],
+                                                        dict[str, list[str]], int]:
     """Lay out under ``unit_root`` what must be linted now (see the section comment); return
     the cacheable files it carries (rel -> key), the cached verdicts of those it leaves out,
-    and the package's file count. ``root`` is the staged package tree with its DEBIAN/."""
+    and the package's file count. ``root`` is the staged package tree with its DEBIAN/;
+    ``tree`` its ``scan_tree`` when the packager has it (DEBIAN/ in it or not)."""
     venv_rel = prefix.strip("/") + "/"
+    top = str(root)
     linted: dict[str, str] = {}
     cached: dict[str, list[str]] = {}
     keep: set[str] = set()  # rel paths (files, links, empty dirs) the unit carries
+    kinds: dict[str, int] = {}  # rel -> its stat.S_IFMT, for every path the unit may carry
     link_targets: list[str] = []
     files = 0
-    for dirpath, dirnames, filenames in os.walk(root):
-        dirnames.sort()
-        rel_dir = os.path.relpath(dirpath, root)
-        if rel_dir == "DEBIAN":
-            dirnames[:] = []
+    entries = [e for e in (scan_tree(root) if tree is None else tree)
+               if e.rel != "DEBIAN" and not e.rel.startswith("DEBIAN/")]
+    for i, (rel, st) in enumerate(entries):
+        kind = stat.S_IFMT(st.st_mode)
+        kinds[rel] = kind
+        if kind == stat.S_IFDIR:
+            following = entries[i + 1].rel if i + 1 < len(entries) else ""
+            if not following.startswith(rel + "/"):
+                keep.add(rel)  # an empty directory of the package
             continue
-        rel_dir = "" if rel_dir == "." else rel_dir + "/"
-        entries = filenames + [d for d in dirnames if os.path.islink(os.path.join(dirpath, d))]
-        if not entries and not dirnames and rel_dir:
-            keep.add(rel_dir.rstrip("/"))  # an empty directory of the package
-        for name in entries:
-            rel = rel_dir + name
-            path = Path(dirpath) / name
-            st = path.lstat()
-            if stat.S_ISLNK(st.st_mode):
-                keep.add(rel)
-                target = os.readlink(path)
-                resolved = os.path.normpath(target.lstrip("/") if target.startswith("/")
-                                            else os.path.join(rel_dir, target))
-                link_targets.append(resolved)
-                continue
-            files += 1
-            if not rel.startswith(venv_rel):
-                keep.add(rel)  # control-adjacent files: always linted
-                continue
-            sha, _md5 = digests.digests(path)
-            key = file_key(context, rel, stat.S_IMODE(st.st_mode), sha)
-            if key in verdicts:
-                cached[rel] = verdicts[key]
-            else:
-                linted[rel] = key
-                keep.add(rel)
+        if kind == stat.S_IFLNK:
+            keep.add(rel)
+            target = os.readlink(f"{top}/{rel}")
+            rel_dir = os.path.dirname(rel)
+            resolved = os.path.normpath(target.lstrip("/") if target.startswith("/")
+                                        else os.path.join(rel_dir, target))
+            link_targets.append(resolved)
+            continue
+        files += 1
+        if not rel.startswith(venv_rel):
+            keep.add(rel)  # control-adjacent files: always linted
+            continue
+        sha, _md5 = digests.digests_at(f"{top}/{rel}", st)
+        key = file_key(context, rel, stat.S_IMODE(st.st_mode), sha)
+        if key in verdicts:
+            cached[rel] = verdicts[key]
+        else:
+            linted[rel] = key
+            keep.add(rel)
     for target in link_targets:  # what links point at, when the package has it
         if target in cached and (root / target).is_file():
             linted[target] = file_key(context, target, stat.S_IMODE((root / target).lstat()
@@ -236,10 +244,10 @@ def make_unit(root: Path, prefix: str, verdicts: dict[str, list[str]], context: 
     unit_root.mkdir(parents=True)
     for rel in sorted(keep):
         src, dst = root / rel, unit_root / rel
-        if src.is_symlink():
+        if kinds[rel] == stat.S_IFLNK:
             dst.parent.mkdir(parents=True, exist_ok=True)
             dst.symlink_to(os.readlink(src))
-        elif src.is_dir():
+        elif kinds[rel] == stat.S_IFDIR:
             dst.mkdir(parents=True, exist_ok=True)
         else:
             _link_or_copy(src, dst)
@@ -260,9 +268,11 @@ def make_unit(root: Path, prefix: str, verdicts: dict[str, list[str]], context: 
 
 def lintian_cached(deb: Path, root: Path, prefix: str, cache_dir: Path, work: Path,
                    build_unit: Callable[[Path, Path], None], reporter: Reporter,
-                   digests: DigestCache | None = None) -> tuple[str, ...]:
+                   digests: DigestCache | None = None,
+                   tree: list[Entry] | None = None) -> tuple[str, ...]:
     """lintian's verdict on ``deb`` (built from the staged tree ``root``), linting only what
-    has no cached verdict; ``build_unit(tree, out)`` builds a .deb the way ``deb`` was."""
+    has no cached verdict; ``build_unit(tree, out)`` builds a .deb the way ``deb`` was.
+    ``tree`` is ``scan_tree(root)`` as the packager left it, when it has one."""
     digests = digests or DigestCache(None)
     control = (root / "DEBIAN" / "control").read_text()
     package = _control_fields(control).get("Package", "")
@@ -278,7 +288,8 @@ def lintian_cached(deb: Path, root: Path, prefix: str, cache_dir: Path, work: Pa
             verdicts = {}
     unit_root = work / "lint-unit"
     shutil.rmtree(unit_root, ignore_errors=True)
-    linted, cached, files = make_unit(root, prefix, verdicts, context, digests, unit_root)
+    linted, cached, files = make_unit(root, prefix, verdicts, context, digests, unit_root,
+                                      tree)
     unit = work / deb.name
     unit.unlink(missing_ok=True)
     build_unit(unit_root, unit)

@@ -1,0 +1,198 @@
+"""Packaging reads the staged tree once and keeps the verdicts of the target's tools by the
+digest of what they read (#15): dpkg-shlibdeps per set of ELF objects, the archive check per
+set of declared packages and apt lists. Real dpkg-shlibdeps, apt-cache, dpkg-deb and
+dpkg-gencontrol on this Debian 12 host; no Docker."""
+
+from __future__ import annotations
+
+import io
+import os
+import shutil
+import subprocess
+from collections.abc import Sequence
+from pathlib import Path
+
+import pytest
+from package_fixtures import fake_venv, make_manifest, write_spec
+
+from giftbox.distros import get_distro
+from giftbox.package import HostRunner, RunResult, build_package
+from giftbox.package.deb import (
+    TargetState,
+    VerdictStore,
+    _installed_size,
+    checked_depends,
+    shlib_depends,
+    target_state,
+)
+from giftbox.package.layout import Staged, scan_tree, stage
+from giftbox.package.lint import DigestCache
+from giftbox.ui import Reporter
+
+LIBS = Path("/usr/lib/x86_64-linux-gnu")
+
+
+class CountingHost(HostRunner):
+    """This host, remembering which tools it ran (the calls are real)."""
+
+    def __init__(self) -> None:
+        self.tools: list[str] = []
+
+    def run(self, argv: Sequence[str], *, cwd: str | None = None) -> RunResult:
+        self.tools.append(argv[0])
+        return super().run(argv, cwd=cwd)
+
+
+def staged_demo(tmp: Path, ext: Path) -> Staged:
+    """The demo spec staged from a venv-shaped tree holding ``ext`` as an extension."""
+    root = tmp / "tree"
+    spec = write_spec(root, "demo")
+    distro = get_distro(root / "builders", "debian12")
+    manifest = make_manifest(spec, distro)
+    venv = fake_venv(tmp / "venv")
+    (venv / "lib").mkdir()
+    shutil.copy(ext, venv / "lib" / "_ext.so")
+    return stage(venv, manifest, spec, distro, tmp / "root")
+
+
+def replace_bytes(path: Path, source: Path) -> None:
+    tmp = path.with_name(path.name + ".new")
+    shutil.copy(source, tmp)
+    tmp.replace(path)  # by rename, as every giftbox writer does
+
+
+def shlibs(staged: Staged, runner: CountingHost, store: VerdictStore, tmp: Path,
+           state: TargetState | None) -> tuple[list[str], str]:
+    out = io.StringIO()
+    work = Path(tmp) / "work"
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir()
+    depends = shlib_depends(staged, runner, work, state=state, store=store,
+                            digests=DigestCache(None), reporter=Reporter(out))
+    return depends, out.getvalue()
+
+
+@pytest.mark.slow
+def test_shlibdeps_verdict_is_cached_by_target_and_elf_objects(tmp_path: Path) -> None:
+    staged = staged_demo(tmp_path, LIBS / "libz.so.1")
+    runner = CountingHost()
+    state = target_state(runner)
+    assert state is not None
+    store = VerdictStore(tmp_path / "verdicts")
+
+    first, said = shlibs(staged, runner, store, tmp_path, state)
+    assert any(d.startswith("libc6") for d in first), first
+    assert runner.tools.count("dpkg-shlibdeps") == 1 and "cached" not in said
+
+    # the same ELF objects on the same target: the verdict, not the tool
+    again, said = shlibs(staged, runner, store, tmp_path, state)
+    assert again == first
+    assert runner.tools.count("dpkg-shlibdeps") == 1
+    assert "shlibdeps: verdict cached for 1 ELF objects" in said
+
+    # another target (another image): the tool again
+    other = TargetState("0" * 64, state.apt)
+    shlibs(staged, runner, store, tmp_path, other)
+    assert runner.tools.count("dpkg-shlibdeps") == 2
+
+    # one changed ELF object: the tool again, with its own answer (libbz2 links libc too)
+    replace_bytes(staged.path(staged.elf_files[0]), LIBS / "libbz2.so.1.0")
+    changed, said = shlibs(staged, runner, store, tmp_path, state)
+    assert runner.tools.count("dpkg-shlibdeps") == 3 and "cached" not in said
+    assert any(d.startswith("libc6") for d in changed)
+
+    # a damaged record is a miss, never a crash or someone else's answer
+    for record in (tmp_path / "verdicts").glob("*.json"):
+        record.write_text('{"key": "')
+    shlibs(staged, runner, store, tmp_path, state)
+    assert runner.tools.count("dpkg-shlibdeps") == 4
+    for record in (tmp_path / "verdicts").glob("*.json"):
+        record.write_text('{"key": "x", "answer": [1]}')
+    shlibs(staged, runner, store, tmp_path, state)
+    assert runner.tools.count("dpkg-shlibdeps") == 5
+
+
+@pytest.mark.slow
+def test_archive_check_is_cached_by_declared_packages_and_apt_lists(tmp_path: Path) -> None:
+    staged = staged_demo(tmp_path, LIBS / "libz.so.1")
+    runner = CountingHost()
+    state = target_state(runner)
+    assert state is not None and state.apt is not None, "this host has apt lists"
+    store = VerdictStore(tmp_path / "verdicts")
+
+    def check(with_state: TargetState | None) -> str:
+        out = io.StringIO()
+        declared = checked_depends(staged, runner, True, state=with_state, store=store,
+                                   reporter=Reporter(out))
+        assert "python3.11" in declared
+        return out.getvalue()
+
+    assert "cached" not in check(state)
+    calls = runner.tools.count("apt-cache")
+    assert calls > 0
+    assert "dependency check: verdict cached" in check(state)
+    assert runner.tools.count("apt-cache") == calls
+    # new lists (apt-get update brought another archive): checked again
+    check(TargetState(state.dpkg, "1" * 64))
+    assert runner.tools.count("apt-cache") > calls
+    # no lists to key by: checked every time
+    calls = runner.tools.count("apt-cache")
+    check(TargetState(state.dpkg, None))
+    assert runner.tools.count("apt-cache") > calls
+
+
+def test_scan_tree_orders_as_sorted_paths(tmp_path: Path) -> None:
+    for rel in ("a/x", "a-b/x", "a.txt", "b/c/d", "b/c.d"):
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_text(rel)
+    (tmp_path / "b" / "link").symlink_to("c")
+    rels = [entry.rel for entry in scan_tree(tmp_path)]
+    expected = sorted(p for p in tmp_path.rglob("*"))
+    assert rels == [p.relative_to(tmp_path).as_posix() for p in expected]
+    assert "b/link/d" not in rels  # a link to a directory is a link, not walked
+
+
+@pytest.mark.slow
+def test_md5sums_and_installed_size_are_dpkgs(tmp_path: Path) -> None:
+    root = tmp_path / "tree"
+    spec = write_spec(root, "demo")
+    distro = get_distro(root / "builders", "debian12")
+    venv = fake_venv(tmp_path / "venv")
+    (venv / "lib" / "pkg").mkdir(parents=True)
+    (venv / "lib" / "pkg" / "big.dat").write_bytes(os.urandom(5000))
+    (venv / "lib" / "pkg-extra").mkdir()
+    (venv / "lib" / "pkg-extra" / "empty").write_bytes(b"")
+    (venv / "lib" / "empty-dir").mkdir()
+    artifact = build_package(venv, make_manifest(spec, distro), spec, distro, tmp_path / "out",
+                             runner=HostRunner(), lint=False, check_deps=False,
+                             cache_dir=tmp_path / "cache")
+    files = tmp_path / "files"
+    subprocess.run(["dpkg-deb", "-R", str(artifact.path), str(files)], check=True)
+    control = files / "DEBIAN"
+    # every line of md5sums is right (md5sum checks it) and every file but the conffiles
+    # has one
+    subprocess.run(["md5sum", "--check", "--quiet", str(control / "md5sums")], cwd=files,
+                   check=True)
+    listed = {line.split("  ", 1)[1] for line in (control / "md5sums").read_text()
+              .splitlines()}
+    conffiles = {c.lstrip("/") for c in (control / "conffiles").read_text().split()}
+    regular = {p.relative_to(files).as_posix() for p in files.rglob("*")
+               if p.is_file() and not p.is_symlink() and not p.is_relative_to(control)}
+    assert listed == regular - conffiles
+    # Installed-Size as dpkg-gencontrol counts the same files (it adds the root directory)
+    shutil.move(control, tmp_path / "control")
+    src = tmp_path / "src"
+    (src / "debian").mkdir(parents=True)
+    (src / "debian" / "control").write_text(
+        f"Source: demo\nMaintainer: giftbox <giftbox@packages.invalid>\n\n"
+        f"Package: {artifact.name}\nArchitecture: any\nDescription: demo\n demo\n")
+    (src / "debian" / "changelog").write_text(
+        "demo (1.0-1) unstable; urgency=medium\n\n  * Test.\n\n"
+        " -- giftbox <giftbox@packages.invalid>  Tue, 14 Nov 2023 22:13:20 +0000\n")
+    out = subprocess.run(["dpkg-gencontrol", f"-p{artifact.name}", f"-P{files}", "-O"],
+                         cwd=src, capture_output=True, text=True, check=True).stdout
+    gencontrol = int(next(line.split(":", 1)[1] for line in out.splitlines()
+                          if line.startswith("Installed-Size:")))
+    ours = subprocess.run(["dpkg-deb", "-f", str(artifact.path), "Installed-Size"],
+                          capture_output=True, text=True, check=True).stdout
+    assert int(ours) == gencontrol - 1 == _installed_size(scan_tree(files))
