@@ -5,10 +5,12 @@ small packages made here; no Docker."""
 from __future__ import annotations
 
 import io
+import json
 import os
 import re
 import shutil
 import stat
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -214,3 +216,33 @@ def test_apt_lists_age_from_the_last_update(tmp_path: Path) -> None:
     mark_apt_lists(tmp_path, 10_000)
     assert apt_lists_age(tmp_path, 12_000) == 2_000  # fresh for APT_LISTS_MAX_AGE
     assert APT_LISTS_MAX_AGE <= 24 * 3600
+
+
+def test_lintians_version_is_asked_again_when_the_program_is_not_the_one_recorded(
+        tmp_path: Path) -> None:
+    from giftbox.package.lint import lintian_version
+
+    real = subprocess.run(["lintian", "--version"], capture_output=True, text=True,
+                          check=True).stdout.strip()
+    record = tmp_path / "lintian-version.record"
+    try:
+        lintian_version.cache_clear()
+        assert lintian_version(tmp_path) == real  # asked, and recorded
+        data = json.loads(record.read_text())
+        assert data["version"] == real
+        # the record is what answers while the program is the one it names
+        record.write_text(json.dumps({**data, "version": "Lintian vRECORDED"}))
+        lintian_version.cache_clear()
+        assert lintian_version(tmp_path) == "Lintian vRECORDED"
+        # another program (an upgrade replaces the file: new inode, ctime) is asked again
+        program = list(data["program"])
+        program[2] += 1
+        record.write_text(json.dumps({"program": program, "version": "Lintian vSTALE"}))
+        for text in (json.dumps({"program": program, "version": "Lintian vSTALE"}),
+                     "{not json", json.dumps({"program": data["program"], "version": 7}),
+                     json.dumps(["a", "list"])):
+            record.write_text(text)
+            lintian_version.cache_clear()
+            assert lintian_version(tmp_path) == real
+    finally:
+        lintian_version.cache_clear()

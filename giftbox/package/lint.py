@@ -96,9 +96,33 @@ _POINTER_RE = re.compile(r"\[([^\]]+)\]$")
 
 
 @functools.cache
-def lintian_version() -> str:
+def lintian_version(cache_dir: Path | None = None) -> str:
+    """``lintian --version`` (0.7 s of perl starting up), remembered in ``cache_dir`` under
+    the identity of the lintian program it ran: its resolved path, inode, size, mtime and
+    ctime. Upgrading lintian replaces that file (a new inode and ctime), so the answer is
+    asked again; a damaged record is asked again too."""
+    where = host.which("lintian")
+    record = cache_dir / "lintian-version.record" if cache_dir is not None else None
+    identity: list[object] | None = None
+    if where is not None and record is not None:
+        real = os.path.realpath(where)
+        try:
+            st = os.stat(real)
+            identity = [real, st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns]
+            data = json.loads(record.read_text())
+            if isinstance(data, dict) and data.get("program") == identity \
+                    and isinstance(data.get("version"), str) and data["version"]:
+                return str(data["version"])
+        except (OSError, ValueError):
+            pass
     code, out, _err = _linter("lintian", "--version")
-    return out.strip() if code == 0 else "unknown"
+    version = out.strip() if code == 0 else "unknown"
+    if identity is not None and record is not None and code == 0:
+        record.parent.mkdir(parents=True, exist_ok=True)
+        tmp = record.with_name(f".{record.name}.{os.getpid()}.tmp")
+        tmp.write_text(json.dumps({"program": identity, "version": version}) + "\n")
+        tmp.replace(record)
+    return version
 
 
 class DigestCache:
@@ -162,11 +186,12 @@ def _control_fields(text: str) -> dict[str, str]:
     return fields
 
 
-def lint_context(control: str, overrides: str) -> str:
+def lint_context(control: str, overrides: str, cache_dir: Path | None = None) -> str:
     """The digest of everything besides a file itself that its per-file tags depend on."""
     fields = {k: v for k, v in _control_fields(control).items() if k not in _PER_BUILD_FIELDS}
     return hashlib.sha256(json.dumps({
-        "recipe": LINT_RECIPE, "lintian": lintian_version(), "args": list(_LINTIAN_ARGS),
+        "recipe": LINT_RECIPE, "lintian": lintian_version(cache_dir),
+        "args": list(_LINTIAN_ARGS),
         "control": fields, "overrides": overrides}, sort_keys=True).encode()).hexdigest()
 
 
@@ -278,7 +303,7 @@ def lintian_cached(deb: Path, root: Path, prefix: str, cache_dir: Path, work: Pa
     package = _control_fields(control).get("Package", "")
     overrides_path = root / "usr/share/lintian/overrides" / package
     overrides = overrides_path.read_text() if overrides_path.is_file() else ""
-    context = lint_context(control, overrides)
+    context = lint_context(control, overrides, cache_dir)
     store = cache_dir / f"{context[:32]}.json"
     verdicts: dict[str, list[str]] = {}
     if store.is_file():
