@@ -10,10 +10,12 @@ CI stays short and a failure reproduces.
 
 from __future__ import annotations
 
+import io
 import os
 import shutil
 import subprocess
 import sys
+import tarfile
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +27,7 @@ from hypothesis import strategies as st
 
 from giftbox.distros import load_distros
 from giftbox.errors import RepoError, SpecError
+from giftbox.repo.archive import walk_tar
 from giftbox.repo.channels import load_channels
 from giftbox.settings import Settings
 from giftbox.spec import RESERVED_ACCOUNTS, load_spec, path_problem, system_dir
@@ -293,3 +296,154 @@ def test_fuzz_cli_exit_codes(fuzz_tree: Path, spec: bytes, channels: bytes) -> N
         assert run.returncode in allowed, (argv, run.returncode, err)
         assert "Traceback" not in err, err
     assert _listing(outside, fuzz_tree) == before
+
+
+# --- the pool's strict tar reader against tarfile -------------------------------------------
+
+_SEGMENT = st.text(st.characters(blacklist_characters="/\x00\n", blacklist_categories=("Cs",)),
+                   min_size=1, max_size=40)
+_TAR_NAMES = st.one_of(
+    st.lists(_SEGMENT, min_size=1, max_size=8).map("/".join),  # long ones need L, K, pax
+    st.lists(_SEGMENT, min_size=1, max_size=3).map(lambda parts: "./" + "/".join(parts)),
+    st.sampled_from(["control", "./control", "./usr/bin/x", "a" * 99, "b" * 100, "c" * 101]))
+_TAR_TYPES = [tarfile.REGTYPE, tarfile.DIRTYPE, tarfile.SYMTYPE, tarfile.LNKTYPE,
+              tarfile.FIFOTYPE, tarfile.CHRTYPE, tarfile.BLKTYPE]
+
+
+@st.composite
+def tar_archives(draw: st.DrawFn) -> bytes:
+    """A tar archive as Python's tarfile writes it (GNU, pax or ustar), of members with names
+    that need no stripping: files with data, directories, links, devices, fifos."""
+    fmt = draw(st.sampled_from([tarfile.GNU_FORMAT, tarfile.PAX_FORMAT, tarfile.USTAR_FORMAT]))
+    out = io.BytesIO()
+    with tarfile.open(fileobj=out, mode="w", format=fmt) as tar:
+        for _ in range(draw(st.integers(min_value=0, max_value=5))):
+            info = tarfile.TarInfo(draw(_TAR_NAMES))
+            info.type = draw(st.sampled_from(_TAR_TYPES))
+            data = draw(st.binary(max_size=1200)) if info.type == tarfile.REGTYPE else b""
+            info.size = len(data)
+            if info.type in (tarfile.SYMTYPE, tarfile.LNKTYPE):
+                info.linkname = draw(_TAR_NAMES)
+            if info.type in (tarfile.CHRTYPE, tarfile.BLKTYPE):
+                info.devmajor = draw(st.integers(min_value=0, max_value=2 ** 22))
+                info.devminor = draw(st.integers(min_value=0, max_value=255))
+            info.uid = draw(st.sampled_from([0, 1000, 2 ** 22, 2 ** 40]))
+            info.uname = draw(st.sampled_from(["", "root", "caf\u00e9"]))
+            info.mtime = draw(st.one_of(st.integers(min_value=0, max_value=2 ** 40),
+                                        st.integers(min_value=0, max_value=2 ** 33)
+                                        .map(lambda n: n + 0.5)))
+            try:
+                tar.addfile(info, io.BytesIO(data) if data else None)
+            except ValueError:
+                pass  # this format cannot hold it (ustar: long names, big numbers)
+    return out.getvalue()
+
+
+def _refix_checksum(block: bytearray) -> None:
+    block[148:156] = b" " * 8
+    block[148:156] = b"%06o\x00 " % (sum(block) & 0o777777)
+
+
+@st.composite
+def hostile_tars(draw: st.DrawFn) -> bytes:
+    """A generated archive, then damaged: cut anywhere, a byte flipped (or a header's byte
+    flipped and its checksum made right again), garbage or a second archive appended."""
+    data = bytearray(draw(tar_archives()))
+    how = draw(st.sampled_from(["cut", "flip", "header", "header", "append", "concat"]))
+    if how == "cut":
+        return bytes(data[:draw(st.integers(min_value=0, max_value=len(data)))])
+    if how == "append":
+        return bytes(data) + draw(st.binary(min_size=1, max_size=600))
+    if how == "concat":
+        return bytes(data[:-1024 * draw(st.integers(min_value=0, max_value=2))]) + \
+            draw(tar_archives())
+    at = draw(st.integers(min_value=0, max_value=max(0, len(data) - 1)))
+    if data:
+        data[at] ^= draw(st.integers(min_value=1, max_value=255))
+    if how == "header":
+        start = at - at % 512
+        block = bytearray(data[start:start + 512])
+        if block.count(0) != 512:
+            _refix_checksum(block)
+            data[start:start + 512] = block
+    return bytes(data)
+
+
+def _tarfile_listing(data: bytes) -> list[tuple[tuple[str, bytes, int, str], bytes | None]]:
+    out = []
+    with tarfile.open(fileobj=io.BytesIO(data), mode="r|") as tar:
+        for e in tar:
+            handle = tar.extractfile(e) if e.isfile() else None
+            out.append(((e.name, e.type, e.size, e.linkname),
+                        handle.read() if handle is not None else None))
+    return out
+
+
+def _strict_listing(data: bytes, chunk: int = 700
+                    ) -> list[tuple[tuple[str, bytes, int, str], bytes | None]]:
+    chunks = iter([data[i:i + chunk] for i in range(0, len(data), chunk)])
+    return [(tuple(entry), content) for entry, content  # type: ignore[misc]
+            in walk_tar(chunks, "t", lambda name: True)]
+
+
+@pytest.mark.slow
+@FUZZ
+@given(data=tar_archives(), chunk=st.sampled_from([1, 512, 700, 1 << 20]))
+def test_fuzz_the_strict_tar_reader_reads_what_tarfile_writes_as_tarfile_reads_it(
+        data: bytes, chunk: int) -> None:
+    assert _strict_listing(data, chunk) == _tarfile_listing(data)
+
+
+@pytest.mark.slow
+@FUZZ
+@given(data=hostile_tars())
+def test_fuzz_what_the_strict_tar_reader_accepts_tarfile_reads_the_same(data: bytes) -> None:
+    try:
+        strict = _strict_listing(data)
+    except RepoError as exc:
+        assert "is not a whole tar archive" in exc.message
+        return
+    assert strict == _tarfile_listing(data)
+
+
+def _gnu_header(name: bytes, kind: bytes, size: int = 0) -> bytearray:
+    block = bytearray(512)
+    block[:len(name)] = name
+    block[100:156] = b"0000644\x000000000\x000000000\x00%011o\x00%011o\x00" % (size, 0) + \
+        b"        "
+    block[156:157] = kind
+    block[257:265] = b"ustar  \x00"
+    _refix_checksum(block)
+    return block
+
+
+def _member(name: bytes, data: bytes, kind: bytes = b"0") -> bytes:
+    return bytes(_gnu_header(name, kind, len(data))) + data + bytes(-len(data) % 512)
+
+
+_HOSTILE_TARS = [
+    ("empty", b"", "ends before"),
+    ("no end-of-archive block", _member(b"./a", b"x"), "ends before"),
+    ("cut inside a member", _member(b"./a", b"x" * 600)[:700], "ends inside the member"),
+    ("garbage after the end", _member(b"./a", b"x") + bytes(1024) + b"hidden", "data after"),
+    ("a bad header after a good one", _member(b"./a", b"x") + b"\x01" * 512 + bytes(1024),
+     "the header at byte 1024"),
+    ("GNU sparse", _member(b"./a", b"x", b"S") + bytes(1024), "type b'S'"),
+    ("data on a directory", _member(b"./d/", b"x", b"5") + bytes(1024), "has data"),
+    ("two long names", _member(b"././@LongLink", b"a\x00", b"L")
+     + _member(b"././@LongLink", b"b\x00", b"L") + _member(b"./x", b"") + bytes(1024), "repeat"),
+    ("a long name with no member", _member(b"././@LongLink", b"a\x00", b"L") + bytes(1024),
+     "no member"),
+    ("a pax key giftbox does not read", _member(b"./PaxHeaders/x", b"21 GNU.sparse.size=9\n",
+                                                b"x") + _member(b"./x", b"") + bytes(1024),
+     "does not read"),
+    ("a file named like a directory", _member(b"./a/", b"") + bytes(1024), "the name"),
+]
+
+
+@pytest.mark.parametrize(("why", "archive", "message"), _HOSTILE_TARS,
+                         ids=[why for why, _, _ in _HOSTILE_TARS])
+def test_the_strict_tar_reader_refuses_what_tarfile_lets_through(why: str, archive: bytes,
+                                                                  message: str) -> None:
+    with pytest.raises(RepoError, match=message):
+        _strict_listing(archive)

@@ -9,6 +9,7 @@ Real tools only: bad packages are made with dpkg-deb, ar and tar, rpms with rpmb
 
 from __future__ import annotations
 
+import gzip
 import json
 import os
 import random
@@ -223,6 +224,37 @@ def test_hand_made_debs_with_bad_control_are_refused(tree: Tree, tmp_path: Path,
     assert state_filenames(tree, "nightly") == set()
     assert not (tree.repos / ".pool" / "by-name").is_dir() or \
         not any((tree.repos / ".pool" / "by-name").iterdir()), why
+
+
+def _with_data_tar(deb: Path, out: Path, damage: str) -> Path:
+    """``deb`` (data.tar.gz) with its data tar changed, then gzipped and put back with ar."""
+    work = out / f"redo-{damage}"
+    work.mkdir()
+    with local.cwd(work):
+        local["ar"]["x", str(deb)].run()
+        tar = (work / "data.tar.gz").read_bytes()
+        raw = gzip.decompress(tar)
+        end = len(raw.rstrip(b"\0"))  # the last member's data ends here, or its header does
+        end += -end % 512
+        raw = {"garbage after the end": raw + b"hidden payload\n",
+               "cut after a member": raw[:end],
+               "a bad header after the first": raw[:512] + b"\x01" * 512 + raw[1024:]}[damage]
+        (work / "data.tar.gz").write_bytes(gzip.compress(raw))
+        redone = out / f"{damage.replace(' ', '-')}.deb"
+        local["ar"]["rc", str(redone), "debian-binary", "control.tar.gz", "data.tar.gz"].run()
+    return redone
+
+
+@pytest.mark.parametrize("damage", ["garbage after the end", "cut after a member",
+                                    "a bad header after the first"])
+def test_a_data_tar_that_tarfile_would_list_but_is_not_whole_is_refused(
+        tree: Tree, tmp_path: Path, damage: str) -> None:
+    # Python's tarfile lists each of these without a complaint (it stops at the first zero or
+    # bad header, and at a member boundary); giftbox's reader does not guess.
+    deb = _with_data_tar(hand_made_deb(tmp_path, CONTROL), tmp_path, damage)
+    with pytest.raises(RepoError, match="data.tar.gz is not a whole tar archive"):
+        publish("nightly", [deb], tree.settings)
+    assert state_filenames(tree, "nightly") == set()
 
 
 def test_packages_is_generated_from_parsed_fields_and_apt_agrees(tree: Tree,

@@ -1,11 +1,12 @@
 """Package archives read as data: a .deb's ar container and its compressed tar members, the
 payload a family's tool streams (``dpkg-deb --fsys-tarfile``'s tar, ``rpm2cpio``'s cpio).
 
-One reader of each format, for the two kinds of reading giftbox does:
+For the two kinds of reading giftbox does:
 
 * whole and strict (``giftbox.repo.pool``, before a file claims its name in a channel): every
-  ar member to its last byte (``ar_members``), every tar member decompressed and walked
-  (``list_tar``); anything truncated, damaged or not what it claims is a RepoError;
+  ar member to its last byte (``ar_members``), every tar member decompressed and walked by a
+  reader of its own (``list_tar``, ``walk_tar``: the tar dpkg-deb writes, nothing it has to
+  guess at); anything truncated, damaged or not what it claims is a RepoError;
 * a few named files out of a payload as it streams (``payload_files``: ``giftbox diff`` and
   ``giftbox rebuild`` read the manifest and lock a package carries), each at most a given
   size, the rest read past and never stored; the caller stops when it has what it wants.
@@ -15,11 +16,11 @@ Nothing here is executed, extracted or written to disk.
 
 from __future__ import annotations
 
-import io
+import re
 import stat
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from pathlib import Path, PurePosixPath
-from typing import IO, TYPE_CHECKING
+from typing import IO, TYPE_CHECKING, NamedTuple
 
 from giftbox.errors import GiftboxError, PackageError, RepoError
 
@@ -39,40 +40,46 @@ _DAMAGED = "the file is truncated or damaged; publish the file as built"
 # --- ar (a .deb's container) ------------------------------------------------------------------
 
 
-def ar_members(path: Path) -> list[tuple[str, bytes]]:
-    """Every member of the ar archive at ``path``, read to its last byte: (name, data)."""
-    members: list[tuple[str, bytes]] = []
-    with open(path, "rb") as f:
-        if f.read(8) != AR_MAGIC:
-            raise RepoError(f"{path} is not a .deb (no ar archive header)")
-        while True:
-            header = f.read(60)
-            if not header:
-                break
-            if len(header) < 60 or header[58:60] != b"`\n":
-                raise RepoError(f"{path} is truncated or damaged: a bad ar member header "
-                                f"after {len(members)} member(s)",
-                                hint="publish the file as built (dpkg-deb -c must list it)")
-            name = header[:16].decode("ascii", errors="replace").strip().rstrip("/")
-            size_text = header[48:58].decode("ascii", errors="replace").strip()
-            if not size_text.isdigit():
-                raise RepoError(f"{path}: ar member {name!r} has no valid size")
-            size = int(size_text)
-            data = f.read(size)
-            if len(data) != size:
-                raise RepoError(f"{path} is truncated: ar member {name!r} has {len(data)} of "
-                                f"its {size} bytes",
-                                hint="publish the whole file (dpkg-deb -c must list it)")
-            if size & 1 and f.read(1) != b"\n":
+def ar_members(path: Path, data: bytes | None = None) -> list[tuple[str, memoryview]]:
+    """Every member of the ar archive at ``path`` (whose bytes are ``data`` when the caller
+    has read them), to its last byte: (name, its bytes, a view into the file's, not a copy)."""
+    if data is None:
+        data = path.read_bytes()
+    view = memoryview(data)
+    if data[:8] != AR_MAGIC:
+        raise RepoError(f"{path} is not a .deb (no ar archive header)")
+    members: list[tuple[str, memoryview]] = []
+    pos = 8
+    while pos < len(data):
+        header = data[pos:pos + 60]
+        if len(header) < 60 or header[58:60] != b"`\n":
+            raise RepoError(f"{path} is truncated or damaged: a bad ar member header "
+                            f"after {len(members)} member(s)",
+                            hint="publish the file as built (dpkg-deb -c must list it)")
+        name = header[:16].decode("ascii", errors="replace").strip().rstrip("/")
+        size_text = header[48:58].decode("ascii", errors="replace").strip()
+        if not size_text.isdigit():
+            raise RepoError(f"{path}: ar member {name!r} has no valid size")
+        size = int(size_text)
+        start = pos + 60
+        pos = end = start + size
+        if end > len(data):
+            raise RepoError(f"{path} is truncated: ar member {name!r} has {len(data) - start} "
+                            f"of its {size} bytes",
+                            hint="publish the whole file (dpkg-deb -c must list it)")
+        if size & 1:
+            if data[pos:pos + 1] != b"\n":
                 raise RepoError(f"{path} is truncated after ar member {name!r}")
-            members.append((name, data))
+            pos += 1
+        members.append((name, view[start:end]))
     return members
 
 
 # --- compressed members -------------------------------------------------------------------------
 
 
-def decompressed(path: Path, member: str, data: bytes) -> Iterator[bytes]:
+def decompressed(path: Path, member: str,
+                 data: bytes | memoryview) -> Generator[bytes, None, None]:
     """The decompressed bytes of one member (compression by its name), in chunks; raises
     RepoError when it is not a whole stream of its compression."""
     import bz2
@@ -91,14 +98,14 @@ def decompressed(path: Path, member: str, data: bytes) -> Iterator[bytes]:
         elif member.endswith(".bz2"):
             out = bz2.decompress(data)
         else:
-            out = data
+            out = bytes(data)
     except (OSError, EOFError, lzma.LZMAError, zlib.error, ValueError) as exc:
         raise RepoError(f"{path}: member {member} does not decompress: {exc}",
                         hint=_DAMAGED) from None
     yield out
 
 
-def _zstd(path: Path, member: str, data: bytes) -> Iterator[bytes]:
+def _zstd(path: Path, member: str, data: bytes | memoryview) -> Generator[bytes, None, None]:
     import threading
 
     from giftbox import host
@@ -128,32 +135,6 @@ def _zstd(path: Path, member: str, data: bytes) -> Iterator[bytes]:
     if code != 0:
         raise RepoError(f"{path}: member {member} does not decompress: {err or f'zstd {code}'}",
                         hint=_DAMAGED)
-
-
-class _Chunks(io.RawIOBase):
-    """A file object over an iterator of byte chunks (tarfile's stream mode reads it)."""
-
-    def __init__(self, chunks: Iterator[bytes]) -> None:
-        self._chunks = chunks
-        self._buf = b""
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, b) -> int:  # type: ignore[no-untyped-def, override]
-        while not self._buf:
-            try:
-                self._buf = next(self._chunks)
-            except StopIteration:
-                return 0
-        n = min(len(b), len(self._buf))
-        b[:n] = self._buf[:n]
-        self._buf = self._buf[n:]
-        return n
-
-    def drain(self) -> None:
-        for _ in self._chunks:
-            pass
 
 
 # --- tar ----------------------------------------------------------------------------------------
@@ -189,20 +170,301 @@ def tar_files(stream: IO[bytes], where: str, wanted: Callable[[str], bool],
         raise RepoError(f"{where} is not a whole tar archive: {exc}", hint=_DAMAGED) from None
 
 
-def list_tar(path: Path, member: str, data: bytes, want: str | None = None) -> bytes | None:
-    """Decompress and walk every entry of a .deb's tar member (a truncated or corrupt one
-    fails); returns the content of ``want`` (./control) when asked for."""
-    chunks = _Chunks(decompressed(path, member, data))
+def list_tar(path: Path, member: str, data: bytes | memoryview,
+             want: str | None = None) -> bytes | None:
+    """Decompress and walk every entry of a .deb's tar member strictly (``walk_tar``: a
+    truncated, corrupt or ambiguous one fails); returns the content of ``want`` (./control)
+    when asked for."""
+    chunks = decompressed(path, member, data)
     names = (f"./{want}", want) if want is not None else ()
     found: bytes | None = None
-    for entry, content in tar_files(io.BufferedReader(chunks, 1 << 20),
-                                    f"{path}: member {member}", lambda name: name in names):
-        if entry.name in names:
-            if not entry.isfile():
-                raise RepoError(f"{path}: {member}'s {want} is not a regular file")
-            found = content
-    chunks.drain()  # the decompressor's own end-of-stream checks
+    try:
+        for entry, content in walk_tar(chunks, f"{path}: member {member}",
+                                       lambda name: name in names):
+            if entry.name in names:
+                if entry.type != REGULAR:
+                    raise RepoError(f"{path}: {member}'s {want} is not a regular file")
+                if found is not None:
+                    raise RepoError(f"{path}: {member} holds {want} twice: dpkg and giftbox "
+                                    "could read different ones", hint="build it with dpkg-deb")
+                found = content
+        for _ in chunks:
+            pass  # walk_tar read to the end; the decompressor's end-of-stream checks ran
+    finally:
+        chunks.close()  # a refused member: the decompressor stops
     return found
+
+
+# --- tar, read strictly (the pool's reading of a .deb's members) ------------------------------
+#
+# Python's tarfile reads 23,900 headers of a big package in seconds, and accepts more than it
+# should of a hostile file (an archive that stops at a header boundary or goes on after its end
+# with garbage, a bad header after the first ends the listing silently). walk_tar reads the
+# subset dpkg-deb and Python's tarfile write (ustar and GNU headers, GNU long names and links,
+# pax extended headers with the keys that carry names, sizes, owners and times) and refuses
+# everything else, rather than guessing: whatever it accepts, tarfile reads the same way (same
+# entries, names, sizes, links; tests/test_fuzz.py checks it on generated archives).
+
+_BLOCK = 512
+_ZEROS = bytes(_BLOCK)
+REGULAR = b"0"
+DIRECTORY = b"5"
+_MEMBER_TYPES = (REGULAR, b"1", b"2", b"3", b"4", DIRECTORY, b"6")  # file, links, devices, fifo
+_LONGNAME, _LONGLINK, _PAX = b"L", b"K", b"x"
+_EXTENSION_LIMIT = 1 << 20  # a path dpkg writes is a few KiB at most
+_POSIX_MAGIC, _GNU_MAGIC = b"ustar\x0000", b"ustar  \x00"
+_HIGH_BYTES = bytes(range(128))  # deleted by translate: what is left has the high bit set
+_OCTAL = b"01234567"
+# mode, uid, gid, size, mtime and chksum as GNU tar and Python's tarfile spell them: one match
+# checks them all (other spellings take the general path, _number).
+_CANONICAL = re.compile(rb"[0-7]{7}\0[0-7]{7}\0[0-7]{7}\0[0-7]{11}\0[0-7]{11}\0[0-7]{6}\0 ")
+_NUMBERS = ((100, 108), (108, 116), (116, 124), (124, 136), (136, 148), (148, 156))
+_PAX_RECORD = re.compile(rb"([1-9][0-9]*) ([^=\0\n]+)=")
+_PAX_INT, _PAX_TIME = re.compile(r"[0-9]+"), re.compile(r"-?[0-9]+(?:\.[0-9]+)?")
+_PAX_KEYS: dict[str, re.Pattern[str] | None] = {
+    "path": None, "linkpath": None, "uname": None, "gname": None, "size": _PAX_INT,
+    "uid": _PAX_INT, "gid": _PAX_INT, "mtime": _PAX_TIME, "atime": _PAX_TIME, "ctime": _PAX_TIME}
+
+
+class TarEntry(NamedTuple):
+    """One member of a tar archive, as tarfile would name it."""
+
+    name: str
+    type: bytes  # the typeflag: REGULAR, b"1" hard link, b"2" symlink, ..., DIRECTORY
+    size: int  # bytes of data (regular files only; every other member has none)
+    linkname: str
+
+
+class _Stream:
+    """Exact reads and skips over an iterator of byte chunks; what is skipped is never
+    copied (a data member is mostly file contents, read past)."""
+
+    def __init__(self, chunks: Iterator[bytes]) -> None:
+        self._chunks = chunks
+        self._buf = b""
+        self._pos = 0
+
+    def read(self, size: int) -> bytes:
+        """The next ``size`` bytes, or fewer where the stream ends."""
+        end = self._pos + size
+        if end <= len(self._buf):
+            self._pos = end
+            return self._buf[end - size:end]
+        parts = [self._buf[self._pos:]]
+        need = size - len(parts[0])
+        self._buf, self._pos = b"", 0
+        for chunk in self._chunks:
+            if need <= len(chunk):
+                parts.append(chunk[:need])
+                self._buf, self._pos = chunk, need
+                break
+            parts.append(chunk)
+            need -= len(chunk)
+        return b"".join(parts)
+
+    def skip(self, size: int) -> bool:
+        """Read past ``size`` bytes; False when the stream ends first."""
+        end = self._pos + size
+        while end > len(self._buf):
+            end -= len(self._buf)
+            chunk = next(self._chunks, None)
+            if chunk is None:
+                self._buf, self._pos = b"", 0
+                return False
+            self._buf = chunk
+        self._pos = end
+        return True
+
+    def rest_is_zero(self) -> bool:
+        """Whether everything left is NUL bytes (read to the end either way)."""
+        zero = self._buf.count(0, self._pos) == len(self._buf) - self._pos
+        for chunk in self._chunks:
+            zero = zero and chunk.count(0) == len(chunk)
+        self._buf, self._pos = b"", 0
+        return zero
+
+
+def _refuse(where: str, reason: str) -> RepoError:
+    return RepoError(f"{where} is not a whole tar archive as dpkg-deb writes it: {reason}",
+                     hint=_DAMAGED)
+
+
+def _number(field: bytes) -> int | None:
+    """A numeric header field: octal digits (space-led, space- or NUL-padded) or GNU's
+    base-256; None when it is neither (tarfile would misread or refuse it)."""
+    if field[0] in (0x80, 0xFF):
+        value = int.from_bytes(field[1:], "big")
+        return value if field[0] == 0x80 else value - 256 ** (len(field) - 1)
+    digits = field.rstrip(b" \0").lstrip(b" ")
+    if digits.translate(None, _OCTAL):
+        return None
+    return int(digits, 8) if digits else 0
+
+
+def _text(field: bytes) -> str:
+    """A name field up to its first NUL, decoded as tarfile does."""
+    return field.split(b"\0", 1)[0].decode("utf-8", "surrogateescape")
+
+
+def _header(block: bytes, where: str, at: int) -> tuple[bytes, int, str, str]:
+    """One 512-byte header, checked whole: (type, size, name, linkname), the name as tarfile
+    builds it (a ustar prefix joined, a directory's trailing slashes dropped)."""
+    if _CANONICAL.match(block, 100) is not None:
+        size, chksum = int(block[124:135], 8), int(block[148:154], 8)
+    else:
+        numbers = [_number(block[a:b]) for a, b in _NUMBERS]
+        if None in numbers:
+            raise _refuse(where, f"the header at byte {at} has a number that is not one")
+        size, chksum = numbers[3], numbers[5]  # type: ignore[assignment]
+    unsigned = 256 + sum(block) - sum(block[148:156])
+    if chksum != unsigned and chksum != unsigned - 256 * len(
+            (block[:148] + block[156:]).translate(None, _HIGH_BYTES)):
+        raise _refuse(where, f"the header at byte {at} has a bad checksum")
+    if block[329:345] != _ZEROS[:16] and None in (_number(block[329:337]),
+                                                  _number(block[337:345])):
+        raise _refuse(where, f"the header at byte {at} has a device number that is not one")
+    if size < 0:
+        raise _refuse(where, f"the header at byte {at} has a negative size")
+    magic = block[257:265]
+    kind = block[156:157]
+    name = _text(block[:100])
+    if kind == DIRECTORY:
+        name = name.rstrip("/")
+    if magic == _GNU_MAGIC:
+        if block[345:500] != _ZEROS[345:500]:
+            # GNU's atime, ctime and sparse maps: tarfile would take them for a name prefix
+            raise _refuse(where, f"the GNU header at byte {at} has fields giftbox does not read")
+    elif magic != _POSIX_MAGIC:
+        raise _refuse(where, f"the header at byte {at} is neither ustar nor GNU tar "
+                             f"(magic {magic!r})")
+    elif block[345]:
+        name = _text(block[345:500]) + "/" + name
+        if kind == DIRECTORY:
+            name = name.rstrip("/")
+    return kind, size, name, _text(block[157:257]) if block[157] else ""
+
+
+def _extension_text(data: bytes, where: str, at: int) -> str:
+    """A GNU long name or link: one NUL-terminated name."""
+    if not data.endswith(b"\0") or data.count(0) != 1:
+        raise _refuse(where, f"the GNU long name at byte {at} is not one NUL-terminated name")
+    return data[:-1].decode("utf-8", "surrogateescape")
+
+
+def _pax_records(data: bytes, where: str, at: int) -> dict[str, str]:
+    """A pax extended header: ``<length> <key>=<value>\\n`` records, each whole, of keys
+    tarfile applies or ignores alike; a key giftbox does not know, given twice or with a value
+    that is not what the key holds is refused."""
+    records: dict[str, str] = {}
+    pos = 0
+    while pos < len(data):
+        m = _PAX_RECORD.match(data, pos)
+        end = pos + int(m.group(1)) if m is not None else 0
+        if m is None or end > len(data) or end <= m.end() or data[end - 1] != 0x0A:
+            raise _refuse(where, f"the pax header at byte {at} has a malformed record")
+        try:
+            key, value = m.group(2).decode(), data[m.end():end - 1].decode()
+        except UnicodeDecodeError:
+            raise _refuse(where, f"the pax header at byte {at} is not UTF-8") from None
+        if key not in _PAX_KEYS or key in records:
+            raise _refuse(where, f"the pax header at byte {at} has the key {key!r} "
+                                 + ("twice" if key in records else "that giftbox does not read"))
+        form = _PAX_KEYS[key]
+        if (form is not None and not form.fullmatch(value)) or "\0" in value \
+                or "\n" in value:
+            raise _refuse(where, f"the pax header at byte {at} has a bad {key} {value[:40]!r}")
+        records[key] = value
+        pos = end
+    return records
+
+
+def walk_tar(chunks: Iterator[bytes], where: str,
+             wanted: Callable[[str], bool]) -> Iterator[tuple[TarEntry, bytes | None]]:
+    """Every member of the tar archive in ``chunks`` in order, each with the data of a
+    regular file whose name ``wanted`` picks, else None (read past, never stored); read to
+    the end of the stream. Refused (RepoError naming ``where``): a header that is not whole,
+    checksummed and ustar/GNU, a type other than a file, link, device, directory or fifo, data
+    on anything but a file, an extension header not followed by its member, long names,
+    links or pax keys given twice, an empty name, an archive that ends early, has no
+    end-of-archive block or anything but NULs after it."""
+    stream = _Stream(chunks)
+    at = 0
+    extended: dict[bytes, object] = {}  # the long name, long link, pax records for the next
+    while True:
+        block = stream.read(_BLOCK)
+        if len(block) < _BLOCK:
+            raise _refuse(where, "it ends before its end-of-archive block" if not block
+                          else f"it ends inside the header at byte {at}")
+        if block == _ZEROS:
+            if extended:
+                raise _refuse(where, f"the extension header before byte {at} has no member")
+            if not stream.rest_is_zero():
+                raise _refuse(where, f"there is data after its end at byte {at}")
+            return
+        kind, size, name, linkname = _header(block, where, at)
+        data_at, at = at + _BLOCK, at + _BLOCK + size + (-size % _BLOCK)
+        if kind in (_LONGNAME, _LONGLINK, _PAX):
+            if kind in extended or (extended and (kind == _PAX or _PAX in extended)):
+                raise _refuse(where, f"the extension headers before byte {at} repeat or mix")
+            if size > _EXTENSION_LIMIT:
+                raise _refuse(where, f"the extension header at byte {data_at - _BLOCK} is "
+                                     f"{size} bytes")
+            data = stream.read(at - data_at)
+            if len(data) < at - data_at:
+                raise _refuse(where, f"it ends inside the extension header at byte {data_at}")
+            if data.count(0, size) != len(data) - size:
+                raise _refuse(where, f"the extension header at byte {data_at} has data in its "
+                                     "padding")
+            extended[kind] = (_pax_records(data[:size], where, data_at) if kind == _PAX
+                              else _extension_text(data[:size], where, data_at))
+            continue
+        if kind not in _MEMBER_TYPES:
+            raise _refuse(where, f"the member {name!r} has the tar type {kind!r}, which dpkg-deb "
+                                 "does not write")
+        if extended:
+            entry = _member(kind, size, name, linkname, extended, where)
+            extended = {}
+        elif not name or name.endswith("/"):  # a directory's trailing slashes are gone
+            raise _refuse(where, f"a member has the name {name!r}")
+        else:
+            entry = TarEntry(name, kind, size, linkname)
+        if entry.type != REGULAR and size:
+            raise _refuse(where, f"the member {entry.name!r} is not a file but has data")
+        at = data_at + entry.size + (-entry.size % _BLOCK)
+        content = None
+        if entry.type == REGULAR and wanted(entry.name):
+            content = stream.read(entry.size)
+            whole = len(content) == entry.size and stream.skip(-entry.size % _BLOCK)
+        else:
+            whole = stream.skip(at - data_at)
+        if not whole:
+            raise _refuse(where, f"it ends inside the member {entry.name!r}")
+        yield entry, content
+
+
+def _member(kind: bytes, size: int, name: str, linkname: str, extended: dict[bytes, object],
+            where: str) -> TarEntry:
+    """A member header with the extension headers before it applied, as tarfile applies them
+    (a long name replaces the name, pax keys replace name, link and size)."""
+    raw = name
+    if _LONGNAME in extended:
+        raw = name = str(extended[_LONGNAME])
+        if kind == DIRECTORY:
+            name = name.removesuffix("/")
+    if _LONGLINK in extended:
+        linkname = str(extended[_LONGLINK])
+    pax = extended.get(_PAX)
+    if isinstance(pax, dict):
+        if "path" in pax:
+            raw, name = pax["path"], pax["path"].rstrip("/")
+        linkname = pax.get("linkpath", linkname)
+        if "size" in pax:
+            if kind != REGULAR and int(pax["size"]):
+                raise _refuse(where, f"the member {name!r} is not a file but has data")
+            size = int(pax["size"]) if kind == REGULAR else size
+    if not name or name.endswith("/") or (kind != DIRECTORY and raw.endswith("/")):
+        raise _refuse(where, f"a member has the name {raw!r}")
+    return TarEntry(name, kind, size, linkname)
 
 
 # --- cpio (rpm's payload, as rpm2cpio writes it) ------------------------------------------------

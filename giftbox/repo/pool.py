@@ -23,7 +23,7 @@ import re
 import secrets
 import shutil
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from giftbox.errors import RepoError
@@ -104,20 +104,13 @@ def canonical_filename(family: Family, name: str, version: str, arch: str) -> st
 
 # The strict reading of a package (inspect_deb, inspect_rpm, archive.py): bump it whenever they
 # refuse something they accepted before, and every pool object is read whole again.
-READER = 2
+READER = 3  # 3: archive.walk_tar, stricter than tarfile (what dpkg-deb writes, nothing else)
 
 
-def hash_file(path: Path) -> tuple[str, str, str, int]:
-    """sha256, md5, sha1 and size in one read: apt indexes carry all three digests."""
-    sha256, md5, sha1 = hashlib.sha256(), hashlib.md5(), hashlib.sha1()  # noqa: S324
-    size = 0
+def sha256_file(path: Path) -> str:
+    """The sha256 alone: what names a pool object (md5 and sha1 would double the time)."""
     with open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            sha256.update(chunk)
-            md5.update(chunk)
-            sha1.update(chunk)
-            size += len(chunk)
-    return sha256.hexdigest(), md5.hexdigest(), sha1.hexdigest(), size
+        return hashlib.file_digest(f, "sha256").hexdigest()
 
 
 class Pool:
@@ -170,7 +163,7 @@ class Pool:
             if self.known(obj.digest, obj.kind) is not None:
                 return final / obj.filename
             held = final / obj.filename
-            if held.is_file() and hash_file(held)[0] == obj.digest:
+            if held.is_file() and sha256_file(held) == obj.digest:
                 # An older reader's object, read whole again just now: say so in its meta,
                 # replaced by rename (a reader sees the old meta or the new one).
                 tmp_meta = final / f".meta.{os.getpid()}.tmp"
@@ -192,7 +185,7 @@ class Pool:
             shutil.copyfile(source, data)
             with open(data, "rb") as f:
                 os.fsync(f.fileno())
-            if hash_file(data)[0] != obj.digest:
+            if sha256_file(data) != obj.digest:
                 raise RepoError(f"{source} changed while being added to the pool",
                                 hint="publish a file nothing else is writing")
             os.chmod(data, 0o444)  # pool bytes are immutable; hard links share the mode
@@ -352,10 +345,11 @@ def render_control(fields: list[tuple[str, str]]) -> str:
                      for k, v in fields)
 
 
-def read_deb(path: Path) -> bytes:
-    """Read a .deb whole: the ar archive to its last byte, every member decompressed and its
-    tar listed. Returns the control file's bytes. Raises RepoError naming what is wrong."""
-    members = ar_members(path)
+def read_deb(path: Path, data: bytes) -> bytes:
+    """Read a .deb (whose bytes are ``data``) whole: the ar archive to its last byte, every
+    member decompressed and its tar listed. Returns the control file's bytes. Raises
+    RepoError naming what is wrong."""
+    members = ar_members(path, data)
     names = [n for n, _ in members if not n.startswith("_")]  # _gpgorigin & co: signatures
     if (len(names) != 3 or names[0] != "debian-binary"
             or not any(names[1] == f"control.tar{c}" for c in MEMBER_COMPRESSIONS)
@@ -366,7 +360,7 @@ def read_deb(path: Path) -> bytes:
                         hint="build it with dpkg-deb")
     by_name = dict(members)
     if by_name["debian-binary"] != b"2.0\n":
-        raise RepoError(f"{path}: debian-binary says {by_name['debian-binary'][:16]!r}, "
+        raise RepoError(f"{path}: debian-binary says {bytes(by_name['debian-binary'][:16])!r}, "
                         "not 2.0")
     control = list_tar(path, names[1], by_name[names[1]], want="control")
     if control is None:
@@ -375,9 +369,26 @@ def read_deb(path: Path) -> bytes:
     return control
 
 
-def inspect_deb(path: Path, digest: str, md5: str, sha1: str, size: int) -> PoolObject:
-    """Read the whole .deb and its control stanza, strictly (see ``parse_control``)."""
-    fields = parse_control(read_deb(path), str(path))
+def read_whole(path: Path, kind: str, data: bytes, digest: str) -> PoolObject:
+    """Read the artifact at ``path`` (its bytes ``data``, sha256 ``digest``) whole, strictly
+    (inspect_deb / inspect_rpm), while md5 and sha1, which indexes carry too, are computed on
+    a thread of their own alongside (hashlib lets go of the GIL): of the same bytes."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    def md5_sha1() -> tuple[str, str]:
+        return hashlib.md5(data).hexdigest(), hashlib.sha1(data).hexdigest()  # noqa: S324
+
+    with ThreadPoolExecutor(1) as thread:
+        sums = thread.submit(md5_sha1)
+        obj = inspect_deb(path, data, digest) if kind == "deb" else inspect_rpm(path, digest)
+        md5, sha1 = sums.result()
+    return replace(obj, md5=md5, sha1=sha1, size=len(data))
+
+
+def inspect_deb(path: Path, data: bytes, digest: str) -> PoolObject:
+    """Read the whole .deb and its control stanza, strictly (see ``parse_control``); its
+    md5, sha1 and size are read_whole's."""
+    fields = parse_control(read_deb(path, data), str(path))
     name = control_value(fields, "Package", str(path))
     version = control_value(fields, "Version", str(path))
     arch = control_value(fields, "Architecture", str(path))
@@ -394,8 +405,8 @@ def inspect_deb(path: Path, digest: str, md5: str, sha1: str, size: int) -> Pool
     for field, value in (("name", name), ("version", version), ("architecture", arch)):
         _check_field(path, field, value)
     obj = PoolObject(digest=digest, filename=canonical_filename(DEB, name, version, arch),
-                     kind="deb", name=name, version=version, arch=arch, distro="", size=size,
-                     md5=md5, sha1=sha1, control=render_control(fields))
+                     kind="deb", name=name, version=version, arch=arch, distro="", size=0,
+                     md5="", sha1="", control=render_control(fields))
     return obj
 
 
@@ -435,7 +446,9 @@ def _check_rpm(path: Path) -> None:
                         hint="the file is truncated or damaged; publish the file as built")
 
 
-def inspect_rpm(path: Path, digest: str, md5: str, sha1: str, size: int) -> PoolObject:
+def inspect_rpm(path: Path, digest: str) -> PoolObject:
+    """rpm's own reading of the whole .rpm (``_check_rpm``) and its header; its md5, sha1
+    and size are read_whole's."""
     from giftbox import host
 
     _check_rpm(path)
@@ -456,8 +469,8 @@ def inspect_rpm(path: Path, digest: str, md5: str, sha1: str, size: int) -> Pool
         _check_field(path, field, value)
     full = f"{version}-{release}" if epoch == "0" else f"{epoch}:{version}-{release}"
     obj = PoolObject(digest=digest, filename=canonical_filename(RPM, name, full, arch),
-                     kind="rpm", name=name, version=full, arch=arch, distro="", size=size,
-                     md5=md5, sha1=sha1)
+                     kind="rpm", name=name, version=full, arch=arch, distro="", size=0,
+                     md5="", sha1="")
     return obj
 
 

@@ -11,6 +11,7 @@ one. An entry's paths are where its hard links to the pool object live: a .deb o
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import re
 from collections.abc import Iterable
@@ -19,7 +20,7 @@ from pathlib import Path
 from giftbox.distros import Distro
 from giftbox.errors import RepoError
 from giftbox.repo.channels import Channel
-from giftbox.repo.pool import Pool, PoolObject, check_filename, hash_file
+from giftbox.repo.pool import Pool, PoolObject, check_filename, read_whole
 from giftbox.repo.state import Entry, utc_now
 
 
@@ -74,23 +75,18 @@ def inspect_artifact(path: Path, channel: Channel, explicit: str | None,
     ``channel``: its pool object (with its distro) and its channel entry.
 
     Bytes the ``pool`` already holds, read whole by this giftbox's reader, are not read again:
-    their sha256 is the same, so the reading is (``Pool.known``).
+    their sha256 is the same, so the reading is (``Pool.known``). The file is read once: the
+    bytes hashed are the bytes read whole (``Pool.add`` checks its copy against the sha256).
     """
-    from giftbox.repo.pool import inspect_deb, inspect_rpm
-
     if not path.is_file():
         raise RepoError(f"{path}: no such file")
     kinds = {".deb": "deb", ".rpm": "rpm"}
     if path.suffix not in kinds:
         raise RepoError(f"{path}: not a .deb or .rpm")
-    digest, md5, sha1, size = hash_file(path)
+    data = path.read_bytes()
+    digest = hashlib.sha256(data).hexdigest()
     known = pool.known(digest, kinds[path.suffix]) if pool is not None else None
-    if known is not None:
-        obj = known
-    elif path.suffix == ".deb":
-        obj = inspect_deb(path, digest, md5, sha1, size)
-    else:
-        obj = inspect_rpm(path, digest, md5, sha1, size)
+    obj = known if known is not None else read_whole(path, kinds[path.suffix], data, digest)
     check_filename(obj.filename)
     distro = _distro_for(channel, obj, obj.tagged, path, explicit)
     arches = _check_arch(channel, distro, obj, path)
