@@ -25,6 +25,7 @@ import dataclasses
 import functools
 import hashlib
 import json
+import shutil
 import tempfile
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -32,7 +33,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from giftbox import __version__, host
+from giftbox import __version__, host, trash
 from giftbox.distros import Distro
 from giftbox.errors import PackageError
 from giftbox.family import NAMES, get_family
@@ -225,8 +226,8 @@ def build_package(venv_dir: Path, manifest: Manifest, spec: Spec, distro: Distro
     venv_dir = Path(venv_dir)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix=".giftbox-package-", dir=out_dir) as tmp:
-        work = Path(tmp)
+    work = Path(tempfile.mkdtemp(prefix=".giftbox-package-", dir=out_dir))
+    try:
         with reporter.stage(f"stage {spec.package.name} for {distro.name}"):
             staged: Staged = stage(venv_dir, manifest, spec, distro, work / "root",
                                    version=built_version)
@@ -257,6 +258,10 @@ def build_package(venv_dir: Path, manifest: Manifest, spec: Spec, distro: Distro
                     lint_lines = LINTERS[family.name](path, reporter)
         final = out_dir / path.name
         path.replace(final)  # same file system: an atomic rename, never a half-written file
+    except BaseException:
+        shutil.rmtree(work, ignore_errors=True)  # a failure leaves nothing behind, at once
+        raise
+    trash.discard(work)  # the staged tree: removed while linting's verdict is published
     return Artifact(path=final, name=spec.package.name, version=family.version(staged.version),
                     arch=family.arch(staged.arch), family=family.name,
                     size=final.stat().st_size, sha256=sha256_file(final), manifest=manifest,
