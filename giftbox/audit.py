@@ -24,6 +24,7 @@ from giftbox.container import CommandFailed, Container
 from giftbox.distros import Arch
 from giftbox.distros import elf_machine as parse_elf_machine
 from giftbox.errors import BuildError
+from giftbox.files import write_atomic
 from giftbox.lock import BUILD_DIR
 from giftbox.scriptcache import ScriptVerdicts, Venv, base_key
 from giftbox.spec import Spec
@@ -143,9 +144,7 @@ def shared_scan(shared: Path, arch: Arch, needles: list[str]) -> dict[str, Any]:
             pass
     wrong, hits = scan_tree(shared, arch, needles)
     data = {"for": wanted, "elf_wrong_arch": wrong, "build_paths": hits}
-    tmp = record.with_name(f".{record.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(data, indent=1) + "\n")
-    tmp.replace(record)
+    write_atomic(record, json.dumps(data, indent=1) + "\n")
     return data
 
 

@@ -16,6 +16,8 @@ import os
 from collections.abc import Iterable
 from pathlib import Path
 
+from giftbox.files import write_atomic
+
 _MAGIC = b"giftbox-pyc 1\n"
 
 
@@ -67,11 +69,7 @@ class BytecodeCache:
                 todo[source] = key
                 continue
             name, data = cached
-            pycache = source.parent / "__pycache__"
-            pycache.mkdir(exist_ok=True)
-            tmp = pycache / f".{name}.{os.getpid()}.tmp"
-            tmp.write_bytes(data)
-            tmp.replace(pycache / name)
+            write_atomic(source.parent / "__pycache__" / name, data)
         return list(todo), todo
 
     def store(self, compiled: dict[Path, str]) -> None:
@@ -84,12 +82,8 @@ class BytecodeCache:
             if pyc is None:
                 continue
             data = pyc.read_bytes()
-            entry = self._entry(key)
-            entry.parent.mkdir(parents=True, exist_ok=True)
-            tmp = entry.with_name(f".{entry.name}.{os.getpid()}.tmp")
-            tmp.write_bytes(_MAGIC + f"{pyc.name}\n{hashlib.sha256(data).hexdigest()}\n"
-                            .encode() + data)
-            tmp.replace(entry)
+            write_atomic(self._entry(key), _MAGIC + f"{pyc.name}\n"
+                         f"{hashlib.sha256(data).hexdigest()}\n".encode() + data)
 
     @staticmethod
     def _read(entry: Path) -> tuple[str, bytes] | None:

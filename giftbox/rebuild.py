@@ -38,6 +38,7 @@ from giftbox.builders import BuilderImage
 from giftbox.distros import Arch, Distro
 from giftbox.errors import BuildError, PackageError, RepoError, SourceError
 from giftbox.family import NAMES
+from giftbox.files import sha256_file
 from giftbox.gitutil import locked
 from giftbox.manifest import Manifest
 from giftbox.settings import Settings
@@ -87,14 +88,6 @@ class RebuildResult:
         return dataclasses.asdict(self)
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def locate(settings: Settings, target: str) -> Artifact:
     """``ARTIFACT`` (a .deb/.rpm file) or ``channel:NAME/PROJECT[/DISTRO/ARCH]``."""
     if target.startswith(CHANNEL_PREFIX):
@@ -107,7 +100,7 @@ def locate(settings: Settings, target: str) -> Artifact:
     if not path.is_file():
         raise PackageError(f"{target}: no such file",
                            hint="name a package file or channel:NAME/PROJECT[/DISTRO/ARCH]")
-    return Artifact(path=path.resolve(), kind=kind, filename=path.name, digest=_sha256(path))
+    return Artifact(path=path.resolve(), kind=kind, filename=path.name, digest=sha256_file(path))
 
 
 def _from_channel(settings: Settings, target: str) -> Artifact:
@@ -396,7 +389,7 @@ def _check(settings: Settings, artifact: Artifact, manifest: Manifest, lock_text
     except InputUnavailable:
         shutil.rmtree(folder, ignore_errors=True)  # nothing was compared: leave nothing
         raise
-    rebuilt_digest = _sha256(rebuilt)
+    rebuilt_digest = sha256_file(rebuilt)
     same = rebuilt_digest == artifact.digest
     report: Path | None = None
     if same:

@@ -34,6 +34,7 @@ from typing import Any
 
 from giftbox import host
 from giftbox.errors import PackageError
+from giftbox.files import sha256_file
 from giftbox.settings import Settings
 
 SBOM_DIR = "sbom"
@@ -89,16 +90,6 @@ def read_deb(path: Path) -> Contents:
                     control.get("Architecture", ""), control.get("Depends", ""), manifest, lock)
 
 
-def _sha256(path: Path) -> str:
-    import hashlib
-
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def build_sbom(path: Path, digest: str | None = None, distro: str | None = None) -> str:
     """The CycloneDX JSON (spec 1.6) of the package at ``path``."""
     from cyclonedx.model import (
@@ -116,7 +107,7 @@ def build_sbom(path: Path, digest: str | None = None, distro: str | None = None)
 
     c = read_deb(path)
     m = c.manifest
-    digest = digest or _sha256(path)
+    digest = digest or sha256_file(path)
     distro = distro or str(m.get("distro", ""))
 
     def sha(value: str) -> HashType:

@@ -31,11 +31,13 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from giftbox.files import sha256_file, write_atomic
 from giftbox.lock import BUILD_DIR, CACHE_DIR, SRC_DIR, WHEELHOUSE_DIR
 
 RECIPE = "1"
@@ -125,11 +127,7 @@ class Venv:
                 return chain2 + "layer"
         except OSError:
             pass
-        digest = hashlib.sha256()
-        with resolved.open("rb") as handle:
-            for block in iter(lambda: handle.read(1 << 20), b""):
-                digest.update(block)
-        return chain2 + "sha256:" + digest.hexdigest()
+        return chain2 + "sha256:" + sha256_file(resolved)
 
     def _resolve_dir(self, rel: str) -> tuple[Path | None, str]:
         """The host directory for the builder's ``prefix/rel``, with the symlinks passed."""
@@ -214,8 +212,6 @@ def read_record(path: Path) -> dict[str, Any] | None:
 
 
 def _home(script: str) -> str:
-    import re
-
     return f"{HOMES}/{re.sub(r'[^A-Za-z0-9_.-]', '_', script)}"
 
 
@@ -286,7 +282,4 @@ class ScriptVerdicts:
                                  "inputs": {p: self.venv.state(p) for p in sorted(inputs)}}
 
     def save(self) -> None:
-        self.store.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.store.with_name(f".{self.store.name}.{os.getpid()}.tmp")
-        tmp.write_text(json.dumps({"verdicts": self._known}, separators=(",", ":")))
-        tmp.replace(self.store)
+        write_atomic(self.store, json.dumps({"verdicts": self._known}, separators=(",", ":")))

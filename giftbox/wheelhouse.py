@@ -48,6 +48,7 @@ from packaging.version import Version
 
 from giftbox.distros import Arch, Distro
 from giftbox.errors import BuildError
+from giftbox.files import sha256_file
 from giftbox.gitutil import locked
 from giftbox.settings import Settings
 
@@ -202,14 +203,6 @@ def _key(filename: str) -> tuple[str, str]:
     return canonicalize_name(name), str(version)
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def describe(path: Path, locks: LockIndex) -> dict[str, Any] | None:
     """A wheel's manifest entry (sha256, pin, origin, source hashes), or None when no lock of
     the target pins it."""
@@ -220,7 +213,7 @@ def describe(path: Path, locks: LockIndex) -> dict[str, Any] | None:
     pinned = locks.hashes.get(key)
     if pinned is None:
         return None
-    sha = _sha256(path)
+    sha = sha256_file(path)
     entry: dict[str, Any] = {"sha256": sha, "pin": f"{key[0]}=={key[1]}",
                              "origin": "index" if sha in pinned else "built"}
     if sha not in pinned:

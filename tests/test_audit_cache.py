@@ -2,16 +2,19 @@
 the real builder, each a new patch; a verdict is reused only while what the script read is
 unchanged, and a failure is never cached."""
 
+# The demo upstream and settings fixtures are test_build's; pytest finds them by name, which
+# ruff reads as redefinitions.
+# ruff: noqa: F811
+
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from pathlib import Path
 
 import pytest
 from conftest import Upstream, git, git_spec, write_spec
-from test_build import CLI_PY, demo_upstream
+from test_build import CLI_PY, bsettings, demo  # noqa: F401 (fixtures: the same demo)
 
 from giftbox import build as build_stage
 from giftbox.distros import Arch, get_distro
@@ -28,16 +31,6 @@ FILES = {
     "demo_ext/unused.py": "NOTHING = 0\n",
     "demo_ext/cli.py": CLI_PY.replace("import six\n", "import six\n\nfrom demo_ext import helper\n"),
 }
-
-
-@pytest.fixture(scope="module")
-def demo(tmp_path_factory: pytest.TempPathFactory) -> Upstream:
-    return demo_upstream(tmp_path_factory.mktemp("upstreams") / "demo-ext")
-
-
-@pytest.fixture
-def bsettings(root: Path, build_cache: Path) -> Settings:
-    return Settings.resolve(root=root, env=dict(os.environ, GIFTBOX_CACHE=str(build_cache)))
 
 
 def build_with(root: Path, settings: Settings, demo: Upstream, tmp_path: Path, name: str,

@@ -37,6 +37,7 @@ from giftbox import __version__, host, trash
 from giftbox.distros import Distro
 from giftbox.errors import PackageError
 from giftbox.family import NAMES, get_family
+from giftbox.files import sha256_file
 from giftbox.manifest import Manifest
 from giftbox.package.common import COMPRESSORS, DEFAULT_MAINTAINER, Compression, compression_for
 from giftbox.package.deb import build_deb, dpkg_deb_build
@@ -48,7 +49,6 @@ from giftbox.package.layout import (
     install_prefix,
     planned_paths,
     rootwrap_share,
-    sha256_file,
     stable_prefix,
     stage,
     version_dir,
@@ -261,7 +261,8 @@ def build_package(venv_dir: Path, manifest: Manifest, spec: Spec, distro: Distro
     except BaseException:
         shutil.rmtree(work, ignore_errors=True)  # a failure leaves nothing behind, at once
         raise
-    trash.discard(work)  # the staged tree: removed while linting's verdict is published
+    # the staged tree, removed while the package is published
+    trash.discard(work, cache_dir / "trash" if cache_dir is not None else None)
     return Artifact(path=final, name=spec.package.name, version=family.version(staged.version),
                     arch=family.arch(staged.arch), family=family.name,
                     size=final.stat().st_size, sha256=sha256_file(final), manifest=manifest,

@@ -24,6 +24,7 @@ from typing import Any
 
 from giftbox import host
 from giftbox.errors import PackageError
+from giftbox.files import write_atomic
 from giftbox.package.common import (
     Compression,
     check_known,
@@ -173,11 +174,8 @@ class VerdictStore:
     def put(self, key: str, answer: list[str]) -> None:
         if self.folder is None:
             return
-        self.folder.mkdir(parents=True, exist_ok=True)
-        path = self.folder / f"{key[:32]}.json"
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        tmp.write_text(json.dumps({"key": key, "answer": answer}))
-        tmp.replace(path)
+        write_atomic(self.folder / f"{key[:32]}.json",
+                     json.dumps({"key": key, "answer": answer}))
 
 
 def shlib_depends(staged: Staged, runner: Runner, work: Path, *,

@@ -21,7 +21,6 @@ Where things go (for project P, prefix X, install prefix I, stable prefix S):
 
 from __future__ import annotations
 
-import hashlib
 import os
 import re
 import shutil
@@ -573,14 +572,6 @@ def set_mtimes(root: Path, epoch: int, tree: list[Entry] | None = None) -> None:
             _unshare(path)
         os.utime(path, (epoch, epoch), follow_symlinks=False)
     os.utime(root, (epoch, epoch))
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 class Entry(NamedTuple):

@@ -21,6 +21,7 @@ from pathlib import Path
 
 from giftbox import host
 from giftbox.errors import PackageError
+from giftbox.files import write_atomic
 from giftbox.package.common import data_text
 from giftbox.package.layout import Entry, scan_tree
 from giftbox.ui import Reporter
@@ -118,10 +119,7 @@ def lintian_version(cache_dir: Path | None = None) -> str:
     code, out, _err = _linter("lintian", "--version")
     version = out.strip() if code == 0 else "unknown"
     if identity is not None and record is not None and code == 0:
-        record.parent.mkdir(parents=True, exist_ok=True)
-        tmp = record.with_name(f".{record.name}.{os.getpid()}.tmp")
-        tmp.write_text(json.dumps({"program": identity, "version": version}) + "\n")
-        tmp.replace(record)
+        write_atomic(record, json.dumps({"program": identity, "version": version}) + "\n")
     return version
 
 
@@ -168,10 +166,7 @@ class DigestCache:
         """Keep what this package used (older inodes are gone with their builds)."""
         if self.path is None:
             return
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(self._used, separators=(",", ":")))
-        tmp.replace(self.path)
+        write_atomic(self.path, json.dumps(self._used, separators=(",", ":")))
 
 
 def _control_fields(text: str) -> dict[str, str]:
@@ -334,10 +329,7 @@ def lintian_cached(deb: Path, root: Path, prefix: str, cache_dir: Path, work: Pa
             by_file[pointer].append(line)
     for rel, key in linted.items():
         verdicts[key] = by_file[rel]
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    tmp = store.with_name(f".{store.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(verdicts, separators=(",", ":")))
-    tmp.replace(store)
+    write_atomic(store, json.dumps(verdicts, separators=(",", ":")))
     digests.save()
     shutil.rmtree(unit_root, ignore_errors=True)
     unit.unlink(missing_ok=True)

@@ -28,6 +28,7 @@ from pathlib import Path
 
 from giftbox.errors import RepoError
 from giftbox.family import DEB, RPM, Family, get_family
+from giftbox.files import sha256_file
 from giftbox.repo.archive import MEMBER_COMPRESSIONS, ar_members, list_tar
 
 # What may appear in a published filename: it becomes a path and a URL.
@@ -105,12 +106,6 @@ def canonical_filename(family: Family, name: str, version: str, arch: str) -> st
 # The strict reading of a package (inspect_deb, inspect_rpm, archive.py): bump it whenever they
 # refuse something they accepted before, and every pool object is read whole again.
 READER = 3  # 3: archive.walk_tar, stricter than tarfile (what dpkg-deb writes, nothing else)
-
-
-def sha256_file(path: Path) -> str:
-    """The sha256 alone: what names a pool object (md5 and sha1 would double the time)."""
-    with open(path, "rb") as f:
-        return hashlib.file_digest(f, "sha256").hexdigest()
 
 
 class Pool:

@@ -34,6 +34,7 @@ from packaging.version import InvalidVersion, Version
 from giftbox import source
 from giftbox.distros import Arch
 from giftbox.errors import GiftboxError, PatchError, SourceError
+from giftbox.files import sha256_file
 from giftbox.gitutil import run_git
 from giftbox.patches import apply_series
 from giftbox.settings import Settings
@@ -124,10 +125,6 @@ class BumpResult:
                 "kept": list(self.kept), "dropped": [asdict(d) for d in self.dropped],
                 "series": self.update.as_dict() if self.update else None,
                 "locks": list(self.locks), "stale_locks": list(self.stale_locks)}
-
-
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def _rel(settings: Settings, path: Path) -> str:
@@ -242,7 +239,7 @@ def start(spec: Spec, settings: Settings, ref: str, *, allow_downgrade: bool = F
         project=spec.name, kind=spec.upstream_kind, old_ref=spec.pinned_ref,
         old_commit=old.commit, old_version=old.version, new_ref=ref, new_commit=new.commit,
         new_version=new.version, new_sha256=new_pypi.sha256 if new_pypi else None,
-        spec_sha256=_sha256(spec.path),
+        spec_sha256=sha256_file(spec.path),
         patches=[(p.name, c) for p, c in zip(spec.patches, commits, strict=True)],
         no_lock=no_lock)
     state.save(tree)
@@ -252,7 +249,7 @@ def start(spec: Spec, settings: Settings, ref: str, *, allow_downgrade: bool = F
 def continue_(spec: Spec, settings: Settings, reporter: Reporter = NULL_REPORTER) -> BumpResult:
     tree = _in_progress(settings, spec.name)
     state = BumpState.load(tree)
-    if _sha256(spec.path) != state.spec_sha256:
+    if sha256_file(spec.path) != state.spec_sha256:
         raise PatchError(f"specs/{spec.name}.yaml changed since the bump started; finishing "
                          "would overwrite that change",
                          hint=f"undo the edit, or `giftbox bump {spec.name} --abort` and bump "
