@@ -548,8 +548,9 @@ class Builder(BuilderSteps):
         """The manifest and build record written, scratch directories gone, the result."""
         manifest_path = plan.directory / "manifest.json"
         manifest_path.write_text(manifest.to_json())
-        trash.discard(plan.work)  # removed while packaging goes on
-        trash.discard(plan.tree_dir)
+        graveyard = self.settings.cache_dir / "trash"
+        trash.discard(plan.work, graveyard)  # removed while packaging goes on
+        trash.discard(plan.tree_dir, graveyard)
         record = BuildRecord(manifest=manifest, started_at=plan.started, timings=self.timings,
                              host=socket.gethostname(), log_path=str(plan.log_path))
         (plan.directory / "build.json").write_text(record.to_json())

@@ -109,13 +109,36 @@ def test_another_image_or_prefix_does_not_share_bytecode(tmp_path: Path) -> None
 
 def test_a_discarded_tree_is_gone_once_settled_and_its_name_free_at_once(
         tmp_path: Path) -> None:
+    graveyard = tmp_path / "cache" / "trash"
     tree = tmp_path / "work"
     (tree / "a" / "b").mkdir(parents=True)
     (tree / "a" / "b" / "f").write_text("x")
-    trash.discard(tree)
+    trash.discard(tree, graveyard)
     assert not tree.exists()
     tree.mkdir()  # the name can be used again while the old tree goes
+    # the grave is in the graveyard, never beside the tree: the tree's folder can be
+    # removed or copied whole meanwhile
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cache", "work"]
+    shutil.rmtree(tree)
     trash.settle()
-    assert [p.name for p in tmp_path.iterdir()] == ["work"]
-    trash.discard(tmp_path / "absent")  # nothing to do
+    assert list(graveyard.iterdir()) == []
+    trash.discard(tmp_path / "absent", graveyard)  # nothing to do
     trash.settle()
+
+
+def test_graves_of_a_killed_process_go_with_the_next_discard(tmp_path: Path) -> None:
+    graveyard = tmp_path / "trash"
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    orphan = graveyard / f"{dead.pid}-0-work"
+    (orphan / "x").mkdir(parents=True)
+    (tmp_path / "work").mkdir()
+    trash.discard(tmp_path / "work", graveyard)
+    trash.settle()
+    assert list(graveyard.iterdir()) == []
+
+
+def test_without_a_graveyard_a_tree_is_removed_at_once(tmp_path: Path) -> None:
+    (tmp_path / "work" / "a").mkdir(parents=True)
+    trash.discard(tmp_path / "work", None)
+    assert list(tmp_path.iterdir()) == []
