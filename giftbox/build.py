@@ -29,8 +29,11 @@ import json
 import shutil
 import socket
 import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import cached_property
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -82,6 +85,10 @@ __all__ = [
     "check_python", "fix_records", "link_tree", "make_lock", "place_rootwrap_filters",
     "project_paths", "relocate", "timestamp_pycs", "write_bindings_shim",
 ]
+
+# Where the project's wheel is built: a tmpfs of the build container's own, over the bind
+# mount of the work directory (its files are scratch: only the wheel in dist/ is kept).
+WHEEL_TMPFS = f"{BUILD_DIR}/src"
 
 
 @dataclass(frozen=True)
@@ -285,10 +292,15 @@ class Builder(BuilderSteps):
 
     def __init__(self, spec: Spec, distro: Distro, arch: Arch, settings: Settings,
                  reporter: Reporter = NULL_REPORTER, ref: str | None = None, *,
-                 engine: Engine | None = None) -> None:
+                 engine: Engine | None = None,
+                 alongside: Callable[[BuildResult], None] | None = None) -> None:
         # Target refuses an arch the distro does not build.
         super().__init__(Target(spec, distro, arch), settings, reporter, engine)
         self.ref = ref
+        # Work on the venv done while the audit's console scripts run (the pipeline's
+        # packaging): given the build as it will be if the audit passes, before result.json
+        # is written; what it made is removed when the audit fails (_audit).
+        self.alongside = alongside
 
     # -- inputs ----------------------------------------------------------------------------
 
@@ -414,12 +426,12 @@ class Builder(BuilderSteps):
                              plan.tree_dir if plan.tree_dir.exists() else None,
                              plan.venv_dir, plan.prefix)
         with Container(plan.image, self.arch, self.settings, self.reporter, mounts=mounts,
-                       env=plan.env, workdir=BUILD_DIR, engine=self.engine) as c:
+                       env=plan.env, workdir=BUILD_DIR, engine=self.engine,
+                       tmpfs=[WHEEL_TMPFS]) as c:
             self._project_wheel(c, plan, src_record)
             site = self._install_project(c, plan)
             self._compile_project(c, plan, site)
-            self._audit(c, plan, layer)
-        self._check_bytecode(plan, layer)
+            self._audit(c, plan, layer, src_record)
         return self._finish(plan, self._manifest(plan, src_record))
 
     # -- the steps of a fresh build, in order ----------------------------------------------
@@ -456,7 +468,7 @@ class Builder(BuilderSteps):
         in_venv = plan.wheel_in_venv
         with self._timed(f"wheel: build {self.spec.name} "
                          f"{'in the deps venv' if in_venv else 'with build'}"):
-            self._build_wheel(c, plan.upstream.version, plan.log_path,
+            self._build_wheel(c, plan.upstream.version, plan.work, plan.log_path,
                               plan.prefix if in_venv else None)
         self._store_wheel(plan.wheel_cache, plan.work, src_record)
 
@@ -490,42 +502,71 @@ class Builder(BuilderSteps):
             cache.store(keys)
             fix_records(site, set(), set(), bytecode=True, dist=plan.meta.name)
 
-    def _audit(self, c: Container, plan: Plan, layer: Path) -> None:
-        """The audit gate over the project, and ``audit.json`` with the deps layer's report."""
+    def _audit(self, c: Container, plan: Plan, layer: Path,
+               src_record: dict[str, Any]) -> None:
+        """The audit gate over the project, ``audit.json`` with the deps layer's report, and
+        every .pyc hash-based. The builder's checks (pip check, imports, console scripts)
+        run on a thread while the host reads the tree (forbidden paths, foreign ELF
+        objects, timestamp-based bytecode) and then does ``alongside`` (the packaging), if
+        the host found nothing wrong: a build waits for the longer of the two. The gate
+        decides before anything is kept: when it refuses, what ``alongside`` made in the
+        build directory goes, and the gate's refusal is the build's error."""
         spec, log_path = self.spec, plan.log_path
         forbidden = [BUILD_DIR, SRC_DIR, WHEELHOUSE_DIR, CACHE_DIR, str(self.settings.root),
                      str(self.settings.cache_dir)]
         verdicts = audit.script_verdicts(
             self.settings.cache_dir / "audit-scripts" / spec.name / f"{self.target.slug}.json",
             plan.venv_dir, plan.prefix, layer, plan.image.image_id)
-        with self._timed("audit"):
+
+        def in_builder() -> tuple[list[str], dict[str, Any]]:
             problems = audit.pip_check(c, plan.prefix, log_path)
             report = audit.run_scope(c, "project", plan.prefix, spec, plan.meta.name,
                                      plan.work, log_path, verdicts)
-            self.reporter.detail(audit.scripts_summary(report))
-            problems += audit.failures(report)
-            tree_problems, tree_report = audit.tree_checks(plan.venv_dir, self.arch, forbidden,
-                                                           shared=layer / "venv")
-            problems += tree_problems
-            audit.gate(spec, problems, log_path)
-            deps = json.loads((layer / "audit-deps.json").read_text())
-            for kind in ("imports", "extensions"):
-                report[kind] = {**deps[kind], **report[kind]}
-            full = {**report, **tree_report, "layer": layer.name}
-            (plan.directory / "audit.json").write_text(json.dumps(full, indent=2) + "\n")
+            return problems + audit.failures(report), report
 
-    def _check_bytecode(self, plan: Plan, layer: Path) -> None:
-        """Every .pyc in the venv hash-based. The deps layer's files are read by the first
-        build that links the layer (which then marks it) and skipped by the builds after."""
+        later: BaseException | None = None  # alongside's failure, raised once the gate passed
+        with ThreadPoolExecutor(1) as pool:
+            running = pool.submit(in_builder)
+            with self._timed("audit: the venv's tree"):
+                tree_problems, tree_report = audit.tree_checks(
+                    plan.venv_dir, self.arch, forbidden, shared=layer / "venv")
+                stale = self._stale_bytecode(plan, layer)
+            if self.alongside is not None and not tree_problems and not stale:
+                try:
+                    self.alongside(self._result(plan, self._manifest(plan, src_record),
+                                                plan.directory / "manifest.json"))
+                except BaseException as exc:  # noqa: B036 - the gate's verdict comes first
+                    later = exc
+            with self._timed("audit: pip check, imports and console scripts"):
+                problems, report = running.result()
+        self.reporter.detail(audit.scripts_summary(report))
+        try:
+            audit.gate(spec, problems + tree_problems, log_path)
+            if stale:
+                raise BuildError(
+                    f"{len(stale)} timestamp-based .pyc in the venv (their bytes change with "
+                    f"every build), e.g. {stale[0].relative_to(plan.venv_dir)}",
+                    hint="every .pyc must be hash-based: compile it with "
+                         "--invalidation-mode checked-hash")
+        except BuildError:
+            shutil.rmtree(plan.directory / "package", ignore_errors=True)
+            raise
+        if later is not None:
+            raise later
+        (layer / "bytecode-checked").touch()  # the layer's own files were among those read
+        deps = json.loads((layer / "audit-deps.json").read_text())
+        for kind in ("imports", "extensions"):
+            report[kind] = {**deps[kind], **report[kind]}
+        full = {**report, **tree_report, "layer": layer.name}
+        (plan.directory / "audit.json").write_text(json.dumps(full, indent=2) + "\n")
+
+    def _stale_bytecode(self, plan: Plan, layer: Path) -> list[Path]:
+        """The timestamp-based .pyc files in the venv. The deps layer's files are read by the
+        first build that links the layer (which then marks it) and skipped by the builds
+        after."""
         marker = layer / "bytecode-checked"
-        stale = timestamp_pycs(plan.venv_dir,
-                               shared=layer / "venv" if marker.is_file() else None)
-        if stale:
-            raise BuildError(f"{len(stale)} timestamp-based .pyc in the venv (their bytes change "
-                             f"with every build), e.g. {stale[0].relative_to(plan.venv_dir)}",
-                             hint="every .pyc must be hash-based: compile it with "
-                                  "--invalidation-mode checked-hash")
-        marker.touch()  # the layer's own files were among those just read
+        return timestamp_pycs(plan.venv_dir,
+                              shared=layer / "venv" if marker.is_file() else None)
 
     def _manifest(self, plan: Plan, src_record: dict[str, Any]) -> Manifest:
         spec, distro, upstream = self.spec, self.distro, plan.upstream
@@ -554,12 +595,15 @@ class Builder(BuilderSteps):
         record = BuildRecord(manifest=manifest, started_at=plan.started, timings=self.timings,
                              host=socket.gethostname(), log_path=str(plan.log_path))
         (plan.directory / "build.json").write_text(record.to_json())
-        result = BuildResult(target=self.target, version=plan.version, key=plan.key,
-                             directory=plan.directory, venv_dir=plan.venv_dir,
-                             manifest=manifest, manifest_path=manifest_path,
-                             log_path=plan.log_path, cached=False, timings=self.timings)
+        result = self._result(plan, manifest, manifest_path)
         _write_result(plan.result_path, result)  # the build is complete only once this exists
         return result
+
+    def _result(self, plan: Plan, manifest: Manifest, manifest_path: Path) -> BuildResult:
+        return BuildResult(target=self.target, version=plan.version, key=plan.key,
+                           directory=plan.directory, venv_dir=plan.venv_dir,
+                           manifest=manifest, manifest_path=manifest_path,
+                           log_path=plan.log_path, cached=False, timings=self.timings)
 
     def _load(self, plan: Plan) -> BuildResult | None:
         """The complete build of ``plan``'s inputs, or None (and the build is made again)
@@ -605,28 +649,39 @@ class Builder(BuilderSteps):
         shutil.rmtree(folder, ignore_errors=True)
         tmp.rename(folder)
 
-    def _build_wheel(self, c: Container, upstream_version: str, log_path: Path,
+    def _build_wheel(self, c: Container, upstream_version: str, work: Path, log_path: Path,
                      prefix: str | None = None) -> None:
         """The project's wheel into ``BUILD_DIR/dist``. With ``prefix`` (every build
         requirement is pinned by the lock, so the deps venv there holds exactly the versions
         an isolated build env would get from the same pins): built in that venv without an
         isolated env, pip checking the build requirements (static and dynamic) are met;
         otherwise with ``build`` in an isolated env filled offline from the wheelhouse."""
-        # A private, writable copy: pbr and setuptools write into the tree they build.
-        c.call(["rm", "-rf", f"{BUILD_DIR}/src", f"{BUILD_DIR}/dist"], stream=False)
-        c.call(["cp", "-a", SRC_DIR, f"{BUILD_DIR}/src"], stream=False)
+        # A private, writable copy: pbr and setuptools write into the tree they build. It
+        # goes to the container's tmpfs at BUILD_DIR/src (WHEEL_TMPFS): setuptools copies
+        # every module twice (build/lib, then the bdist dir) before zipping them, which on
+        # the host's disk cost more than the build itself.
+        c.call(["rm", "-rf", f"{BUILD_DIR}/dist"], stream=False)
+        c.call(["cp", "-a", f"{SRC_DIR}/.", f"{BUILD_DIR}/src/"], stream=False)
         env = {"PIP_NO_INDEX": "1", "PIP_FIND_LINKS": WHEELHOUSE_DIR,
                "PIP_CONSTRAINT": f"{BUILD_DIR}/pins.txt",
                # Patches add commits on top of the release: keep the upstream version.
                "PBR_VERSION": upstream_version,
                "SETUPTOOLS_SCM_PRETEND_VERSION": upstream_version}
         if prefix is not None:
-            # -B and PYTHONDONTWRITEBYTECODE: the build imports setuptools from the venv and
-            # must leave no bytecode of its own there.
-            argv = [f"{prefix}/bin/python", "-B", "-m", "pip", "wheel", "--no-build-isolation",
-                    "--check-build-dependencies", "--no-deps", "--no-index", "--progress-bar",
-                    "off", "--wheel-dir", f"{BUILD_DIR}/dist", f"{BUILD_DIR}/src"]
+            # The backend called directly (data/build_wheel.py: pip's checks of the build
+            # requirements, less pip's start and its metadata pass). -B and
+            # PYTHONDONTWRITEBYTECODE: the build imports setuptools from the venv and must
+            # leave no bytecode of its own there.
+            (work / "build_wheel.py").write_bytes(
+                (resources.files("giftbox") / "data" / "build_wheel.py").read_bytes())
+            argv = [f"{prefix}/bin/python", "-B", f"{BUILD_DIR}/build_wheel.py",
+                    f"{BUILD_DIR}/src", f"{BUILD_DIR}/dist"]
             env["PYTHONDONTWRITEBYTECODE"] = "1"
+            # pbr would write AUTHORS and ChangeLog from the history of giftbox's checkout
+            # (an import commit and the patches); pip's metadata pass kept the sdist's
+            # AUTHORS in the wheel, and so does this: the wheel is byte for byte pip's.
+            env["SKIP_GENERATE_AUTHORS"] = "1"
+            env["SKIP_WRITE_GIT_CHANGELOG"] = "1"
         else:
             argv = [f"{TOOLS}/python", "-m", "build", "--wheel", "--outdir", f"{BUILD_DIR}/dist",
                     f"{BUILD_DIR}/src"]
@@ -681,10 +736,13 @@ def write_bindings_shim(site: Path, spec: Spec, distro: Distro) -> None:
 
 def build(spec: Spec, distro: Distro, arch: Arch, settings: Settings,
           reporter: Reporter = NULL_REPORTER, ref: str | None = None, *,
-          engine: Engine | None = None) -> BuildResult:
-    """One build through one engine connection: ``engine`` (left open), else its own."""
+          engine: Engine | None = None,
+          alongside: Callable[[BuildResult], None] | None = None) -> BuildResult:
+    """One build through one engine connection: ``engine`` (left open), else its own.
+    ``alongside``: done while a fresh build's console scripts are audited (Builder)."""
     with engine_for(settings, engine) as engine:
-        return Builder(spec, distro, arch, settings, reporter, ref, engine=engine).run()
+        return Builder(spec, distro, arch, settings, reporter, ref, engine=engine,
+                       alongside=alongside).run()
 
 
 def make_lock(spec: Spec, distro: Distro, arch: Arch, settings: Settings,

@@ -121,7 +121,8 @@ class Container:
     def __init__(self, image: BuilderRef | str, arch: Arch, settings: Settings,
                  reporter: Reporter = NULL_REPORTER, *, mounts: Sequence[Mount] = (),
                  env: Mapping[str, str] | None = None, workdir: str = "/work",
-                 engine_timeout: float | None = None, engine: Engine | None = None) -> None:
+                 engine_timeout: float | None = None, engine: Engine | None = None,
+                 tmpfs: Sequence[str] = ()) -> None:
         if not isinstance(image, str) and image.arch is not arch:
             raise BuilderError(f"builder {image.tag} is {image.arch.value}, not {arch.value}")
         self.image = image if isinstance(image, str) else image.tag
@@ -129,6 +130,7 @@ class Container:
         self.settings = settings
         self.reporter = reporter
         self.mounts = tuple(mounts)
+        self.tmpfs = tuple(tmpfs)  # paths given a tmpfs of their own (scratch, never kept)
         self.env = dict(env or {})
         self.workdir = workdir
         self.engine_timeout = engine_timeout
@@ -144,9 +146,10 @@ class Container:
     # -- lifecycle -------------------------------------------------------------------------
 
     def __enter__(self) -> Container:
+        for target in (*(m.target for m in self.mounts), *self.tmpfs):
+            if not PurePosixPath(target).is_absolute():
+                raise BuilderError(f"mount target '{target}' is not an absolute path")
         for m in self.mounts:
-            if not PurePosixPath(m.target).is_absolute():
-                raise BuilderError(f"mount target '{m.target}' is not an absolute path")
             if not m.source.exists():
                 raise BuilderError(f"mount source {m.source} does not exist",
                                    hint="create it before starting the container")
@@ -188,7 +191,7 @@ class Container:
         self._started = True  # from here on there may be a container to remove
         status = self._engine.start(
             self.image, ["sleep", "infinity"], name=self.name, platform=self.arch.platform,
-            binds=binds, workdir=self.workdir,
+            binds=binds, workdir=self.workdir, tmpfs=self.tmpfs,
             labels={LABEL: "1", OWNER_LABEL: str(os.getpid())})
         if status != "running":
             logs = self._engine.logs(self.name, tail=20)

@@ -344,15 +344,18 @@ class Engine:
 
     def start(self, image: str, command: Sequence[str], *, name: str, platform: str,
               labels: Mapping[str, str], binds: Sequence[tuple[Path, str, bool]] = (),
-              workdir: str | None = None, init: bool = True) -> str:
+              workdir: str | None = None, init: bool = True,
+              tmpfs: Sequence[str] = ()) -> str:
         """Create and start container ``name`` on the host's network, with an init (unless
-        ``init`` is false) and the ``binds`` (host path, container path, read-only); its status
-        once started."""
+        ``init`` is false), the ``binds`` (host path, container path, read-only) and a tmpfs
+        at each path of ``tmpfs`` (over a bind when inside one); its status once started."""
         mounts = [_docker().types.Mount(target=target, source=str(source), type="bind",
                                      read_only=read_only) for source, target, read_only in binds]
         container = self._sdk.containers.create(
             image, command=list(command), name=name, platform=platform, network_mode="host",
-            init=init, mounts=mounts, working_dir=workdir, labels=dict(labels), detach=True)
+            init=init, mounts=mounts, working_dir=workdir, labels=dict(labels), detach=True,
+            # exec: a build runs scripts from its tree (configure); Docker's default is noexec
+            tmpfs={target: "exec,mode=1777" for target in tmpfs})
         container.start()
         container.reload()
         return str(container.status)

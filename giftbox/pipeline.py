@@ -173,12 +173,23 @@ def run_target(spec: Spec, distro: Distro, arch: Arch, settings: Settings,
     """Build and package one target through one engine connection (``engine`` when the
     caller lends one, left open; else one for this target), then publish it."""
     with engine_for(settings, engine) as engine:
-        built = build(spec, distro, arch, settings, reporter, ref=ref, engine=engine)
+        made: list[PackageInfo] = []
+
+        def package_it(result: BuildResult) -> None:
+            made.append(package_build(result, spec, distro, arch, settings, reporter,
+                                      packager=packager, compression=compression,
+                                      compression_level=compression_level, catalog=catalog,
+                                      engine=engine))
+
+        # A fresh build packages while its console scripts are audited (its package goes if
+        # the audit refuses); a cached build is packaged after, from its package cache.
+        built = build(spec, distro, arch, settings, reporter, ref=ref, engine=engine,
+                      alongside=package_it if package else None)
         if not package:
             return TargetResult(build=built, package=None, published=[])
-        info = package_build(built, spec, distro, arch, settings, reporter, packager=packager,
-                             compression=compression, compression_level=compression_level,
-                             catalog=catalog, engine=engine)
+        if not made:
+            package_it(built)
+        info = made[0]
     from giftbox import records
 
     if built.build_id is not None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import shutil
@@ -16,8 +17,10 @@ from giftbox import records
 from giftbox.audit import elf_machine
 from giftbox.distros import Arch, get_distro
 from giftbox.errors import BuildError
+from giftbox.pipeline import run_target
 from giftbox.settings import Settings
 from giftbox.spec import load_spec
+from giftbox.ui import Reporter
 
 pytestmark = pytest.mark.docker
 
@@ -242,6 +245,40 @@ def test_compile_failure_shows_the_log(root: Path, bsettings: Settings, demo: Up
     assert log.is_file() and "_speed.c" in log.read_text()
     (record,) = records.last_builds(bsettings, "demo-ext")
     assert record.status == "failed" and "building demo-ext's wheel failed" in record.error
+
+
+def test_a_refused_audit_leaves_no_package(root: Path, bsettings: Settings, demo: Upstream,
+                                           tmp_path: Path) -> None:
+    """The package is made while the console scripts are audited: when the audit refuses,
+    the package it made goes with the refusal, and the build is not complete."""
+    work = tmp_path / "breaker"
+    git(tmp_path, "clone", "-q", str(demo.path), str(work))
+    cli = work / "demo_ext" / "cli.py"
+    cli.write_text(cli.read_text().replace('        print("demo-ext 1.0.0")\n        return 0',
+                                           '        raise SystemExit("refused on purpose")'))
+    git(work, "commit", "-qam", "Break the console script")
+    patch = git(work, "format-patch", "-1", "-o", str(tmp_path / "p")).splitlines()[-1]
+    (root / "patches" / "demo-ext").mkdir(parents=True)
+    shutil.copy(patch, root / "patches" / "demo-ext" / "0001-break-cli.patch")
+    spec = demo_spec(root, demo.url, patches=["0001-break-cli.patch"])
+    distro = get_distro(root / "builders", "debian12")
+    build_stage.make_lock(spec, distro, Arch.x86_64, bsettings)
+    notes = io.StringIO()
+    with pytest.raises(BuildError) as info:
+        run_target(spec, distro, Arch.x86_64, bsettings, Reporter(notes))
+    text = info.value.render()
+    assert "the audit of demo-ext's venv failed" in text and "demo-ext" in text
+    assert "refused on purpose" in text
+    shown = notes.getvalue()
+    assert "==> package giftbox-demo-ext" in shown  # it was packaged alongside
+    assert shown.index("==> package giftbox-demo-ext") < \
+        shown.index("==> audit: pip check, imports and console scripts")
+    (directory,) = (root / "build" / "demo-ext" / "debian12-x86_64").iterdir()
+    assert not (directory / "package").exists()
+    assert not (directory / "result.json").exists()
+    assert not list((root / "build").rglob("*.deb"))
+    (record,) = records.last_builds(bsettings, "demo-ext")
+    assert record.status == "failed" and "refused on purpose" in record.error
 
 
 @pytest.mark.network

@@ -24,10 +24,12 @@ from __future__ import annotations
 import dataclasses
 import functools
 import hashlib
+import io
 import json
 import shutil
 import tempfile
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from importlib import resources
 from pathlib import Path
@@ -239,23 +241,39 @@ def build_package(venv_dir: Path, manifest: Manifest, spec: Spec, distro: Distro
         digests = DigestCache(cache_dir / "digests.json" if cache_dir else None)
         extra: dict[str, Any] = {"digests": digests, "cache_dir": cache_dir,
                                  "reporter": reporter} if native_deb else {}
-        with reporter.stage(f"package {spec.package.name} with {label}"):
-            built_dir = work / "out"
-            built_dir.mkdir()
-            path, depends = build(staged, built_dir, work, compression=comp, runner=runner,
-                                  maintainer=maintainer, check_deps=check_deps, **extra)
-            reporter.detail(f"{path.name}: {path.stat().st_size / 1e6:.1f} MB")
+        linting: list[Future[tuple[str, ...]]] = []
+        notes = io.StringIO()  # the lint thread's report, shown in its own stage
+        if lint and native_deb and cache_dir is not None:
+            epoch = manifest.source_date_epoch
+
+            def lint_alongside(deb: Path) -> None:
+                # lintian's unit comes from the staged tree, complete by now: it is linted
+                # while dpkg-deb archives that tree (the unit is a .deb of its own)
+                linting.append(pool.submit(
+                    lintian_cached, deb, staged.root, staged.prefix, cache_dir / "lintian",
+                    work, lambda tree, out: dpkg_deb_build(tree, out, comp, epoch),
+                    Reporter(notes), digests, staged.tree))
+
+            extra["before_archive"] = lint_alongside
         lint_lines: tuple[str, ...] = ()
-        if lint:
-            with reporter.stage(f"{family.linter} {path.name}"):
-                if native_deb and cache_dir is not None:
-                    epoch = manifest.source_date_epoch
-                    lint_lines = lintian_cached(
-                        path, staged.root, staged.prefix, cache_dir / "lintian", work,
-                        lambda tree, out: dpkg_deb_build(tree, out, comp, epoch), reporter,
-                        digests, staged.tree)
-                else:
-                    lint_lines = LINTERS[family.name](path, reporter)
+        with ThreadPoolExecutor(1) as pool:
+            with reporter.stage(f"package {spec.package.name} with {label}"):
+                built_dir = work / "out"
+                built_dir.mkdir()
+                path, depends = build(staged, built_dir, work, compression=comp,
+                                      runner=runner, maintainer=maintainer,
+                                      check_deps=check_deps, **extra)
+                reporter.detail(f"{path.name}: {path.stat().st_size / 1e6:.1f} MB")
+            if lint:
+                with reporter.stage(f"{family.linter} {path.name}"):
+                    if linting:
+                        try:
+                            lint_lines = linting[0].result()
+                        finally:
+                            for line in notes.getvalue().splitlines():
+                                reporter.info(line)
+                    else:
+                        lint_lines = LINTERS[family.name](path, reporter)
         final = out_dir / path.name
         path.replace(final)  # same file system: an atomic rename, never a half-written file
     except BaseException:

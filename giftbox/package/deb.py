@@ -18,6 +18,7 @@ import re
 import shutil
 import stat
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -304,11 +305,14 @@ def dpkg_deb_build(root: Path, out: Path, compression: Compression, epoch: int) 
 def build_deb(staged: Staged, out_dir: Path, work: Path, *, compression: Compression,
               runner: Runner, maintainer: str, check_deps: bool,
               digests: DigestCache | None = None, cache_dir: Path | None = None,
-              reporter: Reporter = NULL_REPORTER) -> tuple[Path, list[str]]:
+              reporter: Reporter = NULL_REPORTER,
+              before_archive: Callable[[Path], None] | None = None) -> tuple[Path, list[str]]:
     """Build the .deb into ``out_dir``; return its path and its Depends. ``digests`` spares
     reading again the files whose md5 an earlier package computed (see DigestCache);
     ``cache_dir`` keeps the verdicts of dpkg-shlibdeps and of the archive check (see
-    ``VerdictStore``): without it both tools run."""
+    ``VerdictStore``): without it both tools run. ``before_archive(path)`` is called once
+    the staged tree is complete (DEBIAN/ written), just before dpkg-deb archives it to
+    ``path``: the staged tree is not changed after."""
     host.find("dpkg-deb", PackageError, _DPKG_DEB_NEEDS)
     _docs(staged, maintainer)
     staged.tree = scan_tree(staged.root)  # the package's files: DEBIAN/ is made below
@@ -347,6 +351,8 @@ def build_deb(staged: Staged, out_dir: Path, work: Path, *, compression: Compres
     _write(debian / "control", control)
 
     out = out_dir / deb_filename(staged.name, staged.version.deb, staged.arch.deb)
+    if before_archive is not None:
+        before_archive(out)
     dpkg_deb_build(staged.root, out, compression, m.source_date_epoch)
     return out, depends
 

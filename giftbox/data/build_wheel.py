@@ -1,0 +1,133 @@
+"""Runs inside the builder with the deps venv's interpreter: builds the project's wheel by
+calling its PEP 517 backend directly, in this process, once every build requirement is met.
+
+Usage: python -B build_wheel.py SOURCE_DIR WHEEL_DIR
+
+What `pip wheel --no-build-isolation --check-build-dependencies --no-deps` does, less pip's
+start and its prepare_metadata_for_build_wheel call (for pbr a whole egg_info run): the
+build-system table is read from pyproject.toml (setuptools' legacy backend when there is
+none), each static requirement and each the backend names in get_requires_for_build_wheel
+is checked against what the venv has installed (its markers evaluated here), and only then
+build_wheel runs. An unmet requirement fails the build, naming it, as pip would.
+
+On an interpreter without tomllib (3.11) or importlib.metadata (3.8) the job is handed to
+that same pip command unchanged. Kept compatible with old target Pythons (3.5+) for that
+reason: no f-strings.
+"""
+
+import os
+import sys
+
+DEFAULT_REQUIRES = ["setuptools>=40.8.0"]
+LEGACY_BACKEND = "setuptools.build_meta:__legacy__"
+
+
+def pip_wheel(source, out):
+    argv = [sys.executable, "-B", "-m", "pip", "wheel", "--no-build-isolation",
+            "--check-build-dependencies", "--no-deps", "--no-index", "--progress-bar", "off",
+            "--wheel-dir", out, source]
+    os.execv(sys.executable, argv)
+
+
+def build_system(source, tomllib):
+    path = os.path.join(source, "pyproject.toml")
+    if not os.path.isfile(path):
+        return DEFAULT_REQUIRES, LEGACY_BACKEND, []
+    with open(path, "rb") as f:
+        table = tomllib.load(f).get("build-system")
+    if table is None:
+        return DEFAULT_REQUIRES, LEGACY_BACKEND, []
+    if "requires" not in table:
+        fail("pyproject.toml's [build-system] table has no 'requires' key (PEP 518)")
+    backend = table.get("build-backend") or LEGACY_BACKEND
+    return list(table["requires"]), backend, list(table.get("backend-path", []))
+
+
+def unmet(requirements, metadata, packaging):
+    """The requirements the venv does not meet, each with why."""
+    missing = []
+    for text in requirements:
+        try:
+            req = packaging.requirements.Requirement(text)
+        except packaging.requirements.InvalidRequirement as exc:
+            missing.append("{} (not a valid requirement: {})".format(text, exc))
+            continue
+        if req.marker is not None and not req.marker.evaluate():
+            continue
+        try:
+            have = metadata.version(req.name)
+        except metadata.PackageNotFoundError:
+            missing.append("{} (not installed)".format(text))
+            continue
+        if not req.specifier.contains(have, prereleases=True):
+            missing.append("{} ({} {} is installed)".format(text, req.name, have))
+    return missing
+
+
+def load_backend(source, backend, backend_path):
+    for entry in reversed(backend_path):
+        sys.path.insert(0, os.path.abspath(os.path.join(source, entry)))
+    module_name, _, attributes = backend.partition(":")
+    module = __import__(module_name, fromlist=["_"])
+    obj = module
+    for name in filter(None, attributes.split(".")):
+        obj = getattr(obj, name)
+    return obj
+
+
+def vendored_packaging():
+    """pip's vendored ``packaging`` (every venv giftbox makes has pip), loaded under a name
+    of its own: importing ``pip`` itself would make setuptools' distutils hack stand down
+    (it hands pip the stdlib's distutils), and the backend would then fail to import."""
+    import importlib.util
+    import sysconfig
+    folder = os.path.join(sysconfig.get_paths()["purelib"], "pip", "_vendor", "packaging")
+    spec = importlib.util.spec_from_file_location(
+        "_giftbox_packaging", os.path.join(folder, "__init__.py"),
+        submodule_search_locations=[folder])
+    if spec is None or spec.loader is None:
+        fail("pip is not in the venv: {} is missing".format(folder))
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    __import__(spec.name + ".requirements")
+    return module
+
+
+def fail(message):
+    sys.stderr.write("ERROR: " + message + "\n")
+    sys.exit(1)
+
+
+def main():
+    source, out = os.path.abspath(sys.argv[1]), os.path.abspath(sys.argv[2])
+    # Not this script's directory (the build directory) on the path: only what the venv
+    # and the backend-path give.
+    sys.path.pop(0)
+    try:
+        import importlib.metadata as metadata
+        import tomllib
+    except ImportError:
+        pip_wheel(source, out)
+        return
+    packaging = vendored_packaging()
+    requires, backend_name, backend_path = build_system(source, tomllib)
+    missing = unmet(requires, metadata, packaging)
+    if missing:
+        fail("build requirements of {} not met by the venv: {}".format(
+            source, "; ".join(missing)))
+    os.chdir(source)
+    backend = load_backend(source, backend_name, backend_path)
+    hook = getattr(backend, "get_requires_for_build_wheel", None)
+    dynamic = list(hook(None)) if hook is not None else []
+    missing = unmet(dynamic, metadata, packaging)
+    if missing:
+        fail("build requirements {} names for the wheel are not met by the venv: {}".format(
+            backend_name, "; ".join(missing)))
+    os.makedirs(out, exist_ok=True)
+    name = backend.build_wheel(out, None)
+    sys.stdout.write("built {}\n".format(name))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,110 @@
+"""giftbox/data/build_wheel.py, the project's wheel built by calling its PEP 517 backend
+directly, run here with a real venv (virtualenv, its bundled pip and setuptools) on real
+projects: the wheel is pip's, byte for byte; an unmet build requirement, static or named by
+the backend, fails the build naming it, before anything is built."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+import sys
+from importlib import resources
+from pathlib import Path
+
+import pytest
+
+SCRIPT = resources.files("giftbox") / "data" / "build_wheel.py"
+SETUP_PY = """\
+from setuptools import setup
+
+setup(name="tiny", version="1.2.3", py_modules=["tiny"],
+      entry_points={{"console_scripts": ["tiny = tiny:main"]}}{extra})
+"""
+
+
+@pytest.fixture(scope="module")
+def venv(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    where = tmp_path_factory.mktemp("venv") / "v"
+    subprocess.run([sys.executable, "-m", "virtualenv", "--quiet", "--no-periodic-update",
+                    "--setuptools", "bundle", "--no-wheel", str(where)], check=True)
+    return where
+
+
+def project(path: Path, requires: str = '"setuptools>=40"', extra: str = "") -> Path:
+    path.mkdir(parents=True)
+    (path / "pyproject.toml").write_text(
+        f"[build-system]\nrequires = [{requires}]\nbuild-backend = \"setuptools.build_meta\"\n")
+    (path / "setup.py").write_text(SETUP_PY.format(extra=extra))
+    (path / "tiny.py").write_text("def main():\n    return 0\n")
+    return path
+
+
+def env() -> dict[str, str]:
+    # the two builds must not differ by their clocks (zip timestamps)
+    return dict(os.environ, SOURCE_DATE_EPOCH="1700000000", PYTHONDONTWRITEBYTECODE="1",
+                PIP_NO_INDEX="1")
+
+
+def direct(venv: Path, src: Path, out: Path) -> subprocess.CompletedProcess[str]:
+    script = src.parent / "build_wheel.py"
+    script.write_bytes(SCRIPT.read_bytes())
+    return subprocess.run([str(venv / "bin" / "python"), "-B", str(script), str(src), str(out)],
+                          capture_output=True, text=True, env=env(), check=False)
+
+
+def only_wheel(out: Path) -> Path:
+    wheels = sorted(out.glob("*.whl"))
+    assert len(wheels) == 1, wheels
+    return wheels[0]
+
+
+def test_the_wheel_is_pips_byte_for_byte(venv: Path, tmp_path: Path) -> None:
+    a = project(tmp_path / "a" / "tiny")
+    b = project(tmp_path / "b" / "tiny")
+    done = direct(venv, a, tmp_path / "out-a")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "built tiny-1.2.3-py3-none-any.whl" in done.stdout
+    pip = subprocess.run(
+        [str(venv / "bin" / "python"), "-B", "-m", "pip", "wheel", "--no-build-isolation",
+         "--check-build-dependencies", "--no-deps", "--no-index", "--wheel-dir",
+         str(tmp_path / "out-b"), str(b)], capture_output=True, text=True, env=env(),
+        check=False)
+    assert pip.returncode == 0, pip.stdout + pip.stderr
+    ours, pips = only_wheel(tmp_path / "out-a"), only_wheel(tmp_path / "out-b")
+    assert ours.name == pips.name
+    assert hashlib.sha256(ours.read_bytes()).digest() == \
+        hashlib.sha256(pips.read_bytes()).digest()
+
+
+def test_an_unmet_static_requirement_fails_naming_it(venv: Path, tmp_path: Path) -> None:
+    src = project(tmp_path / "tiny", requires='"setuptools>=40", "giftbox-no-such-dist>=1"')
+    done = direct(venv, src, tmp_path / "out")
+    assert done.returncode == 1
+    assert "giftbox-no-such-dist>=1 (not installed)" in done.stderr
+    assert "Traceback" not in done.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_version_the_venv_does_not_have_fails_naming_both(venv: Path, tmp_path: Path) -> None:
+    src = project(tmp_path / "tiny", requires='"setuptools>=9999"')
+    done = direct(venv, src, tmp_path / "out")
+    assert done.returncode == 1
+    assert "setuptools>=9999 (setuptools " in done.stderr and "is installed)" in done.stderr
+
+
+def test_a_requirement_the_backend_names_is_checked_too(venv: Path, tmp_path: Path) -> None:
+    # setup_requires reaches the frontend through get_requires_for_build_wheel
+    src = project(tmp_path / "tiny", extra=', setup_requires=["giftbox-no-such-helper"]')
+    done = direct(venv, src, tmp_path / "out")
+    assert done.returncode == 1
+    assert "giftbox-no-such-helper (not installed)" in done.stderr
+    assert not list(tmp_path.glob("out/*.whl"))
+
+
+def test_a_marker_for_another_python_is_not_required(venv: Path, tmp_path: Path) -> None:
+    src = project(tmp_path / "tiny",
+                  requires='"setuptools>=40", "giftbox-no-such-dist; python_version < \'3\'"')
+    done = direct(venv, src, tmp_path / "out")
+    assert done.returncode == 0, done.stdout + done.stderr
+    only_wheel(tmp_path / "out")
