@@ -50,10 +50,11 @@ RUN apt-get update && apt-get install -y --no-install-recommends dh-virtualenv d
 DONE_RE = re.compile(r"^\s+(.+?): done in ([\d.]+)s\s*$")
 # giftbox's stage labels, grouped for the table
 GROUPS = (("resolve", "resolve"), ("source", "source"), ("wheel", "wheel"),
-          ("install", "install"), ("bytecode", "bytecode"), ("audit", "audit"),
+          ("install", "install"), ("bytecode", "bytecode"),
+          ("audit", "audit (tree; then scripts' wait)"),
           ("venv: link", "link deps layer"), ("apt-get", "apt-get update"),
-          ("stage", "stage"), ("package", "package (shlibdeps, dpkg-deb)"),
-          ("lintian", "lintian"), ("publish", "publish"))
+          ("stage", "stage"), ("package", "package (dpkg-deb; lintian along)"),
+          ("lintian", "lintian (the rest)"), ("publish", "publish"))
 
 
 def row(name: str, *cells: str) -> None:

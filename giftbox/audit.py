@@ -26,6 +26,7 @@ from giftbox.distros import elf_machine as parse_elf_machine
 from giftbox.errors import BuildError
 from giftbox.files import write_atomic
 from giftbox.lock import BUILD_DIR
+from giftbox.relocate import own_files
 from giftbox.scriptcache import ScriptVerdicts, Venv, base_key
 from giftbox.spec import Spec
 
@@ -148,45 +149,49 @@ def shared_scan(shared: Path, arch: Arch, needles: list[str]) -> dict[str, Any]:
     return data
 
 
-def scan_tree_shared(tree: Path, arch: Arch, needles: list[str],
-                     shared: Path) -> tuple[list[str], dict[str, list[str]]]:
+def scan_tree_shared(tree: Path, arch: Arch, needles: list[str], shared: Path,
+                     own: list[str] | None = None) -> tuple[list[str], dict[str, list[str]]]:
     """``scan_tree(tree)``, reading only the files that are not hard links to the same path
     in ``shared`` (the deps layer's venv, scanned once): the same inode holds the same bytes,
-    since giftbox replaces files by rename and never writes into a linked one."""
+    since giftbox replaces files by rename and never writes into a linked one. ``own`` is
+    ``own_files(tree, shared)`` when the caller has it."""
     encoded = [n.encode() for n in needles if n and n != "/"]
     known = shared_scan(shared, arch, needles)
-    known_wrong = {w.rsplit(" (e_machine ", 1)[0]: w for w in known["elf_wrong_arch"]}
-    known_hits: dict[str, list[str]] = known["build_paths"]
+    mine = own if own is not None else own_files(tree, shared)
     wrong: list[str] = []
     hits: dict[str, list[str]] = {}
-    for dirpath, _dirs, files in os.walk(tree):
-        rel_dir = os.path.relpath(dirpath, tree)
-        for name in files:
-            path = Path(dirpath) / name
-            st = path.lstat()
-            if not stat.S_ISREG(st.st_mode):
-                continue
-            rel = name if rel_dir == "." else f"{rel_dir}/{name}"
-            try:
-                other = (shared / rel).lstat()
-            except OSError:
-                other = None
-            if other is not None and (other.st_ino, other.st_dev) == (st.st_ino, st.st_dev):
-                if rel in known_wrong:
-                    wrong.append(known_wrong[rel])
-                if rel in known_hits:
-                    hits[rel] = known_hits[rel]
-                continue
-            _scan_file(path, rel, arch, encoded, wrong, hits)
-    return sorted(wrong), hits
+    for rel in mine:
+        _scan_file(tree / rel, rel, arch, encoded, wrong, hits)
+    # the layer's findings, for its files the build still has (as links): few, checked one
+    # by one
+    mine_set = set(mine)
+    for finding in known["elf_wrong_arch"]:
+        rel = finding.rsplit(" (e_machine ", 1)[0]
+        if rel not in mine_set and _linked(tree / rel, shared / rel):
+            wrong.append(finding)
+    for rel, found in known["build_paths"].items():
+        if rel not in mine_set and _linked(tree / rel, shared / rel):
+            hits[rel] = found
+    return sorted(wrong), dict(sorted(hits.items()))
+
+
+def _linked(path: Path, other: Path) -> bool:
+    """Whether ``path`` is a regular file and the same inode as ``other``."""
+    try:
+        a, b = path.lstat(), other.lstat()
+    except OSError:
+        return False
+    return stat.S_ISREG(a.st_mode) and (a.st_ino, a.st_dev) == (b.st_ino, b.st_dev)
 
 
 def tree_checks(venv_dir: Path, arch: Arch, forbidden: list[str],
-                shared: Path | None = None) -> tuple[list[str], dict[str, object]]:
+                shared: Path | None = None,
+                own: list[str] | None = None) -> tuple[list[str], dict[str, object]]:
     """Host-side checks over the whole venv: ELF architecture and leaked build paths. With
-    ``shared`` (the deps layer's venv), its files are read once per layer, not per build."""
+    ``shared`` (the deps layer's venv), its files are read once per layer, not per build;
+    ``own``: ``own_files(venv_dir, shared)``, when the caller has it."""
     problems = []
-    wrong, leaked = scan_tree_shared(venv_dir, arch, forbidden, shared) if shared else \
+    wrong, leaked = scan_tree_shared(venv_dir, arch, forbidden, shared, own) if shared else \
         scan_tree(venv_dir, arch, forbidden)
     if wrong:
         problems.append(f"ELF files not built for {arch.value}:\n  " + "\n  ".join(wrong[:20]))

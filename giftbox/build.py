@@ -69,6 +69,7 @@ from giftbox.patches import spec_series_digest
 from giftbox.relocate import (
     fix_records,
     link_tree,
+    own_files,
     project_paths,
     relocate,
     site_packages,
@@ -418,10 +419,18 @@ class Builder(BuilderSteps):
         """Every step of a build whose inputs have no complete build yet."""
         self._prepare(plan)
         layer = self._deps_layer(plan)
-        with self._timed("venv: link the deps layer"):
-            link_tree(layer / "venv", plan.venv_dir)
-        (plan.work / "pins.txt").write_text(plan.pins_text)
-        src_record = self._project_source(plan)
+
+        def link() -> None:
+            with self._timed("venv: link the deps layer"):
+                link_tree(layer / "venv", plan.venv_dir)
+
+        # cp -al of the layer's 20,000 files and the checkout of the source at once: both
+        # are mostly the kernel's work, on the two trees of the build directory
+        with ThreadPoolExecutor(1) as pool:
+            linking = pool.submit(link)
+            (plan.work / "pins.txt").write_text(plan.pins_text)
+            src_record = self._project_source(plan)
+            linking.result()
         mounts = self.mounts(plan.work, plan.tool_cache, plan.wheelhouse,
                              plan.tree_dir if plan.tree_dir.exists() else None,
                              plan.venv_dir, plan.prefix)
@@ -479,7 +488,7 @@ class Builder(BuilderSteps):
         with self._timed(f"install: {self.spec.name} into the venv"):
             self._install(c, plan.prefix, [f"{BUILD_DIR}/dist/{wheel}"], plan.log_path)
             site = site_packages(plan.venv_dir)
-            relocate(plan.venv_dir, plan.prefix)
+            relocate(plan.venv_dir, plan.prefix, plan.meta.name)
             write_bindings_shim(site, self.spec, self.distro)
             place_rootwrap_filters(plan.venv_dir, self.spec, plan.tree_dir)
         return site
@@ -528,9 +537,10 @@ class Builder(BuilderSteps):
         with ThreadPoolExecutor(1) as pool:
             running = pool.submit(in_builder)
             with self._timed("audit: the venv's tree"):
+                own = own_files(plan.venv_dir, layer / "venv")  # what the layer does not hold
                 tree_problems, tree_report = audit.tree_checks(
-                    plan.venv_dir, self.arch, forbidden, shared=layer / "venv")
-                stale = self._stale_bytecode(plan, layer)
+                    plan.venv_dir, self.arch, forbidden, shared=layer / "venv", own=own)
+                stale = self._stale_bytecode(plan, layer, own)
             if self.alongside is not None and not tree_problems and not stale:
                 try:
                     self.alongside(self._result(plan, self._manifest(plan, src_record),
@@ -560,13 +570,13 @@ class Builder(BuilderSteps):
         full = {**report, **tree_report, "layer": layer.name}
         (plan.directory / "audit.json").write_text(json.dumps(full, indent=2) + "\n")
 
-    def _stale_bytecode(self, plan: Plan, layer: Path) -> list[Path]:
+    def _stale_bytecode(self, plan: Plan, layer: Path, own: list[str]) -> list[Path]:
         """The timestamp-based .pyc files in the venv. The deps layer's files are read by the
         first build that links the layer (which then marks it) and skipped by the builds
-        after."""
-        marker = layer / "bytecode-checked"
-        return timestamp_pycs(plan.venv_dir,
-                              shared=layer / "venv" if marker.is_file() else None)
+        after (``own``: the venv's files that are not the layer's)."""
+        if not (layer / "bytecode-checked").is_file():
+            return timestamp_pycs(plan.venv_dir)
+        return timestamp_pycs(plan.venv_dir, shared=layer / "venv", own=own)
 
     def _manifest(self, plan: Plan, src_record: dict[str, Any]) -> Manifest:
         spec, distro, upstream = self.spec, self.distro, plan.upstream

@@ -74,17 +74,19 @@ def site_packages(venv: Path) -> Path:
     return found[0]
 
 
-def relocate(venv: Path, prefix: str) -> None:
+def relocate(venv: Path, prefix: str, dist: str | None = None) -> None:
     """Make scripts and activate find the venv relative to themselves; drop build paths.
 
     ``prefix`` is where the venv was created (its scripts' shebangs name it). A venv whose
-    files were relocated already (a deps layer linked into a build) is left as it is."""
+    files were relocated already (a deps layer linked into a build) is left as it is: with
+    ``dist`` (the one distribution installed on top of such a venv), only its RECORD and
+    those naming a file changed here are read again."""
     changed = _relocate_scripts(venv / "bin", prefix)
     _relocate_activate(venv / "bin" / "activate")
     for litter in LITTER:
         (venv / litter).unlink(missing_ok=True)
     site = site_packages(venv)
-    fix_records(site, changed, _drop_build_notes(site))
+    fix_records(site, changed, _drop_build_notes(site), dist=dist, naming=dist is not None)
 
 
 def _relocate_scripts(bin_dir: Path, prefix: str) -> set[Path]:
@@ -153,18 +155,22 @@ def record_hash(data: bytes) -> str:
 
 
 def fix_records(site: Path, changed: set[Path], removed: set[Path], *,
-                bytecode: bool = False, dist: str | None = None) -> None:
+                bytecode: bool = False, dist: str | None = None,
+                naming: bool = False) -> None:
     """Keep every dist-info's RECORD true to the tree: entries of ``removed`` files and of
     files that are not there go (virtualenv's seeder lists .pyc files outside __pycache__ and
     directories), entries of ``changed`` files get their new hash and size (PEP 376/627), and
     with ``bytecode`` so do the .pyc files a wheel shipped and compileall rewrote (numpy's);
     the rest of each line is kept byte for byte. Only RECORDs that change are rewritten (by
     rename). ``dist``: only that distribution's RECORD (the others are the deps layer's,
-    fixed when it was made)."""
+    fixed when it was made), and with ``naming`` also every other RECORD whose text names
+    one of ``changed`` or ``removed`` by its file name."""
+    names = {p.name for p in changed | removed}
     for record in sorted(site.glob("*.dist-info/RECORD")):
-        if dist is not None and _dist_of(record.parent) != canonicalize_name(dist):
-            continue
         text = record.read_text()
+        if dist is not None and _dist_of(record.parent) != canonicalize_name(dist) and not (
+                naming and any(name in text for name in names)):
+            continue
         out: list[str] = []
         edited = False
         for line in text.splitlines():
@@ -184,14 +190,6 @@ def fix_records(site: Path, changed: set[Path], removed: set[Path], *,
             out.append(line)
         if edited:
             replace_file(record, ("\n".join(out) + "\n").encode())
-
-
-def _same_inode(a: Path, b: Path) -> bool:
-    try:
-        x, y = a.lstat(), b.lstat()
-    except OSError:
-        return False
-    return (x.st_ino, x.st_dev) == (y.st_ino, y.st_dev)
 
 
 def link_tree(src: Path, dst: Path) -> None:
@@ -223,14 +221,52 @@ def project_paths(site: Path, dist_name: str) -> list[Path]:
     raise BuildError(f"{dist_name} is not installed in {site}")
 
 
-def timestamp_pycs(venv: Path, shared: Path | None = None) -> list[Path]:
+def own_files(venv: Path, shared: Path) -> list[str]:
+    """The regular files of ``venv`` (paths relative to it, sorted) that are not hard links
+    to the same path in ``shared`` (the deps layer's venv it was linked from): what the build
+    added or replaced. One walk of both trees by directory, comparing the inode numbers
+    readdir gives: no file of either is opened or stat'ed (a hard link is only possible on
+    one file system, checked once for the two roots)."""
+    same_fs = os.stat(venv).st_dev == os.stat(shared).st_dev
+    own: list[str] = []
+
+    def walk(here: str, there: str | None, rel: str) -> None:
+        theirs: dict[str, int] = {}
+        if there is not None:
+            try:
+                with os.scandir(there) as it:
+                    theirs = {e.name: e.inode() for e in it if e.is_file(follow_symlinks=False)
+                              or e.is_dir(follow_symlinks=False)}
+            except OSError:
+                theirs = {}
+        with os.scandir(here) as it:
+            entries = sorted(it, key=lambda e: e.name)
+        for entry in entries:
+            name = f"{rel}{entry.name}"
+            if entry.is_dir(follow_symlinks=False):
+                walk(entry.path, f"{there}/{entry.name}" if entry.name in theirs else None,
+                     f"{name}/")
+            elif entry.is_file(follow_symlinks=False) and not (
+                    same_fs and theirs.get(entry.name) == entry.inode()):
+                own.append(name)
+
+    walk(str(venv), str(shared), "")
+    return own
+
+
+def timestamp_pycs(venv: Path, shared: Path | None = None,
+                   own: list[str] | None = None) -> list[Path]:
     """The .pyc files under ``venv`` that embed their source's mtime (PEP 552 flags 0).
     With ``shared`` (the deps layer's venv, checked when it was made), a file that is a hard
-    link to the same path there is the layer's and is not read again."""
+    link to the same path there is the layer's and is not read again; ``own`` is
+    ``own_files(venv, shared)`` when the caller has it."""
+    if shared is None:
+        candidates = sorted(venv.rglob("*.pyc"))
+    else:
+        mine = own if own is not None else own_files(venv, shared)
+        candidates = [venv / rel for rel in mine if rel.endswith(".pyc")]
     found = []
-    for pyc in sorted(venv.rglob("*.pyc")):
-        if shared is not None and _same_inode(pyc, shared / pyc.relative_to(venv)):
-            continue
+    for pyc in candidates:
         with pyc.open("rb") as fh:
             header = fh.read(8)
         if len(header) == 8 and int.from_bytes(header[4:8], "little") & 1 == 0:

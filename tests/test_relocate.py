@@ -19,6 +19,7 @@ from giftbox.relocate import (
     TRAMPOLINE,
     fix_records,
     link_tree,
+    own_files,
     project_paths,
     record_hash,
     relocate,
@@ -226,3 +227,58 @@ def test_no_bindings_no_shim(tmp_path: Path) -> None:
     site.mkdir()
     assert write_shim(site, [], ["/usr/lib/python3/dist-packages"]) is None
     assert list(site.iterdir()) == []
+
+
+def test_own_files_are_what_the_build_added_or_replaced(tmp_path: Path) -> None:
+    layer = tmp_path / "layer" / "venv"
+    (layer / "lib" / "pkg" / "__pycache__").mkdir(parents=True)
+    (layer / "lib" / "pkg" / "a.py").write_text("A = 1\n")
+    (layer / "lib" / "pkg" / "__pycache__" / "a.cpython-311.pyc").write_bytes(b"\0" * 16)
+    (layer / "lib" / "gone.py").write_text("")
+    venv = tmp_path / "venv"
+    shutil.copytree(layer, venv, copy_function=os.link, symlinks=True)
+    (venv / "lib" / "gone.py").unlink()
+    (venv / "lib" / "new").mkdir()
+    (venv / "lib" / "new" / "b.py").write_text("B = 2\n")
+    replaced = venv / "lib" / "pkg" / "a.py"
+    (tmp_path / "tmp").write_text("A = 2\n")
+    os.replace(tmp_path / "tmp", replaced)  # a new inode at the layer's path
+    (venv / "lib" / "link.py").symlink_to("pkg/a.py")
+    (venv / "lib64").symlink_to("lib")
+    assert own_files(venv, layer) == ["lib/new/b.py", "lib/pkg/a.py"]
+    # a timestamp-based .pyc of the layer's own is not read again; one the build wrote is
+    stale = venv / "lib" / "new" / "__pycache__" / "b.cpython-311.pyc"
+    stale.parent.mkdir()
+    stale.write_bytes(b"\x00" * 16)  # flags 0: timestamp-based
+    assert timestamp_pycs(venv, shared=layer) == [stale]
+    assert timestamp_pycs(venv) == [stale, venv / "lib" / "pkg" / "__pycache__" /
+                                    "a.cpython-311.pyc"]
+
+
+def test_relocating_one_dist_reads_only_its_record_and_those_naming_a_change(
+        tmp_path: Path) -> None:
+    venv = tmp_path / "venv"
+    _make_venv("venv", venv)
+    info = _install_demo(venv)
+    site = site_packages(venv)
+    # a deps-layer distribution: its RECORD names a file that is not there (a full pass
+    # would drop that line) and nothing relocate changes
+    layer_info = site / "dep-2.0.dist-info"
+    layer_info.mkdir()
+    layer_record = layer_info / "RECORD"
+    layer_record.write_text("dep.py,sha256=AAAA,1\ndep-2.0.dist-info/RECORD,,\n")
+    # another one that lists the project's script "demo-long" (installed over its own)
+    naming_info = site / "shadow-1.0.dist-info"
+    naming_info.mkdir()
+    naming_record = naming_info / "RECORD"
+    naming_record.write_text("../../../bin/demo-long,sha256=AAAA,1\n")
+    before = layer_record.read_bytes()
+    relocate(venv, str(venv), dist="demo")
+    assert layer_record.read_bytes() == before
+    script = (venv / "bin" / "demo-long").read_bytes()
+    assert script.startswith(TRAMPOLINE.encode())
+    assert f"../../../bin/demo-long,{record_hash(script)},{len(script)}\n" in \
+        naming_record.read_text()
+    assert "direct_url.json" not in (info / "RECORD").read_text()
+    relocate(venv, str(venv))  # every RECORD: the missing file's line goes
+    assert layer_record.read_text() == "dep-2.0.dist-info/RECORD,,\n"
