@@ -302,6 +302,10 @@ class Builder(BuilderSteps):
         # packaging): given the build as it will be if the audit passes, before result.json
         # is written; what it made is removed when the audit fails (_audit).
         self.alongside = alongside
+        # What alongside raised, when the audit passed: the build is complete and recorded
+        # as it would be without alongside, then this is raised (a packaging error leaves a
+        # cached build, as when packaging follows the build).
+        self.alongside_failed: BaseException | None = None
 
     # -- inputs ----------------------------------------------------------------------------
 
@@ -386,7 +390,10 @@ class Builder(BuilderSteps):
                 self.reporter.info(f"==> cache hit: {self.spec.name} for {self.distro.name}/"
                                    f"{self.arch.value} (inputs {plan.key[:16]} unchanged)")
                 return cached
-        return self._recorded(plan)
+        result = self._recorded(plan)
+        if self.alongside_failed is not None:
+            raise self.alongside_failed
+        return result
 
     def _recorded(self, plan: Plan) -> BuildResult:
         """A fresh build, with its start and end in the build records."""
@@ -533,7 +540,7 @@ class Builder(BuilderSteps):
                                      plan.work, log_path, verdicts)
             return problems + audit.failures(report), report
 
-        later: BaseException | None = None  # alongside's failure, raised once the gate passed
+        later: BaseException | None = None  # alongside's failure: the gate's verdict first
         with ThreadPoolExecutor(1) as pool:
             running = pool.submit(in_builder)
             with self._timed("audit: the venv's tree"):
@@ -545,7 +552,7 @@ class Builder(BuilderSteps):
                 try:
                     self.alongside(self._result(plan, self._manifest(plan, src_record),
                                                 plan.directory / "manifest.json"))
-                except BaseException as exc:  # noqa: B036 - the gate's verdict comes first
+                except Exception as exc:  # the gate's verdict comes first (an interrupt: now)
                     later = exc
             with self._timed("audit: pip check, imports and console scripts"):
                 problems, report = running.result()
@@ -561,8 +568,7 @@ class Builder(BuilderSteps):
         except BuildError:
             shutil.rmtree(plan.directory / "package", ignore_errors=True)
             raise
-        if later is not None:
-            raise later
+        self.alongside_failed = later  # raised once the build is complete (run)
         (layer / "bytecode-checked").touch()  # the layer's own files were among those read
         deps = json.loads((layer / "audit-deps.json").read_text())
         for kind in ("imports", "extensions"):

@@ -339,3 +339,34 @@ class Container:
 
 def _stamp() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")[:-4] + "Z"
+
+
+class LazyContainer:
+    """A ``Container`` entered on its first ``call`` or ``copy_into``, and left at the end of
+    the ``with`` block if it was: a step whose every answer is cached needs no container.
+    ``name`` is known before (the container's, once started)."""
+
+    def __init__(self, container: Container) -> None:
+        self._container = container
+        self.name = container.name
+        self._stack = contextlib.ExitStack()
+        self.started = False
+
+    def __enter__(self) -> LazyContainer:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self._stack.close()
+
+    def _running(self) -> Container:
+        if not self.started:
+            self._stack.enter_context(self._container)
+            self.started = True
+        return self._container
+
+    def call(self, argv: list[str], **options: Any) -> CallResult:
+        return self._running().call(argv, **options)
+
+    def copy_into(self, host_path: Path, container_path: str) -> None:
+        self._running().copy_into(host_path, container_path)

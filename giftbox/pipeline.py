@@ -107,8 +107,9 @@ def package_build(result: BuildResult, spec: Spec, distro: Distro, arch: Arch,
     ``lint=False`` (tests and benchmarks) is part of the key: never served to a linted call.
     ``engine``: the command's (left open), for the builder's ``ensure`` and container."""
     from giftbox.builders import ensure
-    from giftbox.container import Container
+    from giftbox.container import Container, LazyContainer
     from giftbox.package import build_package, package_key, package_manifest
+    from giftbox.package.deb import ImageState
     from giftbox.package.runner import ContainerRunner
 
     check_against_tree(spec, settings, distro.family, catalog)
@@ -124,13 +125,13 @@ def package_build(result: BuildResult, spec: Spec, distro: Distro, arch: Arch,
     if folder.exists():
         shutil.rmtree(folder)  # an interrupted earlier attempt at these inputs
 
-    def make(where: Runner) -> Artifact:
+    def make(where: Runner, image: ImageState | None = None) -> Artifact:
         return build_package(result.venv_dir, manifest, spec, distro, folder,
                              packager=packager, compression=compression,
                              compression_level=compression_level, runner=where,
                              reporter=reporter, lint=lint,
                              cache_dir=settings.cache_dir / "package",
-                             built_version=result.version)
+                             built_version=result.version, image=image)
 
     if runner is not None:
         artifact = make(runner)
@@ -144,11 +145,16 @@ def package_build(result: BuildResult, spec: Spec, distro: Distro, arch: Arch,
         lists = apt_lists_dir(settings.cache_dir, distro.name, arch.value, image.image_id) \
             if distro.family_obj.index_update else None
         mounts = [Mount(lists, APT_LISTS_TARGET, read_only=False)] if lists else []
-        with Container(image, arch, settings, reporter, workdir="/giftbox-package",
-                       mounts=mounts, engine=engine) as c:
+        # Started only if something runs in it (an apt-get update, a tool whose verdict is
+        # not cached): the image's dpkg state is kept per image id, the apt lists are read
+        # on the host.
+        with LazyContainer(Container(image, arch, settings, reporter,
+                                     workdir="/giftbox-package", mounts=mounts,
+                                     engine=engine)) as c:
             if lists is not None:
                 refresh_apt_lists(c, lists, reporter, distro.name)
-            artifact = make(ContainerRunner(c))
+            artifact = make(ContainerRunner(c), ImageState(
+                settings.cache_dir / "package" / "images", image.image_id, lists))
     info = PackageInfo(path=artifact.path, name=artifact.name, version=artifact.version,
                        arch=artifact.arch, family=artifact.family, size=artifact.size,
                        sha256=artifact.sha256, packager=artifact.packager,

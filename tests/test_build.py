@@ -16,7 +16,7 @@ from giftbox import build as build_stage
 from giftbox import records
 from giftbox.audit import elf_machine
 from giftbox.distros import Arch, get_distro
-from giftbox.errors import BuildError
+from giftbox.errors import BuildError, PackageError
 from giftbox.pipeline import run_target
 from giftbox.settings import Settings
 from giftbox.spec import load_spec
@@ -279,6 +279,28 @@ def test_a_refused_audit_leaves_no_package(root: Path, bsettings: Settings, demo
     assert not list((root / "build").rglob("*.deb"))
     (record,) = records.last_builds(bsettings, "demo-ext")
     assert record.status == "failed" and "refused on purpose" in record.error
+
+
+def test_a_packaging_error_after_a_passed_audit_leaves_the_build_complete(
+        root: Path, bsettings: Settings, demo: Upstream) -> None:
+    """Packaged alongside the audit, refused by the archive check: the build passed its
+    audit, so it is complete and cached, as when packaging followed it; the error is the
+    package's."""
+    spec = demo_spec(root, demo.url)
+    path = root / "specs" / "demo-ext.yaml"
+    path.write_text(path.read_text().replace(
+        "  prefix: /opt/openstack/demo-ext\n",
+        "  prefix: /opt/openstack/demo-ext\n  depends:\n    deb: [giftbox-no-such-package]\n"))
+    spec = load_spec(path, root)
+    distro = get_distro(root / "builders", "debian12")
+    build_stage.make_lock(spec, distro, Arch.x86_64, bsettings)
+    with pytest.raises(PackageError) as info:
+        run_target(spec, distro, Arch.x86_64, bsettings)
+    assert "'giftbox-no-such-package'" in info.value.message
+    again = build_stage.build(spec, distro, Arch.x86_64, bsettings)
+    assert again.cached and (again.directory / "audit.json").is_file()
+    (record,) = records.last_builds(bsettings, "demo-ext")
+    assert record.status == "succeeded"
 
 
 @pytest.mark.network

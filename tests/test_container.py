@@ -21,7 +21,7 @@ import docker
 import pytest
 
 from giftbox.builders import BuilderImage
-from giftbox.container import CA_PATH, CommandFailed, Container, Mount, mask_url
+from giftbox.container import CA_PATH, CommandFailed, Container, LazyContainer, Mount, mask_url
 from giftbox.distros import Arch
 from giftbox.engine import OWNER_LABEL, Engine
 from giftbox.errors import BuilderError
@@ -240,3 +240,21 @@ def test_foreign_arch_without_binfmt_is_refused(builder_settings: Settings) -> N
     hint = err.value.hint or ""
     assert "qemu-user-static binfmt-support" in hint
     assert "update-binfmts --enable qemu-ppc64le" in hint
+
+
+def test_a_lazy_container_starts_only_when_something_runs_in_it(
+        debian12_x86_64: BuilderImage, builder_settings: Settings, tmp_path: Path) -> None:
+    missing = tmp_path / "not-made-yet"
+    with LazyContainer(Container(debian12_x86_64, Arch.x86_64, builder_settings,
+                                 mounts=[Mount(missing, "/m")])) as lazy:
+        assert lazy.name.startswith("giftbox-") and not lazy.started
+        # nothing ran: no container, and its mount was never asked for
+        assert lazy.name not in containers_of(os.getpid())
+    assert not lazy.started
+    missing.mkdir()
+    (missing / "f").write_text("seen\n")
+    with LazyContainer(Container(debian12_x86_64, Arch.x86_64, builder_settings,
+                                 mounts=[Mount(missing, "/m")])) as lazy:
+        assert lazy.call(["cat", "/m/f"], stream=False).output == "seen"
+        assert lazy.started and lazy.name in containers_of(os.getpid())
+    assert lazy.name not in containers_of(os.getpid())  # removed with the block

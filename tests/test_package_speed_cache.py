@@ -18,6 +18,7 @@ from package_fixtures import fake_venv, make_manifest, write_spec
 from giftbox.distros import get_distro
 from giftbox.package import HostRunner, RunResult, build_package
 from giftbox.package.deb import (
+    ImageState,
     TargetState,
     VerdictStore,
     _installed_size,
@@ -196,3 +197,33 @@ def test_md5sums_and_installed_size_are_dpkgs(tmp_path: Path) -> None:
     ours = subprocess.run(["dpkg-deb", "-f", str(artifact.path), "Installed-Size"],
                           capture_output=True, text=True, check=True).stdout
     assert int(ours) == gencontrol - 1 == _installed_size(scan_tree(files))
+
+
+def test_an_images_state_is_probed_once_and_its_apt_lists_read_on_the_host(
+        tmp_path: Path) -> None:
+    lists = tmp_path / "lists"
+    lists.mkdir()
+    image = ImageState(tmp_path / "images", "sha256:" + "ab" * 32, lists)
+    runner = CountingHost()  # this host stands for the image's container
+    probed = target_state(runner)
+    assert probed is not None
+    first = target_state(runner, image)
+    assert first is not None and first.dpkg == probed.dpkg and runner.tools == ["sh", "sh"]
+    assert first.apt is None  # no Packages list: the archive check is never cached
+    # asked again: from the record, the runner is not run
+    (lists / "deb.debian.org_debian_dists_bookworm_main_binary-amd64_Packages").write_text("")
+    (lists / "deb.debian.org_debian_dists_bookworm_InRelease").write_text("one")
+    again = target_state(runner, image)
+    assert again is not None and again.dpkg == probed.dpkg and len(runner.tools) == 2
+    assert again.apt is not None
+    (lists / "deb.debian.org_debian_dists_bookworm_InRelease").write_text("two")
+    moved = target_state(runner, image)
+    assert moved is not None and moved.apt not in (None, again.apt)
+    # another image's record, or a damaged one, is not this image's: probed again
+    other = ImageState(tmp_path / "images", "sha256:" + "cd" * 32, lists)
+    assert other.dpkg() is None
+    record = next((tmp_path / "images").glob("*.json"))
+    record.write_text('{"image": "sha256:' + "ab" * 32 + '", "dpkg": "../../etc"}')
+    assert image.dpkg() is None
+    target_state(runner, image)
+    assert len(runner.tools) == 3 and image.dpkg() == probed.dpkg

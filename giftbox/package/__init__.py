@@ -42,7 +42,7 @@ from giftbox.family import NAMES, get_family
 from giftbox.files import sha256_file
 from giftbox.manifest import Manifest
 from giftbox.package.common import COMPRESSORS, DEFAULT_MAINTAINER, Compression, compression_for
-from giftbox.package.deb import build_deb, dpkg_deb_build
+from giftbox.package.deb import ImageState, build_deb, dpkg_deb_build
 from giftbox.package.fpm import build_fpm, fpm_available, fpm_command
 from giftbox.package.layout import (
     MANIFEST_NAME,
@@ -207,7 +207,8 @@ def build_package(venv_dir: Path, manifest: Manifest, spec: Spec, distro: Distro
                   reporter: Reporter = NULL_REPORTER, maintainer: str = DEFAULT_MAINTAINER,
                   lint: bool = True, check_deps: bool = True,
                   cache_dir: Path | None = None,
-                  built_version: PackageVersion | None = None) -> Artifact:
+                  built_version: PackageVersion | None = None,
+                  image: ImageState | None = None) -> Artifact:
     """Turn ``venv_dir`` (the venv as installed at ``manifest.prefix``) into a package for
     ``distro`` in ``out_dir``. ``compression`` defaults to the distro's (builder.yaml),
     ``compression_level`` to the tool's default for it; ``lint=False`` is for benchmarks only.
@@ -217,7 +218,8 @@ def build_package(venv_dir: Path, manifest: Manifest, spec: Spec, distro: Distro
     digest of what they read (giftbox.package.deb.VerdictStore).
     ``built_version`` is the build's own (``BuildResult.version``), taken as it is with the venv at
     ``manifest.prefix``; without it (a venv and manifest from disk) both are read back from
-    the manifest and checked against the spec."""
+    the manifest and checked against the spec. ``image``: the builder image ``runner``
+    is a fresh container of (giftbox.package.deb.target_state)."""
     if distro.family not in NAMES:
         raise PackageError(f"distro {distro.name} has package family '{distro.family}', "
                            "which giftbox cannot package", hint="supported: deb, rpm")
@@ -240,7 +242,7 @@ def build_package(venv_dir: Path, manifest: Manifest, spec: Spec, distro: Distro
         native_deb = build is build_deb
         digests = DigestCache(cache_dir / "digests.json" if cache_dir else None)
         extra: dict[str, Any] = {"digests": digests, "cache_dir": cache_dir,
-                                 "reporter": reporter} if native_deb else {}
+                                 "reporter": reporter, "image": image} if native_deb else {}
         linting: list[Future[tuple[str, ...]]] = []
         notes = io.StringIO()  # the lint thread's report, shown in its own stage
         if lint and native_deb and cache_dir is not None:

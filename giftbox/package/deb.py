@@ -136,13 +136,69 @@ class TargetState:
     apt: str | None
 
 
-def target_state(runner: Runner) -> TargetState | None:
-    """The runner's TargetState, in one call; None when it cannot tell (nothing is cached)."""
+def target_state(runner: Runner, image: ImageState | None = None) -> TargetState | None:
+    """The runner's TargetState, in one call; None when it cannot tell (nothing is cached).
+    With ``image`` (the runner is a fresh container of that builder image, with its apt
+    lists mounted from the host): the dpkg part is the image's, kept per image id once
+    asked, and the apt part is read from the host's folder; the runner is not asked again."""
+    if image is not None:
+        dpkg = image.dpkg()
+        if dpkg is None:
+            probed = target_state(runner)
+            if probed is None:
+                return None
+            dpkg = image.remember(probed.dpkg)
+        return TargetState(dpkg, apt_lists_digest(image.apt_lists) if image.apt_lists else None)
     result = runner.run(["sh", "-c", _TARGET_PROBE])
     digests = [m.group(1) for m in map(_SHA_LINE_RE.match, result.output.splitlines()) if m]
     if not digests:
         return None
     return TargetState(digests[0], digests[1] if len(digests) > 1 else None)
+
+
+def apt_lists_digest(folder: Path) -> str | None:
+    """What the archive check reads of a folder of apt lists (``_TARGET_PROBE``'s apt part,
+    read on the host): the names of its files and every Release file; None without any
+    Packages list."""
+    names = sorted(p.name for p in folder.iterdir())
+    if not any("_Packages" in name for name in names):
+        return None
+    digest = hashlib.sha256("\n".join(names).encode() + b"\n")
+    for name in names:
+        if name.endswith("Release") and (folder / name).is_file():
+            digest.update((folder / name).read_bytes())
+    return digest.hexdigest()
+
+
+@dataclass(frozen=True)
+class ImageState:
+    """A builder image's dpkg digest (``_TARGET_PROBE``'s first part: its dpkg database, its
+    linker's search path; fixed for an image id), kept in ``folder`` once probed; and the
+    host folder mounted as its apt lists."""
+
+    folder: Path
+    image_id: str
+    apt_lists: Path | None
+
+    @property
+    def _record(self) -> Path:
+        return self.folder / f"{self.image_id.split(':')[-1][:32]}.json"
+
+    def dpkg(self) -> str | None:
+        try:
+            record = json.loads(self._record.read_text())
+        except (OSError, ValueError):
+            return None
+        if not isinstance(record, dict) or record.get("image") != self.image_id:
+            return None
+        digest = record.get("dpkg")
+        return digest if isinstance(digest, str) and re.fullmatch(r"[0-9a-f]{64}", digest) \
+            else None
+
+    def remember(self, dpkg: str) -> str:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        write_atomic(self._record, json.dumps({"image": self.image_id, "dpkg": dpkg}) + "\n")
+        return dpkg
 
 
 class VerdictStore:
@@ -306,20 +362,22 @@ def build_deb(staged: Staged, out_dir: Path, work: Path, *, compression: Compres
               runner: Runner, maintainer: str, check_deps: bool,
               digests: DigestCache | None = None, cache_dir: Path | None = None,
               reporter: Reporter = NULL_REPORTER,
-              before_archive: Callable[[Path], None] | None = None) -> tuple[Path, list[str]]:
+              before_archive: Callable[[Path], None] | None = None,
+              image: ImageState | None = None) -> tuple[Path, list[str]]:
     """Build the .deb into ``out_dir``; return its path and its Depends. ``digests`` spares
     reading again the files whose md5 an earlier package computed (see DigestCache);
     ``cache_dir`` keeps the verdicts of dpkg-shlibdeps and of the archive check (see
     ``VerdictStore``): without it both tools run. ``before_archive(path)`` is called once
     the staged tree is complete (DEBIAN/ written), just before dpkg-deb archives it to
-    ``path``: the staged tree is not changed after."""
+    ``path``: the staged tree is not changed after. ``image``: the runner's builder image
+    (see ``target_state``)."""
     host.find("dpkg-deb", PackageError, _DPKG_DEB_NEEDS)
     _docs(staged, maintainer)
     staged.tree = scan_tree(staged.root)  # the package's files: DEBIAN/ is made below
     debian = staged.root / "DEBIAN"
     debian.mkdir(mode=0o755)
     os.chmod(debian, 0o755)
-    state = target_state(runner) if cache_dir is not None else None
+    state = target_state(runner, image) if cache_dir is not None else None
     store = VerdictStore(cache_dir / "verdicts" if cache_dir is not None else None)
     declared = checked_depends(staged, runner, check_deps, state=state, store=store,
                                reporter=reporter)
