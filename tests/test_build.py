@@ -222,20 +222,29 @@ def test_unresolvable_requirements_name_the_conflict(root: Path, bsettings: Sett
     assert "cannot be resolved" in text and "six" in text
 
 
-def test_compile_failure_shows_the_log(root: Path, bsettings: Settings, demo: Upstream,
-                                       tmp_path: Path) -> None:
+def broken_demo(root: Path, settings: Settings, demo: Upstream, tmp_path: Path, rel: str,
+                old: str, new: str):  # type: ignore[no-untyped-def]
+    """The demo spec with one patch replacing ``old`` by ``new`` in ``rel``, locked for
+    debian12: its spec and distro."""
     work = tmp_path / "breaker"
     git(tmp_path, "clone", "-q", str(demo.path), str(work))
-    speed = work / "demo_ext" / "_speed.c"
-    speed.write_text(speed.read_text().replace("return PyLong_FromLong(a + b);",
-                                                "return PyLong_FromLong(a + b) +;"))
-    git(work, "commit", "-qam", "Break the build")
+    path = work / rel
+    path.write_text(path.read_text().replace(old, new))
+    git(work, "commit", "-qam", f"Break {rel}")
     patch = git(work, "format-patch", "-1", "-o", str(tmp_path / "p")).splitlines()[-1]
     (root / "patches" / "demo-ext").mkdir(parents=True)
     shutil.copy(patch, root / "patches" / "demo-ext" / "0001-break.patch")
     spec = demo_spec(root, demo.url, patches=["0001-break.patch"])
     distro = get_distro(root / "builders", "debian12")
-    build_stage.make_lock(spec, distro, Arch.x86_64, bsettings)
+    build_stage.make_lock(spec, distro, Arch.x86_64, settings)
+    return spec, distro
+
+
+def test_compile_failure_shows_the_log(root: Path, bsettings: Settings, demo: Upstream,
+                                       tmp_path: Path) -> None:
+    spec, distro = broken_demo(root, bsettings, demo, tmp_path, "demo_ext/_speed.c",
+                               "return PyLong_FromLong(a + b);",
+                               "return PyLong_FromLong(a + b) +;")
     with pytest.raises(BuildError) as info:
         build_stage.build(spec, distro, Arch.x86_64, bsettings)
     text = info.value.render()
@@ -251,18 +260,9 @@ def test_a_refused_audit_leaves_no_package(root: Path, bsettings: Settings, demo
                                            tmp_path: Path) -> None:
     """The package is made while the console scripts are audited: when the audit refuses,
     the package it made goes with the refusal, and the build is not complete."""
-    work = tmp_path / "breaker"
-    git(tmp_path, "clone", "-q", str(demo.path), str(work))
-    cli = work / "demo_ext" / "cli.py"
-    cli.write_text(cli.read_text().replace('        print("demo-ext 1.0.0")\n        return 0',
-                                           '        raise SystemExit("refused on purpose")'))
-    git(work, "commit", "-qam", "Break the console script")
-    patch = git(work, "format-patch", "-1", "-o", str(tmp_path / "p")).splitlines()[-1]
-    (root / "patches" / "demo-ext").mkdir(parents=True)
-    shutil.copy(patch, root / "patches" / "demo-ext" / "0001-break-cli.patch")
-    spec = demo_spec(root, demo.url, patches=["0001-break-cli.patch"])
-    distro = get_distro(root / "builders", "debian12")
-    build_stage.make_lock(spec, distro, Arch.x86_64, bsettings)
+    spec, distro = broken_demo(root, bsettings, demo, tmp_path, "demo_ext/cli.py",
+                               '        print("demo-ext 1.0.0")\n        return 0',
+                               '        raise SystemExit("refused on purpose")')
     notes = io.StringIO()
     with pytest.raises(BuildError) as info:
         run_target(spec, distro, Arch.x86_64, bsettings, Reporter(notes))
