@@ -231,6 +231,10 @@ class Plan:
         return self.directory / "build.log"
 
     @property
+    def manifest_path(self) -> Path:
+        return self.directory / "manifest.json"
+
+    @property
     def work(self) -> Path:
         return self.directory / "work"
 
@@ -447,8 +451,9 @@ class Builder(BuilderSteps):
             self._project_wheel(c, plan, src_record)
             site = self._install_project(c, plan)
             self._compile_project(c, plan, site)
-            self._audit(c, plan, layer, src_record)
-        return self._finish(plan, self._manifest(plan, src_record))
+            manifest = self._manifest(plan, src_record)
+            self._audit(c, plan, layer, manifest)
+        return self._finish(plan, manifest)
 
     # -- the steps of a fresh build, in order ----------------------------------------------
 
@@ -518,8 +523,7 @@ class Builder(BuilderSteps):
             cache.store(keys)
             fix_records(site, set(), set(), bytecode=True, dist=plan.meta.name)
 
-    def _audit(self, c: Container, plan: Plan, layer: Path,
-               src_record: dict[str, Any]) -> None:
+    def _audit(self, c: Container, plan: Plan, layer: Path, manifest: Manifest) -> None:
         """The audit gate over the project, ``audit.json`` with the deps layer's report, and
         every .pyc hash-based. The builder's checks (pip check, imports, console scripts)
         run on a thread while the host reads the tree (forbidden paths, foreign ELF
@@ -550,8 +554,7 @@ class Builder(BuilderSteps):
                 stale = self._stale_bytecode(plan, layer, own)
             if self.alongside is not None and not tree_problems and not stale:
                 try:
-                    self.alongside(self._result(plan, self._manifest(plan, src_record),
-                                                plan.directory / "manifest.json"))
+                    self.alongside(self._result(plan, manifest))
                 except Exception as exc:  # the gate's verdict comes first (an interrupt: now)
                     later = exc
             with self._timed("audit: pip check, imports and console scripts"):
@@ -603,22 +606,21 @@ class Builder(BuilderSteps):
 
     def _finish(self, plan: Plan, manifest: Manifest) -> BuildResult:
         """The manifest and build record written, scratch directories gone, the result."""
-        manifest_path = plan.directory / "manifest.json"
-        manifest_path.write_text(manifest.to_json())
+        plan.manifest_path.write_text(manifest.to_json())
         graveyard = self.settings.cache_dir / "trash"
         trash.discard(plan.work, graveyard)  # removed while packaging goes on
         trash.discard(plan.tree_dir, graveyard)
         record = BuildRecord(manifest=manifest, started_at=plan.started, timings=self.timings,
                              host=socket.gethostname(), log_path=str(plan.log_path))
         (plan.directory / "build.json").write_text(record.to_json())
-        result = self._result(plan, manifest, manifest_path)
+        result = self._result(plan, manifest)
         _write_result(plan.result_path, result)  # the build is complete only once this exists
         return result
 
-    def _result(self, plan: Plan, manifest: Manifest, manifest_path: Path) -> BuildResult:
+    def _result(self, plan: Plan, manifest: Manifest) -> BuildResult:
         return BuildResult(target=self.target, version=plan.version, key=plan.key,
                            directory=plan.directory, venv_dir=plan.venv_dir,
-                           manifest=manifest, manifest_path=manifest_path,
+                           manifest=manifest, manifest_path=plan.manifest_path,
                            log_path=plan.log_path, cached=False, timings=self.timings)
 
     def _load(self, plan: Plan) -> BuildResult | None:

@@ -165,11 +165,13 @@ def fix_records(site: Path, changed: set[Path], removed: set[Path], *,
     rename). ``dist``: only that distribution's RECORD (the others are the deps layer's,
     fixed when it was made), and with ``naming`` also every other RECORD whose text names
     one of ``changed`` or ``removed`` by its file name."""
-    names = {p.name for p in changed | removed}
+    names = {p.name for p in changed | removed} if naming else set()
     for record in sorted(site.glob("*.dist-info/RECORD")):
+        mine = dist is None or _dist_of(record.parent) == canonicalize_name(dist)
+        if not mine and not names:
+            continue  # not read at all: the deps layer's
         text = record.read_text()
-        if dist is not None and _dist_of(record.parent) != canonicalize_name(dist) and not (
-                naming and any(name in text for name in names)):
+        if not mine and not any(name in text for name in names):
             continue
         out: list[str] = []
         edited = False
