@@ -108,3 +108,28 @@ def test_a_marker_for_another_python_is_not_required(venv: Path, tmp_path: Path)
     done = direct(venv, src, tmp_path / "out")
     assert done.returncode == 0, done.stdout + done.stderr
     only_wheel(tmp_path / "out")
+
+
+@pytest.mark.parametrize(("pyproject", "said"), [
+    ("[build-system\nrequires = [", "is not valid TOML"),
+    ("[build-system]\nbuild-backend = \"setuptools.build_meta\"\n", "has no 'requires' key"),
+    ("[build-system]\nrequires = \"setuptools\"\n", "requires is not a list of strings"),
+    ("[build-system]\nrequires = [1]\n", "requires is not a list of strings"),
+    ("[build-system]\nrequires = []\nbuild-backend = 3\n", "build-backend is not a string"),
+    ("[build-system]\nrequires = []\nbackend-path = \"..\"\n", "backend-path not a list"),
+    ("[build-system]\nrequires = []\nbuild-backend = \"x\"\nbackend-path = [\"..\"]\n",
+     "is outside the source tree"),
+    ("[build-system]\nrequires = []\nbuild-backend = \"giftbox_no_such_backend\"\n",
+     "cannot be loaded from the venv"),
+    ("[build-system]\nrequires = []\nbuild-backend = \"setuptools.build_meta:nope\"\n",
+     "cannot be loaded from the venv"),
+])
+def test_a_hostile_build_system_table_is_one_error_line(venv: Path, tmp_path: Path,
+                                                       pyproject: str, said: str) -> None:
+    src = project(tmp_path / "tiny")
+    (src / "pyproject.toml").write_text(pyproject)
+    done = direct(venv, src, tmp_path / "out")
+    assert done.returncode == 1
+    assert done.stderr.startswith("ERROR: ") and said in done.stderr
+    assert "Traceback" not in done.stderr
+    assert not list(tmp_path.glob("out/*.whl"))

@@ -34,13 +34,23 @@ def build_system(source, tomllib):
     if not os.path.isfile(path):
         return DEFAULT_REQUIRES, LEGACY_BACKEND, []
     with open(path, "rb") as f:
-        table = tomllib.load(f).get("build-system")
+        try:
+            table = tomllib.load(f).get("build-system")
+        except tomllib.TOMLDecodeError as exc:
+            fail("{} is not valid TOML: {}".format(path, exc))
     if table is None:
         return DEFAULT_REQUIRES, LEGACY_BACKEND, []
-    if "requires" not in table:
+    if not isinstance(table, dict) or "requires" not in table:
         fail("pyproject.toml's [build-system] table has no 'requires' key (PEP 518)")
-    backend = table.get("build-backend") or LEGACY_BACKEND
-    return list(table["requires"]), backend, list(table.get("backend-path", []))
+    requires, backend = table["requires"], table.get("build-backend") or LEGACY_BACKEND
+    backend_path = table.get("backend-path", [])
+    if not (isinstance(requires, list) and all(isinstance(r, str) for r in requires)):
+        fail("pyproject.toml's build-system.requires is not a list of strings (PEP 518)")
+    if not isinstance(backend, str) or not (
+            isinstance(backend_path, list) and all(isinstance(p, str) for p in backend_path)):
+        fail("pyproject.toml's build-system.build-backend is not a string, or its "
+             "backend-path not a list of strings (PEP 517)")
+    return requires, backend, backend_path
 
 
 def unmet(requirements, metadata, packaging):
@@ -65,13 +75,20 @@ def unmet(requirements, metadata, packaging):
 
 
 def load_backend(source, backend, backend_path):
+    root = os.path.realpath(source)
     for entry in reversed(backend_path):
-        sys.path.insert(0, os.path.abspath(os.path.join(source, entry)))
+        where = os.path.realpath(os.path.join(source, entry))
+        if os.path.commonpath([root, where]) != root:
+            fail("pyproject.toml's backend-path entry {!r} is outside the source tree "
+                 "(PEP 517)".format(entry))
+        sys.path.insert(0, where)
     module_name, _, attributes = backend.partition(":")
-    module = __import__(module_name, fromlist=["_"])
-    obj = module
-    for name in filter(None, attributes.split(".")):
-        obj = getattr(obj, name)
+    try:
+        obj = __import__(module_name, fromlist=["_"])
+        for name in filter(None, attributes.split(".")):
+            obj = getattr(obj, name)
+    except (ImportError, AttributeError) as exc:
+        fail("the build backend {!r} cannot be loaded from the venv: {}".format(backend, exc))
     return obj
 
 
