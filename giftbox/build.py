@@ -30,7 +30,7 @@ import shutil
 import socket
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import cached_property
 from importlib import resources
@@ -64,7 +64,7 @@ from giftbox.layer import (
     wheelhouse_dir,
 )
 from giftbox.manifest import BuildRecord, Manifest, PatchInfo
-from giftbox.package.layout import install_prefix, rootwrap_share
+from giftbox.package.layout import PRESTAGED, install_prefix, prestage, rootwrap_share
 from giftbox.patches import spec_series_digest
 from giftbox.relocate import (
     fix_records,
@@ -442,17 +442,23 @@ class Builder(BuilderSteps):
             (plan.work / "pins.txt").write_text(plan.pins_text)
             src_record = self._project_source(plan)
             linking.result()
-        mounts = self.mounts(plan.work, plan.tool_cache, plan.wheelhouse,
-                             plan.tree_dir if plan.tree_dir.exists() else None,
-                             plan.venv_dir, plan.prefix)
-        with Container(plan.image, self.arch, self.settings, self.reporter, mounts=mounts,
-                       env=plan.env, workdir=BUILD_DIR, engine=self.engine,
-                       tmpfs=[WHEEL_TMPFS]) as c:
-            self._project_wheel(c, plan, src_record)
-            site = self._install_project(c, plan)
-            self._compile_project(c, plan, site)
-            manifest = self._manifest(plan, src_record)
-            self._audit(c, plan, layer, manifest)
+            # the package's deps part staged while the builder makes the wheel on one core
+            # (giftbox.package.layout.prestage); packaging alongside the audit takes it
+            staging = pool.submit(prestage, layer / "venv", plan.directory, plan.prefix) \
+                if self.alongside is not None else None
+            mounts = self.mounts(plan.work, plan.tool_cache, plan.wheelhouse,
+                                 plan.tree_dir if plan.tree_dir.exists() else None,
+                                 plan.venv_dir, plan.prefix)
+            with Container(plan.image, self.arch, self.settings, self.reporter, mounts=mounts,
+                           env=plan.env, workdir=BUILD_DIR, engine=self.engine,
+                           tmpfs=[WHEEL_TMPFS]) as c:
+                self._project_wheel(c, plan, src_record)
+                site = self._install_project(c, plan)
+                self._compile_project(c, plan, site)
+                manifest = self._manifest(plan, src_record)
+                self._audit(c, plan, layer, manifest, staging)
+        for left in (PRESTAGED, f"{PRESTAGED}.partial"):  # what packaging did not take
+            trash.discard(plan.directory / left, self.settings.cache_dir / "trash")
         return self._finish(plan, manifest)
 
     # -- the steps of a fresh build, in order ----------------------------------------------
@@ -523,14 +529,17 @@ class Builder(BuilderSteps):
             cache.store(keys)
             fix_records(site, set(), set(), bytecode=True, dist=plan.meta.name)
 
-    def _audit(self, c: Container, plan: Plan, layer: Path, manifest: Manifest) -> None:
+    def _audit(self, c: Container, plan: Plan, layer: Path, manifest: Manifest,
+               staging: Future[None] | None = None) -> None:
         """The audit gate over the project, ``audit.json`` with the deps layer's report, and
         every .pyc hash-based. The builder's checks (pip check, imports, console scripts)
         run on a thread while the host reads the tree (forbidden paths, foreign ELF
         objects, timestamp-based bytecode) and then does ``alongside`` (the packaging), if
         the host found nothing wrong: a build waits for the longer of the two. The gate
         decides before anything is kept: when it refuses, what ``alongside`` made in the
-        build directory goes, and the gate's refusal is the build's error."""
+        build directory goes, and the gate's refusal is the build's error. ``staging``: the
+        prestage of the deps layer, awaited before ``alongside`` (packaging stages from
+        nothing when it failed)."""
         spec, log_path = self.spec, plan.log_path
         forbidden = [BUILD_DIR, SRC_DIR, WHEELHOUSE_DIR, CACHE_DIR, str(self.settings.root),
                      str(self.settings.cache_dir)]
@@ -553,6 +562,9 @@ class Builder(BuilderSteps):
                     plan.venv_dir, self.arch, forbidden, shared=layer / "venv", own=own)
                 stale = self._stale_bytecode(plan, layer, own)
             if self.alongside is not None and not tree_problems and not stale:
+                if staging is not None and staging.exception() is not None:
+                    self.reporter.detail(f"staging ahead failed ({staging.exception()}): "
+                                         "packaging stages the whole venv")
                 try:
                     self.alongside(self._result(plan, manifest))
                 except Exception as exc:  # the gate's verdict comes first (an interrupt: now)

@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import json
 import shutil
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -99,17 +101,20 @@ def package_build(result: BuildResult, spec: Spec, distro: Distro, arch: Arch,
                   packager: str = "auto", compression: str | None = None,
                   compression_level: int | None = None, runner: Runner | None = None,
                   lint: bool = True, catalog: Catalog | None = None,
-                  engine: Engine | None = None) -> PackageInfo:
+                  engine: Engine | None = None,
+                  after_archive: Callable[[Path], None] | None = None) -> PackageInfo:
     """The .deb/.rpm of ``result``, made once per set of packaging inputs.
 
     ``runner`` is where dpkg-shlibdeps and the archive check run: the target's builder when
     None (production); a test on a host of the target's distro may pass ``HostRunner()``.
     ``lint=False`` (tests and benchmarks) is part of the key: never served to a linted call.
-    ``engine``: the command's (left open), for the builder's ``ensure`` and container."""
+    ``engine``: the command's (left open), for the builder's ``ensure`` and container.
+    ``after_archive``: see ``build_package`` (not called for a cached package)."""
     from giftbox.builders import ensure
     from giftbox.container import Container, LazyContainer
     from giftbox.package import build_package, package_key, package_manifest
     from giftbox.package.deb import ImageState
+    from giftbox.package.layout import PRESTAGED
     from giftbox.package.runner import ContainerRunner
 
     check_against_tree(spec, settings, distro.family, catalog)
@@ -125,13 +130,17 @@ def package_build(result: BuildResult, spec: Spec, distro: Distro, arch: Arch,
     if folder.exists():
         shutil.rmtree(folder)  # an interrupted earlier attempt at these inputs
 
+    prestaged = result.directory / PRESTAGED  # a fresh build's (giftbox.package.layout)
+
     def make(where: Runner, image: ImageState | None = None) -> Artifact:
         return build_package(result.venv_dir, manifest, spec, distro, folder,
                              packager=packager, compression=compression,
                              compression_level=compression_level, runner=where,
                              reporter=reporter, lint=lint,
                              cache_dir=settings.cache_dir / "package",
-                             built_version=result.version, image=image)
+                             built_version=result.version, image=image,
+                             after_archive=after_archive,
+                             prestaged=prestaged if prestaged.is_dir() else None)
 
     if runner is not None:
         artifact = make(runner)
@@ -178,14 +187,23 @@ def run_target(spec: Spec, distro: Distro, arch: Arch, settings: Settings,
                engine: Engine | None = None) -> TargetResult:
     """Build and package one target through one engine connection (``engine`` when the
     caller lends one, left open; else one for this target), then publish it."""
-    with engine_for(settings, engine) as engine:
+    with engine_for(settings, engine) as engine, ThreadPoolExecutor(1) as ahead:
         made: list[PackageInfo] = []
+        reading: list[Future[None]] = []
+
+        def read_ahead(path: Path) -> None:
+            # the channel's reading of the package, while its lint runs (the pool's
+            # read_before): publishing it then reads its bytes only to hash them
+            from giftbox.repo.pool import read_ahead as read
+
+            reading.append(ahead.submit(read, path))
 
         def package_it(result: BuildResult) -> None:
             made.append(package_build(result, spec, distro, arch, settings, reporter,
                                       packager=packager, compression=compression,
                                       compression_level=compression_level, catalog=catalog,
-                                      engine=engine))
+                                      engine=engine,
+                                      after_archive=read_ahead if publish else None))
 
         # A fresh build packages while its console scripts are audited (its package goes if
         # the audit refuses); a cached build is packaged after, from its package cache.
@@ -196,6 +214,8 @@ def run_target(spec: Spec, distro: Distro, arch: Arch, settings: Settings,
         if not made:
             package_it(built)
         info = made[0]
+        for future in reading:
+            future.result()
     from giftbox import records
 
     if built.build_id is not None:

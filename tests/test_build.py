@@ -17,7 +17,8 @@ from giftbox import records
 from giftbox.audit import elf_machine
 from giftbox.distros import Arch, get_distro
 from giftbox.errors import BuildError, PackageError
-from giftbox.pipeline import run_target
+from giftbox.package.layout import PRESTAGED
+from giftbox.pipeline import package_build, run_target
 from giftbox.settings import Settings
 from giftbox.spec import load_spec
 from giftbox.ui import Reporter
@@ -275,6 +276,7 @@ def test_a_refused_audit_leaves_no_package(root: Path, bsettings: Settings, demo
         shown.index("==> audit: pip check, imports and console scripts")
     (directory,) = (root / "build" / "demo-ext" / "debian12-x86_64").iterdir()
     assert not (directory / "package").exists()
+    assert not (directory / PRESTAGED).exists()  # the deps part staged ahead: gone too
     assert not (directory / "result.json").exists()
     assert not list((root / "build").rglob("*.deb"))
     (record,) = records.last_builds(bsettings, "demo-ext")
@@ -301,6 +303,31 @@ def test_a_packaging_error_after_a_passed_audit_leaves_the_build_complete(
     assert again.cached and (again.directory / "audit.json").is_file()
     (record,) = records.last_builds(bsettings, "demo-ext")
     assert record.status == "succeeded"
+
+
+def test_a_package_staged_ahead_is_the_package_staged_from_the_cached_build(
+        root: Path, bsettings: Settings, demo: Upstream) -> None:
+    """A fresh build stages the deps layer's part of its package while the wheel is built
+    (giftbox.package.layout.prestage); packaging the cached build later stages the venv
+    from nothing: the two packages are the same bytes."""
+    spec = demo_spec(root, demo.url)
+    distro = get_distro(root / "builders", "debian12")
+    build_stage.make_lock(spec, distro, Arch.x86_64, bsettings)
+    notes = io.StringIO()
+    target = run_target(spec, distro, Arch.x86_64, bsettings, Reporter(notes))
+    assert "the deps layer's part staged ahead" in notes.getvalue()
+    assert target.package is not None and not target.package.cached
+    assert not (target.build.directory / PRESTAGED).exists()
+    assert not (target.build.directory / f"{PRESTAGED}.partial").exists()
+    ahead = target.package.sha256
+
+    shutil.rmtree(target.build.directory / "package")
+    later = io.StringIO()
+    cached = build_stage.build(spec, distro, Arch.x86_64, bsettings)
+    assert cached.cached
+    info = package_build(cached, spec, distro, Arch.x86_64, bsettings, Reporter(later))
+    assert not info.cached and "staged ahead" not in later.getvalue()
+    assert info.sha256 == ahead
 
 
 @pytest.mark.network

@@ -46,6 +46,7 @@ from giftbox.package.deb import ImageState, build_deb, dpkg_deb_build
 from giftbox.package.fpm import build_fpm, fpm_available, fpm_command
 from giftbox.package.layout import (
     MANIFEST_NAME,
+    ElfCache,
     Staged,
     check_conflicts,
     install_prefix,
@@ -208,7 +209,9 @@ def build_package(venv_dir: Path, manifest: Manifest, spec: Spec, distro: Distro
                   lint: bool = True, check_deps: bool = True,
                   cache_dir: Path | None = None,
                   built_version: PackageVersion | None = None,
-                  image: ImageState | None = None) -> Artifact:
+                  image: ImageState | None = None,
+                  after_archive: Callable[[Path], None] | None = None,
+                  prestaged: Path | None = None) -> Artifact:
     """Turn ``venv_dir`` (the venv as installed at ``manifest.prefix``) into a package for
     ``distro`` in ``out_dir``. ``compression`` defaults to the distro's (builder.yaml),
     ``compression_level`` to the tool's default for it; ``lint=False`` is for benchmarks only.
@@ -219,7 +222,10 @@ def build_package(venv_dir: Path, manifest: Manifest, spec: Spec, distro: Distro
     ``built_version`` is the build's own (``BuildResult.version``), taken as it is with the venv at
     ``manifest.prefix``; without it (a venv and manifest from disk) both are read back from
     the manifest and checked against the spec. ``image``: the builder image ``runner``
-    is a fresh container of (giftbox.package.deb.target_state)."""
+    is a fresh container of (giftbox.package.deb.target_state). ``after_archive(path)`` is
+    called once the package file is written, before its lint verdict is known: the file may
+    still be refused (and removed). ``prestaged``: the deps layer's part of the staged tree,
+    made ahead for this build (giftbox.package.layout.prestage), taken by the staging."""
     if distro.family not in NAMES:
         raise PackageError(f"distro {distro.name} has package family '{distro.family}', "
                            "which giftbox cannot package", hint="supported: deb, rpm")
@@ -234,9 +240,13 @@ def build_package(venv_dir: Path, manifest: Manifest, spec: Spec, distro: Distro
     try:
         with reporter.stage(f"stage {spec.package.name} for {distro.name}"):
             staged: Staged = stage(venv_dir, manifest, spec, distro, work / "root",
-                                   version=built_version)
+                                   version=built_version, prestaged=prestaged,
+                                   elf=ElfCache(cache_dir / "elf-machines.json"
+                                                if cache_dir is not None else None))
             reporter.detail(f"venv at {staged.prefix}; {len(staged.elf_files)} ELF objects, "
-                            f"{len(staged.bundled_libs)} bundled wheel libraries")
+                            f"{len(staged.bundled_libs)} bundled wheel libraries"
+                            + ("; the deps layer's part staged ahead" if staged.prestaged
+                               else ""))
         build = PACKAGERS[(family.name, chosen)]
         label = f"{chosen} {family.name} ({comp.kind} level {comp.level})"
         native_deb = build is build_deb
@@ -266,6 +276,8 @@ def build_package(venv_dir: Path, manifest: Manifest, spec: Spec, distro: Distro
                                       runner=runner, maintainer=maintainer,
                                       check_deps=check_deps, **extra)
                 reporter.detail(f"{path.name}: {path.stat().st_size / 1e6:.1f} MB")
+            if after_archive is not None:
+                after_archive(path)
             if lint:
                 with reporter.stage(f"{family.linter} {path.name}"):
                     if linting:

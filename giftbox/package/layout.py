@@ -21,6 +21,7 @@ Where things go (for project P, prefix X, install prefix I, stable prefix S):
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -34,6 +35,7 @@ from typing import NamedTuple
 from giftbox.distros import Arch, Distro, elf_machine
 from giftbox.errors import PackageError
 from giftbox.family import NAMES, Family, get_family
+from giftbox.files import write_atomic
 from giftbox.manifest import Manifest
 from giftbox.spec import ALLOWED_PREFIX_ROOTS, Spec, path_problem, system_dir
 from giftbox.versions import PackageVersion
@@ -184,6 +186,7 @@ class Staged:
     # scan_tree(root) as the packager found it before adding its control files (the native
     # deb's): what its md5sums, Installed-Size and lintian's unit are read from
     tree: list[Entry] | None = None
+    prestaged: bool = False  # the deps layer's part was staged ahead (``prestage``)
 
     @property
     def name(self) -> str:
@@ -239,6 +242,91 @@ def _unshare(path: str) -> None:
     os.replace(tmp, path)
 
 
+class _Linker:
+    """What ``_link_tree`` does, for one tree: every directory 0755, every regular file a
+    hard link when it is in its ``_wanted_mode`` and its inode was not placed before (a copy,
+    chmod'ed, otherwise; and where the file system refuses a link)."""
+
+    def __init__(self) -> None:
+        self.seen: set[tuple[int, int]] = set()
+
+    def links(self, st: os.stat_result, name: str) -> bool:
+        """Whether the file of ``st`` is placed as a link (and, if so, it is now seen)."""
+        key = (st.st_dev, st.st_ino)
+        if stat.S_IMODE(st.st_mode) == _wanted_mode(name, st.st_mode) and key not in self.seen:
+            self.seen.add(key)
+            return True
+        return False
+
+    def place(self, source: str, target: str, name: str, st: os.stat_result) -> None:
+        if self.links(st, name):
+            try:
+                os.link(source, target)
+                return
+            except OSError:
+                pass
+        shutil.copy2(source, target)
+        os.chmod(target, _wanted_mode(name, st.st_mode))
+
+    def entry(self, entry: os.DirEntry[str], to: str) -> None:
+        if entry.is_symlink():
+            os.symlink(os.readlink(entry.path), to)
+        elif entry.is_dir(follow_symlinks=False):
+            self.walk(entry.path, to)
+        else:
+            st = entry.stat(follow_symlinks=False)
+            if stat.S_ISREG(st.st_mode):
+                self.place(entry.path, to, entry.name, st)
+            else:
+                os.link(entry.path, to)  # refused by _scan_venv, by name
+
+    def walk(self, source: str, target: str) -> None:
+        os.mkdir(target)
+        os.chmod(target, 0o755)
+        with os.scandir(source) as it:
+            entries = list(it)
+        for entry in entries:
+            self.entry(entry, f"{target}/{entry.name}")
+
+    def sync(self, source: str, target: str) -> None:
+        """``target``, a tree this class made of another (``prestage``: the deps layer's
+        venv), made what ``walk(source, target)`` makes: a regular file whose inode
+        ``source`` holds at the same path, and would be linked, is kept; whatever else
+        differs is placed again; what ``source`` does not hold goes. Both trees are read
+        in one walk, by the inode numbers readdir gives, in ``walk``'s order."""
+        with os.scandir(source) as it:
+            entries = list(it)
+        with os.scandir(target) as it:
+            have = {e.name: e for e in it}
+        for entry in entries:
+            to = f"{target}/{entry.name}"
+            old = have.pop(entry.name, None)
+            if old is not None:
+                old_dir = old.is_dir(follow_symlinks=False)
+                if entry.is_dir(follow_symlinks=False) and not entry.is_symlink() and old_dir:
+                    self.sync(entry.path, to)
+                    continue
+                if entry.is_symlink() and old.is_symlink() and \
+                        os.readlink(entry.path) == os.readlink(old.path):
+                    continue
+                if old.inode() == entry.inode() and not old_dir and not old.is_symlink() \
+                        and entry.is_file(follow_symlinks=False):
+                    st = entry.stat(follow_symlinks=False)
+                    if self.links(st, entry.name):
+                        continue  # the same file, linked: as walk would link it
+                _remove(to, old_dir)
+            self.entry(entry, to)
+        for name, old in have.items():
+            _remove(f"{target}/{name}", old.is_dir(follow_symlinks=False))
+
+
+def _remove(path: str, is_dir: bool) -> None:
+    if is_dir:
+        shutil.rmtree(path)
+    else:
+        os.unlink(path)
+
+
 def _link_tree(src: Path, dst: Path) -> None:
     """``dst`` as ``src`` made of hard links (a copy where the file system refuses links),
     every directory 0755 and every file in its ``_wanted_mode``: staging reads the venv's
@@ -248,42 +336,71 @@ def _link_tree(src: Path, dst: Path) -> None:
     (``_unshare``, new files). Two paths of the venv that share an inode get one each, as a
     copy would: tar would otherwise store the second as a hard link, and the package's
     bytes would depend on the venv's."""
-    seen: set[tuple[int, int]] = set()
+    _Linker().walk(str(src), str(dst))
 
-    def place(source: str, target: str, name: str, st: os.stat_result) -> None:
-        wanted = _wanted_mode(name, st.st_mode)
-        if stat.S_IMODE(st.st_mode) == wanted and (st.st_dev, st.st_ino) not in seen:
-            seen.add((st.st_dev, st.st_ino))
+
+# --- staging the deps layer's part ahead (while the project's wheel is built) ------------
+#
+# A new patch changes the project's files; the venv's 20,000 others are the deps layer's
+# inodes, linked into the staged tree again on every package. ``prestage`` links them from
+# the layer while the build still runs (the builder compiles the wheel on one core; the
+# link is the kernel's work on the other), into ``<build dir>/PRESTAGED``; ``stage`` then
+# takes that tree and only brings it in line with the venv (``_Linker.sync``). The staged
+# tree is the same either way: tests/test_prestage.py compares the two.
+
+PRESTAGED = "staged-deps"
+
+
+def prestage(layer_venv: Path, folder: Path, prefix: str) -> None:
+    """The deps layer's venv linked as staging links it, at ``prefix`` under
+    ``folder/PRESTAGED``: made aside, renamed into place complete."""
+    final = folder / PRESTAGED
+    partial = folder / f"{PRESTAGED}.partial"
+    for old in (final, partial):
+        if old.exists():
+            shutil.rmtree(old)
+    target = partial / prefix.lstrip("/")
+    target.parent.mkdir(parents=True)
+    _link_tree(layer_venv, target)
+    partial.rename(final)
+
+
+class ElfCache:
+    """Each file's ELF machine (``elf_machine`` of its first 20 bytes; 0: not ELF),
+    remembered per inode (device, inode, size, mtime) as DigestCache remembers digests:
+    the deps layer's 20,000 inodes are opened once, not on every package."""
+
+    def __init__(self, path: Path | None) -> None:
+        self.path = path
+        self._known: dict[str, int] = {}
+        self._used: dict[str, int] = {}
+        if path is not None:
             try:
-                os.link(source, target)
-                return
-            except OSError:
-                pass
-        shutil.copy2(source, target)
-        os.chmod(target, wanted)
+                known = json.loads(path.read_text())
+            except (OSError, ValueError):
+                known = {}
+            self._known = known if isinstance(known, dict) else {}  # damaged: empty
 
-    def walk(source: str, target: str) -> None:
-        os.mkdir(target)
-        os.chmod(target, 0o755)
-        with os.scandir(source) as it:
-            entries = list(it)
-        for entry in entries:
-            to = f"{target}/{entry.name}"
-            if entry.is_symlink():
-                os.symlink(os.readlink(entry.path), to)
-            elif entry.is_dir(follow_symlinks=False):
-                walk(entry.path, to)
-            else:
-                st = entry.stat(follow_symlinks=False)
-                if stat.S_ISREG(st.st_mode):
-                    place(entry.path, to, entry.name, st)
-                else:
-                    os.link(entry.path, to)  # refused by _scan_venv, by name
+    def machine(self, path: str, st: os.stat_result) -> int | None:
+        ident = f"{st.st_dev}:{st.st_ino}:{st.st_size}:{st.st_mtime_ns}"
+        found = self._known.get(ident)
+        if not isinstance(found, int) or isinstance(found, bool) or found < 0:
+            fd = os.open(path, os.O_RDONLY)  # os.open: half the cost of open() here
+            try:
+                head = os.read(fd, 20)
+            finally:
+                os.close(fd)
+            found = elf_machine(head) or 0
+        self._used[ident] = found
+        return found or None
 
-    walk(str(src), str(dst))
+    def save(self) -> None:
+        """Keep what this package used (older inodes are gone with their builds)."""
+        if self.path is not None:
+            write_atomic(self.path, json.dumps(self._used, separators=(",", ":")))
 
 
-def _scan_venv(staged: Staged, venv_dir: Path) -> None:
+def _scan_venv(staged: Staged, venv_dir: Path, elf: ElfCache) -> None:
     """Find ELF objects (checking their architecture), bundled wheel libraries, and links that
     leave the venv; refuse special files and links back into the build host."""
     host_prefix = str(venv_dir.resolve())
@@ -313,12 +430,7 @@ def _scan_venv(staged: Staged, venv_dir: Path) -> None:
                 raise PackageError(f"{target_path} in the venv is not a regular file, "
                                    "directory or symlink", hint="remove sockets, fifos and "
                                    "devices from the venv")
-            fd = os.open(path, os.O_RDONLY)  # os.open: half the cost of open() here
-            try:
-                head = os.read(fd, 20)
-            finally:
-                os.close(fd)
-            machine = elf_machine(head)
+            machine = elf.machine(path, st)
             if machine is None:
                 continue
             if machine != expected:
@@ -476,10 +588,13 @@ def _check_paths(spec: Spec) -> None:
 
 
 def stage(venv_dir: Path, manifest: Manifest, spec: Spec, distro: Distro, root: Path, *,
-          version: PackageVersion | None = None) -> Staged:
+          version: PackageVersion | None = None, prestaged: Path | None = None,
+          elf: ElfCache | None = None) -> Staged:
     """Lay the package's files out under ``root`` (which must not exist yet). With
     ``version`` (the build's), it and ``manifest.prefix`` are the build's own; without, they
-    are read back from the manifest and checked."""
+    are read back from the manifest and checked. ``prestaged``: a tree ``prestage`` made
+    for this prefix, taken (moved to ``root``) instead of linking the venv from nothing.
+    ``elf`` remembers which files are ELF objects (saved once the tree is scanned)."""
     _check_paths(spec)
     _check_inputs(venv_dir, manifest, spec, distro)
     arch = Arch.parse(manifest.arch)
@@ -496,16 +611,25 @@ def stage(venv_dir: Path, manifest: Manifest, spec: Spec, distro: Distro, root: 
     family = distro.family
     staged = Staged(root=root, spec=spec, manifest=manifest, distro=distro, arch=arch,
                     family=family, version=version, prefix=prefix, stable=stable_prefix(spec))
-    root.mkdir(parents=True)
     venv_root = staged.path(prefix)
-    venv_root.parent.mkdir(parents=True, exist_ok=True)
-    _link_tree(venv_dir, venv_root)
+    if prestaged is not None and (prestaged / prefix.lstrip("/")).is_dir() and \
+            os.stat(prestaged).st_dev == os.stat(venv_dir).st_dev:  # inode numbers compare
+        root.parent.mkdir(parents=True, exist_ok=True)
+        prestaged.rename(root)
+        _Linker().sync(str(venv_dir), str(venv_root))
+        staged.prestaged = True
+    else:
+        root.mkdir(parents=True)
+        venv_root.parent.mkdir(parents=True, exist_ok=True)
+        _link_tree(venv_dir, venv_root)
     (venv_root / MANIFEST_NAME).unlink(missing_ok=True)  # a link into the venv, if any
     _write(venv_root / MANIFEST_NAME, manifest.to_json())
     if spec.package.versioned_paths:
         _symlink(staged.path(staged.stable), PurePosixPath(prefix).name)
     staged.owned_dirs = _owned_parents(spec.package.prefix)
-    _scan_venv(staged, venv_dir)
+    elf = elf or ElfCache(None)
+    _scan_venv(staged, venv_dir, elf)
+    elf.save()
 
     meta = _dist_metadata(venv_root, spec.name)
     staged.summary = spec.package.description or meta.get("Summary") or \

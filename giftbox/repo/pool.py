@@ -22,6 +22,7 @@ import os
 import re
 import secrets
 import shutil
+import threading
 import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -378,6 +379,36 @@ def read_whole(path: Path, kind: str, data: bytes, digest: str) -> PoolObject:
         obj = inspect_deb(path, data, digest) if kind == "deb" else inspect_rpm(path, digest)
         md5, sha1 = sums.result()
     return replace(obj, md5=md5, sha1=sha1, size=len(data))
+
+
+# What this process read ahead (read_whole, by ``read_ahead``), by sha256 and kind: the same
+# bytes read by the same reader give the same object, so a package read while its lint ran
+# is not read again when it is published.
+_READ: dict[tuple[str, str], PoolObject] = {}
+_READ_LOCK = threading.Lock()
+
+
+def read_before(digest: str, kind: str) -> PoolObject | None:
+    """The object ``read_ahead`` made of these bytes in this process, if it did."""
+    with _READ_LOCK:
+        return _READ.get((digest, kind))
+
+
+def read_ahead(path: Path) -> None:
+    """Read the package at ``path`` whole now (read_whole), so that publishing these bytes
+    later does not read them again. A file that is gone, changed or refused is left to the
+    publish, which reads it itself and says why."""
+    kind = {".deb": "deb", ".rpm": "rpm"}.get(path.suffix)
+    if kind is None:
+        return
+    try:
+        data = path.read_bytes()
+        digest = hashlib.sha256(data).hexdigest()
+        obj = read_whole(path, kind, data, digest)
+    except (OSError, RepoError):
+        return
+    with _READ_LOCK:
+        _READ[(digest, kind)] = obj
 
 
 def inspect_deb(path: Path, data: bytes, digest: str) -> PoolObject:

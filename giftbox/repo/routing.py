@@ -20,7 +20,7 @@ from pathlib import Path
 from giftbox.distros import Distro
 from giftbox.errors import RepoError
 from giftbox.repo.channels import Channel
-from giftbox.repo.pool import Pool, PoolObject, check_filename, read_whole
+from giftbox.repo.pool import Pool, PoolObject, check_filename, read_before, read_whole
 from giftbox.repo.state import Entry, utc_now
 
 
@@ -75,8 +75,10 @@ def inspect_artifact(path: Path, channel: Channel, explicit: str | None,
     ``channel``: its pool object (with its distro) and its channel entry.
 
     Bytes the ``pool`` already holds, read whole by this giftbox's reader, are not read again:
-    their sha256 is the same, so the reading is (``Pool.known``). The file is read once: the
-    bytes hashed are the bytes read whole (``Pool.add`` checks its copy against the sha256).
+    their sha256 is the same, so the reading is (``Pool.known``); nor are bytes this process
+    read whole before (``pool.read_before``: a package read ahead while it was linted). The
+    file is read once: the bytes hashed are the bytes read whole (``Pool.add`` checks its
+    copy against the sha256).
     """
     if not path.is_file():
         raise RepoError(f"{path}: no such file")
@@ -86,6 +88,8 @@ def inspect_artifact(path: Path, channel: Channel, explicit: str | None,
     data = path.read_bytes()
     digest = hashlib.sha256(data).hexdigest()
     known = pool.known(digest, kinds[path.suffix]) if pool is not None else None
+    if known is None:
+        known = read_before(digest, kinds[path.suffix])  # read whole by this process
     obj = known if known is not None else read_whole(path, kinds[path.suffix], data, digest)
     check_filename(obj.filename)
     distro = _distro_for(channel, obj, obj.tagged, path, explicit)
