@@ -257,6 +257,65 @@ def test_a_data_tar_that_tarfile_would_list_but_is_not_whole_is_refused(
     assert state_filenames(tree, "nightly") == set()
 
 
+COMPRESS = {"zst": ["zstd", "-q", "-c"], "xz": ["xz", "-c"], "bz2": ["bzip2", "-c"]}
+
+
+def _two_streams(deb: Path, out: Path, member: str, kind: str) -> Path:
+    """``deb`` with its ``member`` tar recompressed as two ``kind`` streams (frames), split
+    after the first 512-byte block: dpkg reads the first and ignores the second."""
+    work = out / f"split-{member}-{kind}"
+    work.mkdir()
+    with local.cwd(work):
+        local["ar"]["x", str(deb)].run()
+        names = local["ar"]["t", str(deb)]().split()
+        old = next(n for n in names if n.startswith(f"{member}.tar"))
+        raw = gzip.decompress((work / old).read_bytes())
+        streams = [subprocess.run(COMPRESS[kind], input=part, capture_output=True,
+                                  check=True).stdout for part in (raw[:512], raw[512:])]
+        (work / old).unlink()
+        new = f"{member}.tar.{kind}"
+        (work / new).write_bytes(b"".join(streams))
+        redone = out / f"split-{member}-{kind}.deb"
+        local["ar"]["rc", str(redone), *[new if n == old else n for n in names]].run()
+    return redone
+
+
+@pytest.mark.parametrize("kind", ["zst", "xz", "bz2"])
+@pytest.mark.parametrize("member", ["data", "control"])
+def test_a_member_with_a_second_stream_dpkg_would_ignore_is_refused(
+        tree: Tree, tmp_path: Path, member: str, kind: str) -> None:
+    # dpkg (1.21) reads an xz, bzip2 or zstd member's first stream and stops; Python's and
+    # zstd's readers go on to the next. What giftbox lists must be what dpkg installs.
+    deb = _two_streams(hand_made_deb(tmp_path, CONTROL), tmp_path, member, kind)
+    listed = local["dpkg-deb"]["--ctrl-tarfile" if member == "control" else "--fsys-tarfile",
+                               str(deb)].run(retcode=None)
+    assert len(listed[1]) <= 512 or listed[0] != 0  # dpkg saw only the first block
+    with pytest.raises(RepoError, match=f"{member}.tar.{kind} holds [0-9]+ bytes after its "
+                                        "first (zstd frame|stream): dpkg reads only"):
+        publish("nightly", [deb], tree.settings)
+    assert state_filenames(tree, "nightly") == set()
+
+
+def test_zstd_frame_end_reads_headers_not_data() -> None:
+    from giftbox.repo.archive import zstd_frame_end
+
+    for size in (0, 1, 4096, 300_000):
+        data = os.urandom(size // 2) + b"\0" * (size - size // 2)
+        for extra in ([], ["-T2"], ["--no-check"], ["-19"]):
+            frame = subprocess.run(["zstd", "-q", "-c", *extra], input=data,
+                                   capture_output=True, check=True).stdout
+            assert zstd_frame_end(frame) == len(frame)
+            assert zstd_frame_end(frame + frame) == len(frame)
+            for cut in (3, 5, len(frame) - 1):
+                with pytest.raises(ValueError):
+                    zstd_frame_end(frame[:cut])
+    with pytest.raises(ValueError, match="reserved"):
+        frame = bytearray(subprocess.run(["zstd", "-q", "-c"], input=b"x", capture_output=True,
+                                         check=True).stdout)
+        frame[4] |= 0x08
+        zstd_frame_end(bytes(frame))
+
+
 def test_packages_is_generated_from_parsed_fields_and_apt_agrees(tree: Tree,
                                                                  tmp_path: Path) -> None:
     # Odd but valid spacing and a multi-line Description: Packages spells it canonically,
@@ -336,6 +395,34 @@ def test_the_same_bytes_again_take_the_pools_reading_unless_it_is_older_or_damag
         .entries[deb.name].paths[0].removeprefix("apt/")
     assert (obj_dir / deb.name).read_bytes() == deb.read_bytes()
     assert served.read_bytes() == deb.read_bytes()
+
+
+def test_a_package_read_ahead_is_not_read_again_and_a_refused_one_is_refused_again(
+        tree: Tree, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # `build --publish` reads its package whole while lintian runs (pool.read_ahead); the
+    # publish then takes that reading for the same bytes. A file the reader refuses leaves
+    # nothing behind: the publish reads it and refuses it itself.
+    from giftbox.repo import pool as pool_module
+
+    deb = make_deb(tmp_path, version="2.0-1~deb12")
+    pool_module.read_ahead(deb)
+    cut = tmp_path / "cut" / deb.name
+    cut.parent.mkdir()
+    cut.write_bytes(deb.read_bytes()[:400])
+    pool_module.read_ahead(cut)
+    pool_module.read_ahead(tmp_path / "gone.deb")  # not there: left to the publish
+
+    def not_again(*_args: object) -> None:
+        raise AssertionError("read whole twice")
+
+    monkeypatch.setattr(pool_module, "inspect_deb", not_again)
+    result = publish("nightly", [deb], tree.settings)
+    assert [e.filename for e in result.added] == [deb.name]
+    monkeypatch.undo()
+    with pytest.raises(RepoError, match="truncated"):
+        publish("nightly", [cut], tree.settings)
+    with pytest.raises(RepoError, match="no such file"):
+        publish("nightly", [tmp_path / "gone.deb"], tree.settings)
 
 
 # --- 3. crashes ------------------------------------------------------------------------------

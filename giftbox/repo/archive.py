@@ -81,7 +81,12 @@ def ar_members(path: Path, data: bytes | None = None) -> list[tuple[str, memoryv
 def decompressed(path: Path, member: str,
                  data: bytes | memoryview) -> Generator[bytes, None, None]:
     """The decompressed bytes of one member (compression by its name), in chunks; raises
-    RepoError when it is not a whole stream of its compression."""
+    RepoError when it is not one whole stream of its compression.
+
+    dpkg reads an xz, bzip2 or zstd member's first stream (frame) and ignores whatever
+    follows it, where Python's and zstd's readers go on to the next: a member with more
+    would install less than giftbox listed, so it is refused. gzip is read to its last
+    member by both (zlib's gzread)."""
     import bz2
     import gzip
     import lzma
@@ -93,10 +98,14 @@ def decompressed(path: Path, member: str,
     try:
         if member.endswith(".gz"):
             out = gzip.decompress(data)
-        elif member.endswith(".xz"):
-            out = lzma.decompress(data, format=lzma.FORMAT_XZ)
-        elif member.endswith(".bz2"):
-            out = bz2.decompress(data)
+        elif member.endswith((".xz", ".bz2")):
+            reader = lzma.LZMADecompressor(format=lzma.FORMAT_XZ) if member.endswith(".xz") \
+                else bz2.BZ2Decompressor()
+            out = reader.decompress(data)
+            if not reader.eof:
+                raise EOFError("the stream ends early")
+            if reader.unused_data:
+                _after_first(path, member, len(reader.unused_data), "stream")
         else:
             out = bytes(data)
     except (OSError, EOFError, lzma.LZMAError, zlib.error, ValueError) as exc:
@@ -105,10 +114,55 @@ def decompressed(path: Path, member: str,
     yield out
 
 
+def _after_first(path: Path, member: str, extra: int, unit: str) -> None:
+    raise RepoError(f"{path}: member {member} holds {extra} bytes after its first {unit}: "
+                    f"dpkg reads only that {unit}, so what it installs would not be what "
+                    "giftbox read", hint="build the package with dpkg-deb")
+
+
+_ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
+
+
+def zstd_frame_end(data: bytes | memoryview) -> int:
+    """Where the zstd frame at the start of ``data`` ends, from its header, its blocks'
+    headers and its checksum flag (RFC 8878, 3.1.1), without decompressing it; ValueError
+    when it is not a frame, or is cut short."""
+    if bytes(data[:4]) != _ZSTD_MAGIC or len(data) < 6:
+        raise ValueError("no zstd frame header")
+    descriptor = data[4]
+    if descriptor & 0x08:
+        raise ValueError("a reserved bit of the frame header is set")
+    single = (descriptor >> 5) & 1
+    pos = 5 + (1 - single) + (0, 1, 2, 4)[descriptor & 3] + \
+        (single, 2, 4, 8)[descriptor >> 6]
+    while True:
+        if pos + 3 > len(data):
+            raise ValueError("the frame ends early")
+        header = int.from_bytes(data[pos:pos + 3], "little")
+        kind, size = (header >> 1) & 3, header >> 3
+        if kind == 3:
+            raise ValueError("a block of the reserved type")
+        pos += 3 + (1 if kind == 1 else size)  # an RLE block holds one byte
+        if header & 1:
+            break
+    pos += 4 * ((descriptor >> 2) & 1)  # the content checksum
+    if pos > len(data):
+        raise ValueError("the frame ends early")
+    return pos
+
+
 def _zstd(path: Path, member: str, data: bytes | memoryview) -> Generator[bytes, None, None]:
     import threading
 
     from giftbox import host
+
+    try:
+        end = zstd_frame_end(data)
+    except ValueError as exc:
+        raise RepoError(f"{path}: member {member} does not decompress: {exc}",
+                        hint=_DAMAGED) from None
+    if end != len(data):
+        _after_first(path, member, len(data) - end, "zstd frame")
 
     proc = host.popen(["zstd", "-dcq"], error=RepoError,
                       needed_for=f"to read {path}: its member {member} is zstd-compressed",
