@@ -316,6 +316,62 @@ def test_zstd_frame_end_reads_headers_not_data() -> None:
         zstd_frame_end(bytes(frame))
 
 
+def _deb_with_members(out: Path, label: str, members: list[tuple[str, bytes, str]],
+                      where: str = "data") -> Path:
+    """A hand-made .deb whose data (or control) tar holds ``members``: (name, tar type,
+    hard link target), written by Python's tarfile (GNU format), gzipped."""
+    import io
+    import tarfile
+
+    deb = hand_made_deb(out, CONTROL, name=label)
+    work = out / f"members-{label}"
+    work.mkdir()
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.GNU_FORMAT) as tar:
+        if where == "control":
+            info = tarfile.TarInfo("./control")
+            info.size = len(CONTROL)
+            tar.addfile(info, io.BytesIO(CONTROL))
+        for name, kind, link in members:
+            info = tarfile.TarInfo(name)
+            info.type, info.linkname = kind, link
+            info.size = 2 if kind == tarfile.REGTYPE else 0
+            tar.addfile(info, io.BytesIO(b"x\n") if kind == tarfile.REGTYPE else None)
+    with local.cwd(work):
+        local["ar"]["x", str(deb)].run()
+        (work / f"{where}.tar.gz").write_bytes(gzip.compress(buf.getvalue()))
+        redone = out / f"{label}.deb"
+        redone.unlink()
+        local["ar"]["rc", str(redone), "debian-binary", "control.tar.gz", "data.tar.gz"].run()
+    return redone
+
+
+OUTSIDE = [
+    ("dotdot name", [("./usr/../../etc/evil", b"0", "")], "'./usr/../../etc/evil'"),
+    ("absolute name", [("/etc/evil", b"0", "")], "an absolute path"),
+    ("hard link up", [("./usr/x", b"1", "../../etc/shadow")], "hard link target"),
+    ("hard link absolute", [("./usr/x", b"1", "/etc/shadow")], "an absolute path"),
+    ("dotdot in control", [("../postinst", b"0", "")], "'../postinst'"),
+]
+
+
+@pytest.mark.parametrize(("why", "members", "message"), OUTSIDE,
+                         ids=[why for why, _, _ in OUTSIDE])
+def test_members_that_lead_out_of_the_tree_are_refused(
+        tree: Tree, tmp_path: Path, why: str, members: list[tuple[str, bytes, str]],
+        message: str) -> None:
+    deb = _deb_with_members(tmp_path, why.replace(" ", "-"), members,
+                            "control" if "control" in why else "data")
+    with pytest.raises(RepoError, match="leads out of the package's tree") as info:
+        publish("nightly", [deb], tree.settings)
+    assert message in info.value.message
+    assert state_filenames(tree, "nightly") == set()
+    # a symlink may point anywhere (dpkg-deb writes absolute and relative ones): published
+    fine = _deb_with_members(tmp_path, "links", [("./usr/up", b"2", "../../bin/sh"),
+                                                 ("./usr/abs", b"2", "/bin/sh")])
+    assert publish("nightly", [fine], tree.settings).added
+
+
 def test_packages_is_generated_from_parsed_fields_and_apt_agrees(tree: Tree,
                                                                  tmp_path: Path) -> None:
     # Odd but valid spacing and a multi-line Description: Packages spells it canonically,

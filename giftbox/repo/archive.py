@@ -484,6 +484,7 @@ def walk_tar(chunks: Iterator[bytes], where: str,
             entry = TarEntry(name, kind, size, linkname)
         if entry.type != REGULAR and size:
             raise _refuse(where, f"the member {entry.name!r} is not a file but has data")
+        _check_inside(entry, where)
         at = data_at + entry.size + (-entry.size % _BLOCK)
         content = None
         if entry.type == REGULAR and wanted(entry.name):
@@ -494,6 +495,20 @@ def walk_tar(chunks: Iterator[bytes], where: str,
         if not whole:
             raise _refuse(where, f"it ends inside the member {entry.name!r}")
         yield entry, content
+
+
+def _check_inside(entry: TarEntry, where: str) -> None:
+    """A member's name, and a hard link's target, stay inside the tree it unpacks to: no
+    absolute path, no ``..`` (a symlink's target is the link's own business: dpkg writes
+    absolute and relative ones alike, and following it is the filesystem's)."""
+    for what, path in (("the member", entry.name),
+                       *((("the hard link target", entry.linkname),)
+                         if entry.type == b"1" else ())):
+        if path.startswith("/") or ".." in PurePosixPath(path).parts:
+            raise RepoError(f"{where}: {what} {path!r} leads out of the package's tree "
+                            f"({'an absolute path' if path.startswith('/') else 'a .. part'})"
+                            ": dpkg-deb never writes one", hint="build the package with "
+                            "dpkg-deb from a staged tree")
 
 
 def _member(kind: bytes, size: int, name: str, linkname: str, extended: dict[bytes, object],
