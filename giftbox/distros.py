@@ -15,7 +15,7 @@ from typing import Any
 
 import yaml
 
-from giftbox.errors import BuilderError, SpecError, SpecProblem
+from giftbox.errors import YAML_VALUE_ERRORS, BuilderError, SpecError, SpecProblem
 from giftbox.family import DEB, RPM, Family, get_family
 
 
@@ -118,8 +118,12 @@ def elf_machine(head: bytes) -> int | None:
 def _load(path: Path) -> Distro:
     # The C loader when PyYAML has it: builder definitions are read on every command.
     loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-    data = yaml.load(path.read_text(), Loader=loader)  # noqa: S506 - a safe loader
     where = f"builders/{path.parent.name}/builder.yaml"
+    try:
+        data = yaml.load(path.read_text(), Loader=loader)  # noqa: S506 - a safe loader
+    except (yaml.YAMLError, RecursionError, UnicodeDecodeError, *YAML_VALUE_ERRORS) as exc:
+        raise SpecError([SpecProblem(where, None, "", f"not valid YAML: {str(exc)[:200]}",
+                                     "fix the file, or restore giftbox's own")]) from None
     try:
         boot = data["bootstrap"]
         return Distro(

@@ -107,3 +107,9 @@ class VerifyError(GiftboxError):
     no channel is changed by verify."""
 
     exit_code = 10
+
+
+# What PyYAML's safe constructors raise besides YAMLError for a tagged value they cannot build
+# (``!!bool maybe``: KeyError; ``!!timestamp x``: AttributeError; ``!!int x``: ValueError; a
+# value Python cannot hold: OverflowError): a reader of a hostile file catches these too.
+YAML_VALUE_ERRORS = (ValueError, TypeError, OverflowError, KeyError, AttributeError)

@@ -24,7 +24,7 @@ from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import canonicalize_name
 from packaging.version import InvalidVersion, Version
 
-from giftbox.errors import SpecError, SpecProblem
+from giftbox.errors import YAML_VALUE_ERRORS, SpecError, SpecProblem
 from giftbox.family import NAMES
 
 KNOWN_ARCHES = ("x86_64", "ppc64le", "aarch64", "s390x")
@@ -233,7 +233,7 @@ def raw_spec(root: Path, project: str) -> dict[str, Any] | None:
         if yaml_depth_line(text) is not None:
             return None
         data = yaml.safe_load(text)
-    except (TreeFileError, yaml.YAMLError, ValueError, RecursionError):
+    except (TreeFileError, yaml.YAMLError, RecursionError, *YAML_VALUE_ERRORS):
         return None
     return data if isinstance(data, dict) else None
 

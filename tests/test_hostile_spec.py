@@ -485,3 +485,34 @@ def test_promotion_and_release_readers_never_open_a_fifo_or_a_secret_spec(tmp_pa
     assert raw_spec(root, "deep") is None
     assert raw_spec(root, "missing") is None
     assert raw_spec(root, "good") == {"release": "2026.1", "package": {"name": "giftbox-good"}}
+
+
+# PyYAML's safe constructors raise KeyError, AttributeError or ValueError (not YAMLError) for
+# a tag they cannot build: every reader of a tree file turns that into its own error.
+BAD_TAGS = ["!!bool maybe", "!!timestamp x", "!!int x", "!!float ."]
+
+
+@pytest.mark.parametrize("tag", BAD_TAGS)
+def test_a_tag_yaml_cannot_build_is_a_named_error_in_every_reader(tmp_path: Path,
+                                                                  tag: str) -> None:
+    from giftbox.spec import raw_spec
+    from giftbox.workflow.specedit import scalar_text
+
+    (tmp_path / "channels.yaml").write_text(
+        f"channels:\n  nightly:\n    x: {tag}\n    key: k@giftbox.invalid\n    keep: 3\n"
+        "    distros: [debian12]\n")
+    with pytest.raises(RepoError, match="channels.yaml: a value cannot be read"):
+        load_channels(Settings.resolve(root=tmp_path, env={"HOME": str(tmp_path)}))
+
+    (tmp_path / "specs").mkdir()
+    (tmp_path / "specs" / "x.yaml").write_text(f"name: x\nversion: {tag}\n")
+    assert raw_spec(tmp_path, "x") is None
+
+    builder = tmp_path / "builders" / "x"
+    builder.mkdir(parents=True)
+    (builder / "builder.yaml").write_text(f"name: x\nversion: {tag}\n")
+    with pytest.raises(SpecError) as info:
+        load_distros(tmp_path / "builders")
+    assert "builders/x/builder.yaml: not valid YAML" in info.value.render()
+
+    assert scalar_text(tag) == f'"{tag}"'  # spec set: written quoted, as the string it is

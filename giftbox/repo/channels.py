@@ -17,7 +17,7 @@ from typing import Any
 import yaml
 
 from giftbox.distros import Arch, Distro, load_distros
-from giftbox.errors import BuilderError, RepoError
+from giftbox.errors import YAML_VALUE_ERRORS, BuilderError, RepoError
 from giftbox.family import DEB, RPM, Family
 from giftbox.repo.requirements import Allowance, parse_allow, parse_requires
 from giftbox.settings import Settings
@@ -140,8 +140,9 @@ def load_channels(settings: Settings) -> dict[str, Channel]:
         raise RepoError(f"{path}: not valid YAML: {shown(str(exc), 300)}") from None
     except RecursionError:
         raise RepoError(f"{path}: nests too deeply to read") from None
-    except (ValueError, TypeError, OverflowError) as exc:
-        # a value YAML resolves but Python cannot hold: a 5,000-digit number, 99:99:99 o'clock
+    except YAML_VALUE_ERRORS as exc:
+        # a value YAML resolves but Python cannot hold: a 5,000-digit number, 99:99:99 o'clock,
+        # a tag its constructor cannot build (!!bool maybe)
         raise RepoError(f"{path}: a value cannot be read ({shown(str(exc), 120)})",
                         hint="quote it, or write a plain number or string") from None
     raw = data.get("channels") if isinstance(data, dict) else None

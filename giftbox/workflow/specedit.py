@@ -14,7 +14,7 @@ from collections.abc import Sequence
 
 import yaml
 
-from giftbox.errors import SpecError, SpecProblem
+from giftbox.errors import YAML_VALUE_ERRORS, SpecError, SpecProblem
 from giftbox.spec import parse_yaml
 
 MAX_FLOW_LINE = 100  # a flow list longer than this is rewritten as a block list
@@ -48,8 +48,8 @@ def scalar_text(value: str, style: str | None = None) -> str:
     if style != '"':
         try:
             loaded = yaml.safe_load(value)
-        except yaml.YAMLError:
-            loaded = None
+        except (yaml.YAMLError, *YAML_VALUE_ERRORS):
+            loaded = None  # a tagged value YAML cannot build (!!bool maybe): quoted
         if (isinstance(loaded, str) and loaded == value and "#" not in value
                 and not value.startswith(("[", "{", "&", "*", "!", "|", ">", "'", '"', "%", "@"))):
             return value
