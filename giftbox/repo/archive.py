@@ -235,6 +235,7 @@ def list_tar(path: Path, member: str, data: bytes | memoryview,
     try:
         for entry, content in walk_tar(chunks, f"{path}: member {member}",
                                        lambda name: name in names):
+            _check_inside(entry, f"{path}: member {member}")
             if entry.name in names:
                 if entry.type != REGULAR:
                     raise RepoError(f"{path}: {member}'s {want} is not a regular file")
@@ -484,7 +485,6 @@ def walk_tar(chunks: Iterator[bytes], where: str,
             entry = TarEntry(name, kind, size, linkname)
         if entry.type != REGULAR and size:
             raise _refuse(where, f"the member {entry.name!r} is not a file but has data")
-        _check_inside(entry, where)
         at = data_at + entry.size + (-entry.size % _BLOCK)
         content = None
         if entry.type == REGULAR and wanted(entry.name):
