@@ -562,9 +562,10 @@ class Builder(BuilderSteps):
                     plan.venv_dir, self.arch, forbidden, shared=layer / "venv", own=own)
                 stale = self._stale_bytecode(plan, layer, own)
             if self.alongside is not None and not tree_problems and not stale:
-                if staging is not None and staging.exception() is not None:
-                    self.reporter.detail(f"staging ahead failed ({staging.exception()}): "
-                                         "packaging stages the whole venv")
+                failed = staging.exception() if staging is not None else None
+                if failed is not None:
+                    self.reporter.detail(f"staging ahead failed ({failed}): packaging stages "
+                                         "the whole venv")
                 try:
                     self.alongside(self._result(plan, manifest))
                 except Exception as exc:  # the gate's verdict comes first (an interrupt: now)

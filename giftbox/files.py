@@ -1,4 +1,5 @@
-"""Two file primitives the caches share: a file's sha256, and a file replaced whole.
+"""File primitives the caches share: a file's sha256, a file replaced whole, and facts
+remembered per inode (``InodeRecords``).
 
 ``write_atomic`` writes beside the target and renames over it, so a reader (another giftbox
 run, the next build) sees the old file or the new one, never half of one, and a hard link to
@@ -10,8 +11,10 @@ caches do not need one, since a lost cache file is a miss.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 from pathlib import Path
+from typing import Any
 
 
 def sha256_file(path: Path) -> str:
@@ -27,3 +30,42 @@ def write_atomic(path: Path, data: str | bytes) -> None:
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     tmp.write_bytes(data.encode() if isinstance(data, str) else data)
     tmp.replace(path)
+
+
+class InodeRecords:
+    """Facts about files (a digest, an ELF machine) remembered per inode (device, inode,
+    size, mtime) in one JSON file at ``path`` (None: nothing kept).
+
+    Packaging stages the venv with hard links to the build's venv, whose dependency files
+    are hard links to the cached deps layer: the same inodes on every build of one lock,
+    read once instead of on every build. Every writer in giftbox replaces files by rename
+    (a new inode), so an inode whose size and mtime did not change still holds the bytes it
+    held. A damaged file is an empty one; a record a subclass cannot use, a miss."""
+
+    def __init__(self, path: Path | None) -> None:
+        self.path = path
+        self._known: dict[str, Any] = {}
+        self._used: dict[str, Any] = {}
+        if path is not None:
+            try:
+                known = json.loads(path.read_text())
+            except (OSError, ValueError):
+                known = {}
+            self._known = known if isinstance(known, dict) else {}
+
+    @staticmethod
+    def ident(st: os.stat_result) -> str:
+        return f"{st.st_dev}:{st.st_ino}:{st.st_size}:{st.st_mtime_ns}"
+
+    def known(self, ident: str) -> Any:
+        """What the file holds for ``ident`` (unchecked: the subclass judges it), or None."""
+        return self._known.get(ident)
+
+    def use(self, ident: str, value: Any) -> None:
+        """``value`` is what this run found for ``ident``: kept by ``save``."""
+        self._used[ident] = value
+
+    def save(self) -> None:
+        """Keep what this run used (older inodes are gone with their builds)."""
+        if self.path is not None:
+            write_atomic(self.path, json.dumps(self._used, separators=(",", ":")))

@@ -21,7 +21,6 @@ Where things go (for project P, prefix X, install prefix I, stable prefix S):
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import shutil
@@ -35,7 +34,7 @@ from typing import NamedTuple
 from giftbox.distros import Arch, Distro, elf_machine
 from giftbox.errors import PackageError
 from giftbox.family import NAMES, Family, get_family
-from giftbox.files import write_atomic
+from giftbox.files import InodeRecords
 from giftbox.manifest import Manifest
 from giftbox.spec import ALLOWED_PREFIX_ROOTS, Spec, path_problem, system_dir
 from giftbox.versions import PackageVersion
@@ -365,25 +364,14 @@ def prestage(layer_venv: Path, folder: Path, prefix: str) -> None:
     partial.rename(final)
 
 
-class ElfCache:
+class ElfCache(InodeRecords):
     """Each file's ELF machine (``elf_machine`` of its first 20 bytes; 0: not ELF),
-    remembered per inode (device, inode, size, mtime) as DigestCache remembers digests:
-    the deps layer's 20,000 inodes are opened once, not on every package."""
-
-    def __init__(self, path: Path | None) -> None:
-        self.path = path
-        self._known: dict[str, int] = {}
-        self._used: dict[str, int] = {}
-        if path is not None:
-            try:
-                known = json.loads(path.read_text())
-            except (OSError, ValueError):
-                known = {}
-            self._known = known if isinstance(known, dict) else {}  # damaged: empty
+    remembered per inode (see InodeRecords): the deps layer's 20,000 inodes are opened
+    once, not on every package."""
 
     def machine(self, path: str, st: os.stat_result) -> int | None:
-        ident = f"{st.st_dev}:{st.st_ino}:{st.st_size}:{st.st_mtime_ns}"
-        found = self._known.get(ident)
+        ident = self.ident(st)
+        found = self.known(ident)
         if not isinstance(found, int) or isinstance(found, bool) or found < 0:
             fd = os.open(path, os.O_RDONLY)  # os.open: half the cost of open() here
             try:
@@ -391,13 +379,8 @@ class ElfCache:
             finally:
                 os.close(fd)
             found = elf_machine(head) or 0
-        self._used[ident] = found
+        self.use(ident, found)
         return found or None
-
-    def save(self) -> None:
-        """Keep what this package used (older inodes are gone with their builds)."""
-        if self.path is not None:
-            write_atomic(self.path, json.dumps(self._used, separators=(",", ":")))
 
 
 def _scan_venv(staged: Staged, venv_dir: Path, elf: ElfCache) -> None:

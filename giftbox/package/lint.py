@@ -21,7 +21,7 @@ from pathlib import Path
 
 from giftbox import host
 from giftbox.errors import PackageError
-from giftbox.files import write_atomic
+from giftbox.files import InodeRecords, write_atomic
 from giftbox.package.common import data_text
 from giftbox.package.layout import Entry, scan_tree
 from giftbox.ui import Reporter
@@ -123,25 +123,8 @@ def lintian_version(cache_dir: Path | None = None) -> str:
     return version
 
 
-class DigestCache:
-    """sha256 and md5 of files, remembered per inode (device, inode, size, mtime).
-
-    Packaging stages the venv with hard links to the build's venv, whose dependency files are
-    hard links to the cached deps layer: the same inodes on every build of one lock, read
-    once instead of on every build. Every writer in giftbox replaces files by rename (a new
-    inode), so an inode whose size and mtime did not change still holds the bytes it held."""
-
-    def __init__(self, path: Path | None) -> None:
-        self.path = path
-        self._known: dict[str, list[str]] = {}
-        self._used: dict[str, list[str]] = {}
-        if path is not None and path.is_file():
-            try:
-                known = json.loads(path.read_text())
-            except (OSError, ValueError):
-                known = {}
-            # a damaged cache is an empty one; a damaged record, a miss (digests_at)
-            self._known = known if isinstance(known, dict) else {}
+class DigestCache(InodeRecords):
+    """sha256 and md5 of files, remembered per inode (see InodeRecords)."""
 
     def digests(self, path: Path) -> tuple[str, str]:
         """(sha256, md5) of the regular file at ``path``."""
@@ -149,8 +132,8 @@ class DigestCache:
 
     def digests_at(self, path: str, st: os.stat_result) -> tuple[str, str]:
         """(sha256, md5) of the regular file at ``path``, whose lstat the caller has."""
-        ident = f"{st.st_dev}:{st.st_ino}:{st.st_size}:{st.st_mtime_ns}"
-        found = self._known.get(ident)
+        ident = self.ident(st)
+        found = self.known(ident)
         if not (isinstance(found, list) and len(found) == 2
                 and all(isinstance(d, str) for d in found)):
             sha, md5 = hashlib.sha256(), hashlib.md5(usedforsecurity=False)
@@ -159,14 +142,8 @@ class DigestCache:
                     sha.update(block)
                     md5.update(block)
             found = [sha.hexdigest(), md5.hexdigest()]
-        self._used[ident] = found
+        self.use(ident, found)
         return found[0], found[1]
-
-    def save(self) -> None:
-        """Keep what this package used (older inodes are gone with their builds)."""
-        if self.path is None:
-            return
-        write_atomic(self.path, json.dumps(self._used, separators=(",", ":")))
 
 
 def _control_fields(text: str) -> dict[str, str]:

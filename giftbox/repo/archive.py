@@ -105,7 +105,7 @@ def decompressed(path: Path, member: str,
             if not reader.eof:
                 raise EOFError("the stream ends early")
             if reader.unused_data:
-                _after_first(path, member, len(reader.unused_data), "stream")
+                raise _after_first(path, member, len(reader.unused_data), "stream")
         else:
             out = bytes(data)
     except (OSError, EOFError, lzma.LZMAError, zlib.error, ValueError) as exc:
@@ -114,8 +114,8 @@ def decompressed(path: Path, member: str,
     yield out
 
 
-def _after_first(path: Path, member: str, extra: int, unit: str) -> None:
-    raise RepoError(f"{path}: member {member} holds {extra} bytes after its first {unit}: "
+def _after_first(path: Path, member: str, extra: int, unit: str) -> RepoError:
+    return RepoError(f"{path}: member {member} holds {extra} bytes after its first {unit}: "
                     f"dpkg reads only that {unit}, so what it installs would not be what "
                     "giftbox read", hint="build the package with dpkg-deb")
 
@@ -162,7 +162,7 @@ def _zstd(path: Path, member: str, data: bytes | memoryview) -> Generator[bytes,
         raise RepoError(f"{path}: member {member} does not decompress: {exc}",
                         hint=_DAMAGED) from None
     if end != len(data):
-        _after_first(path, member, len(data) - end, "zstd frame")
+        raise _after_first(path, member, len(data) - end, "zstd frame")
 
     proc = host.popen(["zstd", "-dcq"], error=RepoError,
                       needed_for=f"to read {path}: its member {member} is zstd-compressed",
