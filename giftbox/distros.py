@@ -85,6 +85,7 @@ class Distro:
     python: str  # "3.11"
     version_tag: str  # deb12 / el9: what package versions carry
     compression: str  # zstd | xz
+    compression_level: int | None  # None: the tool's default (common.DEFAULT_LEVELS)
     arches: tuple[Arch, ...]
     bootstrap: Bootstrap
     build_packages: tuple[str, ...]
@@ -115,6 +116,14 @@ def elf_machine(head: bytes) -> int | None:
     return int.from_bytes(head[18:20], "little" if head[5] == 1 else "big")
 
 
+def _level(value: Any, where: str) -> int | None:
+    if value is None or (isinstance(value, int) and not isinstance(value, bool)):
+        return value
+    raise SpecError([SpecProblem(where, None, "compression_level",
+                                 f"is {value!r}, not a whole number",
+                                 "give the compression level as a number, or leave it out")])
+
+
 def _load(path: Path) -> Distro:
     # The C loader when PyYAML has it: builder definitions are read on every command.
     loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
@@ -131,6 +140,7 @@ def _load(path: Path) -> Distro:
             version=str(data["version"]), codename=str(data["codename"]),
             python=str(data["python"]), version_tag=data["version_tag"],
             compression=data.get("compression", "xz"),
+            compression_level=_level(data.get("compression_level"), where),
             arches=tuple(Arch.parse(a) for a in data["arches"]),
             bootstrap=Bootstrap(method=boot["method"], mirror=boot.get("mirror"),
                                 suite=boot.get("suite"),

@@ -58,8 +58,10 @@ class InodeRecords:
         return f"{st.st_dev}:{st.st_ino}:{st.st_size}:{st.st_mtime_ns}"
 
     def known(self, ident: str) -> Any:
-        """What the file holds for ``ident`` (unchecked: the subclass judges it), or None."""
-        return self._known.get(ident)
+        """What the file holds for ``ident`` (unchecked: the subclass judges it), or None:
+        what this run found for it, else what the file kept."""
+        found = self._used.get(ident)
+        return found if found is not None else self._known.get(ident)
 
     def use(self, ident: str, value: Any) -> None:
         """``value`` is what this run found for ``ident``: kept by ``save``."""

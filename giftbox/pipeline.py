@@ -194,9 +194,10 @@ def run_target(spec: Spec, distro: Distro, arch: Arch, settings: Settings,
         def read_ahead(path: Path) -> None:
             # the channel's reading of the package, while its lint runs (the pool's
             # read_before): publishing it then reads its bytes only to hash them
+            from giftbox.repo.pool import Pool
             from giftbox.repo.pool import read_ahead as read
 
-            reading.append(ahead.submit(read, path))
+            reading.append(ahead.submit(read, path, Pool(settings.repos_dir).verdicts))
 
         def package_it(result: BuildResult) -> None:
             made.append(package_build(result, spec, distro, arch, settings, reporter,

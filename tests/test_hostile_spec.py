@@ -516,3 +516,19 @@ def test_a_tag_yaml_cannot_build_is_a_named_error_in_every_reader(tmp_path: Path
     assert "builders/x/builder.yaml: not valid YAML" in info.value.render()
 
     assert scalar_text(tag) == f'"{tag}"'  # spec set: written quoted, as the string it is
+
+
+@pytest.mark.parametrize("value", ['"fast"', "true", "1.5", "[1]"])
+def test_a_compression_level_that_is_not_a_number_is_named(tmp_path: Path, value: str) -> None:
+    builders = tmp_path / "builders"
+    shutil.copytree(Path(__file__).resolve().parent.parent / "builders" / "debian12",
+                    builders / "debian12")
+    path = builders / "debian12" / "builder.yaml"
+    text = path.read_text()
+    assert "\ncompression_level: 1\n" in text
+    path.write_text(text.replace("\ncompression_level: 1\n", f"\ncompression_level: {value}\n"))
+    with pytest.raises(SpecError) as caught:
+        get_distro(builders, "debian12")
+    problem = caught.value.problems[0]
+    assert (problem.file, problem.field) == ("builders/debian12/builder.yaml", "compression_level")
+    assert "not a whole number" in problem.message

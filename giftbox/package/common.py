@@ -33,7 +33,12 @@ class Compression:
     threads: int
 
 
-def compression_for(distro_default: str, kind: str | None, level: int | None) -> Compression:
+def compression_for(distro_default: str, kind: str | None, level: int | None,
+                    distro_level: int | None = None) -> Compression:
+    """The compression asked for (``kind``, ``level``), else the distro's (its kind, and
+    its level when it gives one for that kind), else the tool's default level."""
+    if level is None and kind in (None, distro_default):
+        level = distro_level
     kind = kind or distro_default
     if kind not in COMPRESSORS:
         raise PackageError(f"unknown compression '{kind}'", hint="use one of "

@@ -1,4 +1,6 @@
-"""The native .deb packager: a DEBIAN/ directory written by hand, then ``dpkg-deb --build``.
+"""The native .deb packager: a DEBIAN/ directory written by hand, then the archive: for xz,
+giftbox's writer (giftbox.package.debwriter: data.tar.xz of blocks compressed once per
+content), for zstd and gzip ``dpkg-deb --build``.
 
 Reproducible (invariant 1): SOURCE_DATE_EPOCH (from the manifest) sets the ar member times and
 clamps every tar mtime, ``--root-owner-group`` makes every entry root:root, dpkg-deb sorts the
@@ -26,6 +28,7 @@ from typing import Any
 from giftbox import host
 from giftbox.errors import PackageError
 from giftbox.files import write_atomic
+from giftbox.package import debwriter
 from giftbox.package.common import (
     Compression,
     check_known,
@@ -411,8 +414,34 @@ def build_deb(staged: Staged, out_dir: Path, work: Path, *, compression: Compres
     out = out_dir / deb_filename(staged.name, staged.version.deb, staged.arch.deb)
     if before_archive is not None:
         before_archive(out)
-    dpkg_deb_build(staged.root, out, compression, m.source_date_epoch)
+    if compression.kind == "xz":
+        _write_xz_deb(staged, out, compression, digests or DigestCache(None), cache_dir,
+                      reporter)
+    else:
+        dpkg_deb_build(staged.root, out, compression, m.source_date_epoch)
     return out, depends
+
+
+def _write_xz_deb(staged: Staged, out: Path, compression: Compression, digests: DigestCache,
+                  cache_dir: Path | None, reporter: Reporter) -> None:
+    """The .deb with data.tar.xz put together from blocks compressed once per content
+    (giftbox.package.debwriter), the ones this tree changed compressed now."""
+    store = debwriter.BlockStore(cache_dir / "xz-blocks" if cache_dir is not None else None)
+    epoch = staged.manifest.source_date_epoch
+
+    def progress(done: int, todo: int) -> None:  # a cold tree's 500 blocks take a while
+        if todo >= 40 and done * 4 // todo != (done - 1) * 4 // todo:
+            reporter.detail(f"data.tar.xz: {done} of {todo} blocks compressed")
+
+    assert staged.tree is not None  # build_deb scanned it
+    blocks, made = debwriter.data_blocks(
+        staged.root, staged.tree, epoch, compression.level, digests=digests, store=store,
+        threads=compression.threads, progress=progress)
+    reporter.detail(f"data.tar.xz: {len(blocks) - 1} blocks, {made} compressed now, "
+                    f"{len(blocks) - 1 - made} cached by content")
+    control = debwriter.control_tar(staged.root / "DEBIAN", epoch)
+    debwriter.write_deb(out, control, blocks, epoch)
+    store.prune(time.time())
 
 
 # --- the target's package lists, for the dependency check ---------------------------------

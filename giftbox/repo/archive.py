@@ -16,13 +16,16 @@ Nothing here is executed, extracted or written to disk.
 
 from __future__ import annotations
 
+import hashlib
 import re
 import stat
 from collections.abc import Callable, Generator, Iterator
 from pathlib import Path, PurePosixPath
 from typing import IO, TYPE_CHECKING, NamedTuple
 
+from giftbox import xz
 from giftbox.errors import GiftboxError, PackageError, RepoError
+from giftbox.files import write_atomic
 
 if TYPE_CHECKING:
     import tarfile
@@ -224,11 +227,90 @@ def tar_files(stream: IO[bytes], where: str, wanted: Callable[[str], bool],
         raise RepoError(f"{where} is not a whole tar archive: {exc}", hint=_DAMAGED) from None
 
 
+class BlockVerdicts:
+    """The xz blocks the pool has read whole and found to hold a run of whole tar members
+    that pass walk_tar and _check_inside ('run'), or the end of an archive ('end'), by the
+    digest of their bytes and sizes: one empty file each in ``folder`` (None: none kept).
+    giftbox's own .deb (giftbox.package.debwriter) is made of blocks compressed once per
+    content, so the package of a build with a new patch holds a few blocks the pool has not
+    read yet, and the pool reads only those."""
+
+    def __init__(self, folder: Path | None) -> None:
+        self.folder = folder
+
+    @staticmethod
+    def key(block: xz.Block) -> str:
+        digest = hashlib.sha256(f"{block.unpadded}:{block.size}:".encode())
+        digest.update(block.data)
+        return digest.hexdigest()
+
+    def known(self, key: str) -> str | None:
+        if self.folder is None:
+            return None
+        for verdict in ("run", "end"):
+            if (self.folder / key[:2] / f"{key}.{verdict}").is_file():
+                return verdict
+        return None
+
+    def keep(self, key: str, verdict: str) -> None:
+        if self.folder is not None:
+            try:
+                write_atomic(self.folder / key[:2] / f"{key}.{verdict}", b"")
+            except OSError:
+                pass  # a verdict not kept is read again next time
+
+
+def _listed_by_blocks(path: Path, member: str, data: bytes | memoryview,
+                      verdicts: BlockVerdicts) -> bool:
+    """Whether the xz data member ``data`` is, block by block, a tar archive list_tar
+    accepts: each block a run of whole members (the last one ending the archive), read
+    already (its verdict) or now: decoded on its own by liblzma (its check, its sizes
+    against the index) and walked as a fragment. False when not: the member is then read
+    the ordinary way, which says what is wrong with it (or accepts a stream whose blocks
+    do not fall on member boundaries, as ``xz -T`` writes them)."""
+    import lzma
+
+    try:
+        layout = xz.blocks_of(data)
+    except ValueError:
+        return False
+    if not layout:
+        return False
+    where = f"{path}: member {member}"
+    found: list[tuple[str, str]] = []
+    for n, (_, block) in enumerate(layout):
+        key = verdicts.key(block)
+        verdict = verdicts.known(key)
+        if verdict is None:
+            try:
+                content = lzma.decompress(xz.standalone(block), format=lzma.FORMAT_XZ)
+                walk = walk_tar(iter((content,)), where, lambda name: False, fragment=True)
+                while True:
+                    try:
+                        entry, _ = next(walk)
+                    except StopIteration as stop:
+                        verdict = "end" if stop.value else "run"
+                        break
+                    _check_inside(entry, where)
+            except (lzma.LZMAError, GiftboxError):
+                return False
+            found.append((key, verdict))
+        if verdict != ("end" if n == len(layout) - 1 else "run"):
+            return False
+    for key, verdict in found:
+        verdicts.keep(key, verdict)
+    return True
+
+
 def list_tar(path: Path, member: str, data: bytes | memoryview,
-             want: str | None = None) -> bytes | None:
+             want: str | None = None, verdicts: BlockVerdicts | None = None) -> bytes | None:
     """Decompress and walk every entry of a .deb's tar member strictly (``walk_tar``: a
     truncated, corrupt or ambiguous one fails); returns the content of ``want`` (./control)
-    when asked for."""
+    when asked for. ``verdicts``: an xz member made of blocks read before is read only
+    where it is new (``_listed_by_blocks``)."""
+    if (verdicts is not None and want is None and member.endswith(".xz")
+            and _listed_by_blocks(path, member, data, verdicts)):
+        return None
     chunks = decompressed(path, member, data)
     names = (f"./{want}", want) if want is not None else ()
     found: bytes | None = None
@@ -433,20 +515,26 @@ def _pax_records(data: bytes, where: str, at: int) -> dict[str, str]:
     return records
 
 
-def walk_tar(chunks: Iterator[bytes], where: str,
-             wanted: Callable[[str], bool]) -> Iterator[tuple[TarEntry, bytes | None]]:
+def walk_tar(chunks: Iterator[bytes], where: str, wanted: Callable[[str], bool], *,
+             fragment: bool = False) -> Generator[tuple[TarEntry, bytes | None], None, bool]:
     """Every member of the tar archive in ``chunks`` in order, each with the data of a
     regular file whose name ``wanted`` picks, else None (read past, never stored); read to
     the end of the stream. Refused (RepoError naming ``where``): a header that is not whole,
     checksummed and ustar/GNU, a type other than a file, link, device, directory or fifo, data
     on anything but a file, an extension header not followed by its member, long names,
     links or pax keys given twice, an empty name, an archive that ends early, has no
-    end-of-archive block or anything but NULs after it."""
+    end-of-archive block or anything but NULs after it. Returns True.
+
+    ``fragment``: ``chunks`` may be a run of whole members that stops at a member's end,
+    where the archive goes on (an xz block of it, list_tar): then it returns False there,
+    True where the run holds the end-of-archive."""
     stream = _Stream(chunks)
     at = 0
     extended: dict[bytes, object] = {}  # the long name, long link, pax records for the next
     while True:
         block = stream.read(_BLOCK)
+        if fragment and not block and not extended:
+            return False
         if len(block) < _BLOCK:
             raise _refuse(where, "it ends before its end-of-archive block" if not block
                           else f"it ends inside the header at byte {at}")
@@ -455,7 +543,7 @@ def walk_tar(chunks: Iterator[bytes], where: str,
                 raise _refuse(where, f"the extension header before byte {at} has no member")
             if not stream.rest_is_zero():
                 raise _refuse(where, f"there is data after its end at byte {at}")
-            return
+            return True
         kind, size, name, linkname = _header(block, where, at)
         data_at, at = at + _BLOCK, at + _BLOCK + size + (-size % _BLOCK)
         if kind in (_LONGNAME, _LONGLINK, _PAX):

@@ -30,7 +30,7 @@ from pathlib import Path
 from giftbox.errors import RepoError
 from giftbox.family import DEB, RPM, Family, get_family
 from giftbox.files import sha256_file
-from giftbox.repo.archive import MEMBER_COMPRESSIONS, ar_members, list_tar
+from giftbox.repo.archive import MEMBER_COMPRESSIONS, BlockVerdicts, ar_members, list_tar
 
 # What may appear in a published filename: it becomes a path and a URL.
 _FILENAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+~-]*\.(deb|rpm)$")
@@ -113,6 +113,8 @@ class Pool:
     def __init__(self, repos_dir: Path) -> None:
         self.root = repos_dir / ".pool"
         self.repaired: set[str] = set()  # digests add() stored again over a damaged copy
+        # the xz blocks of .deb data members this pool has read (see archive.list_tar)
+        self.verdicts = BlockVerdicts(self.root / "xz-blocks")
 
     def object_dir(self, digest: str) -> Path:
         return self.root / digest[:2] / digest
@@ -341,10 +343,11 @@ def render_control(fields: list[tuple[str, str]]) -> str:
                      for k, v in fields)
 
 
-def read_deb(path: Path, data: bytes) -> bytes:
+def read_deb(path: Path, data: bytes, verdicts: BlockVerdicts | None = None) -> bytes:
     """Read a .deb (whose bytes are ``data``) whole: the ar archive to its last byte, every
     member decompressed and its tar listed. Returns the control file's bytes. Raises
-    RepoError naming what is wrong."""
+    RepoError naming what is wrong. ``verdicts``: the blocks of an xz data member read
+    before (see list_tar)."""
     members = ar_members(path, data)
     names = [n for n, _ in members if not n.startswith("_")]  # _gpgorigin & co: signatures
     if (len(names) != 3 or names[0] != "debian-binary"
@@ -361,11 +364,12 @@ def read_deb(path: Path, data: bytes) -> bytes:
     control = list_tar(path, names[1], by_name[names[1]], want="control")
     if control is None:
         raise RepoError(f"{path}: {names[1]} has no control file")
-    list_tar(path, names[2], by_name[names[2]])
+    list_tar(path, names[2], by_name[names[2]], verdicts=verdicts)
     return control
 
 
-def read_whole(path: Path, kind: str, data: bytes, digest: str) -> PoolObject:
+def read_whole(path: Path, kind: str, data: bytes, digest: str,
+               verdicts: BlockVerdicts | None = None) -> PoolObject:
     """Read the artifact at ``path`` (its bytes ``data``, sha256 ``digest``) whole, strictly
     (inspect_deb / inspect_rpm), while md5 and sha1, which indexes carry too, are computed on
     a thread of their own alongside (hashlib lets go of the GIL): of the same bytes."""
@@ -376,7 +380,8 @@ def read_whole(path: Path, kind: str, data: bytes, digest: str) -> PoolObject:
 
     with ThreadPoolExecutor(1) as thread:
         sums = thread.submit(md5_sha1)
-        obj = inspect_deb(path, data, digest) if kind == "deb" else inspect_rpm(path, digest)
+        obj = (inspect_deb(path, data, digest, verdicts) if kind == "deb"
+               else inspect_rpm(path, digest))
         md5, sha1 = sums.result()
     return replace(obj, md5=md5, sha1=sha1, size=len(data))
 
@@ -394,7 +399,7 @@ def read_before(digest: str, kind: str) -> PoolObject | None:
         return _READ.get((digest, kind))
 
 
-def read_ahead(path: Path) -> None:
+def read_ahead(path: Path, verdicts: BlockVerdicts | None = None) -> None:
     """Read the package at ``path`` whole now (read_whole), so that publishing these bytes
     later does not read them again. A file that is gone, changed or refused is left to the
     publish, which reads it itself and says why."""
@@ -404,17 +409,18 @@ def read_ahead(path: Path) -> None:
     try:
         data = path.read_bytes()
         digest = hashlib.sha256(data).hexdigest()
-        obj = read_whole(path, kind, data, digest)
+        obj = read_whole(path, kind, data, digest, verdicts)
     except (OSError, RepoError):
         return
     with _READ_LOCK:
         _READ[(digest, kind)] = obj
 
 
-def inspect_deb(path: Path, data: bytes, digest: str) -> PoolObject:
+def inspect_deb(path: Path, data: bytes, digest: str,
+                verdicts: BlockVerdicts | None = None) -> PoolObject:
     """Read the whole .deb and its control stanza, strictly (see ``parse_control``); its
     md5, sha1 and size are read_whole's."""
-    fields = parse_control(read_deb(path, data), str(path))
+    fields = parse_control(read_deb(path, data, verdicts), str(path))
     name = control_value(fields, "Package", str(path))
     version = control_value(fields, "Version", str(path))
     arch = control_value(fields, "Architecture", str(path))

@@ -90,7 +90,8 @@ def inspect_artifact(path: Path, channel: Channel, explicit: str | None,
     known = pool.known(digest, kinds[path.suffix]) if pool is not None else None
     if known is None:
         known = read_before(digest, kinds[path.suffix])  # read whole by this process
-    obj = known if known is not None else read_whole(path, kinds[path.suffix], data, digest)
+    obj = known if known is not None else read_whole(
+        path, kinds[path.suffix], data, digest, pool.verdicts if pool is not None else None)
     check_filename(obj.filename)
     distro = _distro_for(channel, obj, obj.tagged, path, explicit)
     arches = _check_arch(channel, distro, obj, path)
