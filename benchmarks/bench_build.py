@@ -53,7 +53,7 @@ GROUPS = (("resolve", "resolve"), ("source", "source"), ("wheel", "wheel"),
           ("install", "install"), ("bytecode", "bytecode"),
           ("audit", "audit (tree; then scripts' wait)"),
           ("venv: link", "link deps layer"), ("apt-get", "apt-get update"),
-          ("stage", "stage"), ("package", "package (dpkg-deb; lintian along)"),
+          ("stage", "stage"), ("package", "package (xz blocks; lintian along)"),
           ("lintian", "lintian (the rest)"), ("publish", "publish"))
 
 

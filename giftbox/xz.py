@@ -81,8 +81,8 @@ def _footer(index_size: int) -> bytes:
 
 
 def compress_block(data: bytes, preset: int) -> Block:
-    """``data`` as one block, LZMA2 at ``preset`` with a CRC64 (liblzma's one-threaded
-    encoder writes one block per stream: the block is cut out of that stream)."""
+    """``data`` (not empty) as one block, LZMA2 at ``preset`` with a CRC64 (liblzma's
+    one-threaded encoder writes one block per stream: the block is cut out of that stream)."""
     whole = lzma.compress(data, format=lzma.FORMAT_XZ, check=lzma.CHECK_CRC64, preset=preset)
     layout = blocks_of(whole)
     if len(layout) != 1:

@@ -16,6 +16,8 @@ import tarfile
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from giftbox import xz
 from giftbox.errors import RepoError
@@ -245,3 +247,49 @@ def test_blocks_of_refuses_what_is_not_one_exact_stream(damage: str) -> None:
         data[7] = 0x01  # CRC32
     with pytest.raises(ValueError):
         xz.blocks_of(bytes(data))
+
+
+NAMES = st.sampled_from(["./a", "./b/c", "./" + "d" * 120, "./usr/../../x", "/abs", "./é"])
+
+
+@settings(max_examples=150, deadline=None, derandomize=True, database=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(members=st.lists(st.tuples(NAMES, st.integers(0, 1500)), min_size=1, max_size=5),
+       damage=st.sampled_from(["none", "none", "cut", "garbage"]),
+       cuts=st.lists(st.one_of(st.floats(0.01, 0.99), st.integers(0, 6)), max_size=4),
+       data=st.data())
+def test_reading_by_blocks_agrees_with_reading_whole(tmp_path: Path, members: list[tuple[str, int]],
+                                                    damage: str, cuts: list[float],
+                                                    data: st.DataObject) -> None:
+    """Any tar, cut into blocks anywhere: the pool's reading with verdicts (first with none
+    kept, then with what it kept) accepts exactly what the whole-stream reading accepts."""
+    from giftbox.repo.archive import list_tar
+
+    raw = _tar([(name, bytes([65 + i % 26]) * size) for i, (name, size) in enumerate(members)])
+    with tarfile.open(fileobj=io.BytesIO(raw)) as tar:
+        starts = [m.offset for m in tar.getmembers()]  # where a member's headers begin
+    if damage == "cut":
+        raw = raw[:data.draw(st.integers(1, len(raw) - 1))]
+    elif damage == "garbage":
+        raw += b"hidden"
+    # a float cuts anywhere, an integer at a member's start: both kinds of block
+    points = sorted({min(len(raw), int(len(raw) * c) if isinstance(c, float)
+                         else starts[c % len(starts)]) for c in cuts} | {0, len(raw)})
+    blocks = [xz.compress_block(raw[a:b], 0) for a, b in zip(points, points[1:], strict=False)
+              if b > a]
+    deb = _deb_of_blocks(tmp_path, f"prop-{len(list(tmp_path.iterdir()))}", blocks)
+    member = dict(ar_members(deb))["data.tar.xz"]
+
+    def accepted(verdicts: BlockVerdicts | None) -> bool:
+        try:
+            list_tar(deb, "data.tar.xz", member, verdicts=verdicts)
+        except RepoError:
+            return False
+        return True
+
+    whole = accepted(None)
+    verdicts = BlockVerdicts(tmp_path / f"verdicts-{deb.stem}")
+    assert accepted(verdicts) == whole
+    assert accepted(verdicts) == whole
+    kept = list((tmp_path / f"verdicts-{deb.stem}").rglob("*.*"))
+    assert not kept or whole  # a refused member leaves no verdict

@@ -59,9 +59,13 @@ def lock_cmd(app: App, project: str, distros: tuple[str, ...], arches: tuple[str
               show_default=True, help="native: dpkg-deb/rpmbuild; fpm when on PATH; auto "
               "prefers native.")
 @click.option("--compression", type=click.Choice(["zstd", "xz", "gzip"]),
-              help="Package compression. Default: what the target's dpkg/rpm read best "
-                   "(zstd on Debian 12+, Ubuntu 21.10+, EL8+; xz before).")
-@click.option("--compression-level", type=int, help="Compression level (tool's default).")
+              help="Package compression. Default: the distro's (builders/<distro>/"
+                   "builder.yaml): a .deb is xz, its blocks compressed once per content "
+                   "(a warm build compresses what it changed); an .rpm zstd on EL8+, xz "
+                   "before. zstd or gzip for a .deb: dpkg-deb compresses the whole tree.")
+@click.option("--compression-level", type=int,
+              help="Compression level. Default: the distro's for its own compression (xz 1 "
+                   "for a .deb), else the tool's (zstd 3, xz 6, gzip 9).")
 @click.option("--publish", "channels", multiple=True, metavar="CHANNEL",
               help="Publish the package to CHANNEL (repeatable), signed and atomically.")
 @json_option

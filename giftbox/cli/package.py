@@ -28,7 +28,8 @@ from giftbox.targets import Catalog
               help="Default: the distro's (builders/<distro>/builder.yaml). "
                    "Env: GIFTBOX_COMPRESSION.")
 @click.option("--compression-level", type=int, envvar="GIFTBOX_COMPRESSION_LEVEL",
-              help="Default: the tool's (zstd 3, xz 6, gzip 9). Env: GIFTBOX_COMPRESSION_LEVEL.")
+              help="Default: the distro's for its own compression (xz 1 for a .deb), else "
+                   "the tool's (zstd 3, xz 6, gzip 9). Env: GIFTBOX_COMPRESSION_LEVEL.")
 @click.option("--maintainer", envvar="GIFTBOX_MAINTAINER", default=DEFAULT_MAINTAINER,
               show_default=True, help="Maintainer/Packager field. Env: GIFTBOX_MAINTAINER.")
 @json_option

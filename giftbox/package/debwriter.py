@@ -121,8 +121,11 @@ class BlockStore:
     def put(self, key: str, block: xz.Block) -> None:
         path = self._path(key)
         if path is not None:
-            write_atomic(path, _STORE_MAGIC + struct.pack("<QQ", block.unpadded, block.size)
-                         + block.data)
+            try:
+                write_atomic(path, _STORE_MAGIC + struct.pack("<QQ", block.unpadded, block.size)
+                             + block.data)
+            except OSError:
+                pass  # a full disk, a race with another writer: compressed again next time
 
     def prune(self, now: float) -> None:
         """Remove the blocks no package used for _KEEP_DAYS."""
