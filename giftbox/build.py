@@ -23,6 +23,7 @@ values: packaging takes them from there rather than reading them back from the m
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -435,28 +436,36 @@ class Builder(BuilderSteps):
             with self._timed("venv: link the deps layer"):
                 link_tree(layer / "venv", plan.venv_dir)
 
-        # cp -al of the layer's 20,000 files and the checkout of the source at once: both
-        # are mostly the kernel's work, on the two trees of the build directory
-        with ThreadPoolExecutor(1) as pool:
-            linking = pool.submit(link)
+        # cp -al of the layer's 20,000 files, then the builder container's start, beside the
+        # checkout of the source: the link and the checkout are mostly the kernel's work, on
+        # the two trees of the build directory, the start the engine's. The container mounts
+        # the venv once linked (the link renames it into place), and the build directory
+        # read-only at SRC_DIR, so the tree the checkout renames into place there is in it.
+        # The stack is closed after the pool has joined: a container still starting when the
+        # checkout fails is removed all the same.
+        mounts = self.mounts(plan.work, plan.tool_cache, plan.wheelhouse, plan.directory,
+                             plan.venv_dir, plan.prefix)
+
+        def link_then_start(stack: contextlib.ExitStack) -> Container:
+            link()
+            return stack.enter_context(Container(
+                plan.image, self.arch, self.settings, self.reporter, mounts=mounts,
+                env=plan.env, workdir=BUILD_DIR, engine=self.engine, tmpfs=[WHEEL_TMPFS]))
+
+        with contextlib.ExitStack() as stack, ThreadPoolExecutor(1) as pool:
+            starting = pool.submit(link_then_start, stack)
             (plan.work / "pins.txt").write_text(plan.pins_text)
             src_record = self._project_source(plan)
-            linking.result()
+            c = starting.result()
             # the package's deps part staged while the builder makes the wheel on one core
             # (giftbox.package.layout.prestage); packaging alongside the audit takes it
             staging = pool.submit(prestage, layer / "venv", plan.directory, plan.prefix) \
                 if self.alongside is not None else None
-            mounts = self.mounts(plan.work, plan.tool_cache, plan.wheelhouse,
-                                 plan.tree_dir if plan.tree_dir.exists() else None,
-                                 plan.venv_dir, plan.prefix)
-            with Container(plan.image, self.arch, self.settings, self.reporter, mounts=mounts,
-                           env=plan.env, workdir=BUILD_DIR, engine=self.engine,
-                           tmpfs=[WHEEL_TMPFS]) as c:
-                self._project_wheel(c, plan, src_record)
-                site = self._install_project(c, plan)
-                self._compile_project(c, plan, site)
-                manifest = self._manifest(plan, src_record)
-                self._audit(c, plan, layer, manifest, staging)
+            self._project_wheel(c, plan, src_record)
+            site = self._install_project(c, plan)
+            self._compile_project(c, plan, site)
+            manifest = self._manifest(plan, src_record)
+            self._audit(c, plan, layer, manifest, staging)
         for left in (PRESTAGED, f"{PRESTAGED}.partial"):  # what packaging did not take
             trash.discard(plan.directory / left, self.settings.cache_dir / "trash")
         return self._finish(plan, manifest)
@@ -692,7 +701,8 @@ class Builder(BuilderSteps):
         # every module twice (build/lib, then the bdist dir) before zipping them, which on
         # the host's disk cost more than the build itself.
         c.call(["rm", "-rf", f"{BUILD_DIR}/dist"], stream=False)
-        c.call(["cp", "-a", f"{SRC_DIR}/.", f"{BUILD_DIR}/src/"], stream=False)
+        # SRC_DIR is the build directory (read-only): the checkout is its src/ (Plan.tree_dir)
+        c.call(["cp", "-a", f"{SRC_DIR}/src/.", f"{BUILD_DIR}/src/"], stream=False)
         env = {"PIP_NO_INDEX": "1", "PIP_FIND_LINKS": WHEELHOUSE_DIR,
                "PIP_CONSTRAINT": f"{BUILD_DIR}/pins.txt",
                # Patches add commits on top of the release: keep the upstream version.
