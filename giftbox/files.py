@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -23,13 +24,22 @@ def sha256_file(path: Path) -> str:
         return hashlib.file_digest(handle, "sha256").hexdigest()
 
 
-def write_atomic(path: Path, data: str | bytes) -> None:
-    """``path`` holding ``data`` (text as UTF-8), written beside it and renamed into place;
-    its directory is made if missing."""
+def write_atomic(path: Path, data: str | bytes | Iterable[bytes]) -> None:
+    """``path`` holding ``data`` (text as UTF-8, bytes, or pieces of bytes written in turn:
+    a large file need not be held whole), written beside it and renamed into place; its
+    directory is made if missing. A failure removes what it had written."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_bytes(data.encode() if isinstance(data, str) else data)
-    tmp.replace(path)
+    pieces = (data.encode(),) if isinstance(data, str) else \
+        (data,) if isinstance(data, (bytes, bytearray, memoryview)) else data
+    try:
+        with open(tmp, "wb") as fh:
+            for piece in pieces:
+                fh.write(piece)
+        tmp.replace(path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 class InodeRecords:

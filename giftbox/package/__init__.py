@@ -190,7 +190,7 @@ def package_key(venv_key: str, manifest: Manifest, spec: Spec, distro: Distro, *
     ``manifest`` is the package's (``package_manifest``)."""
     chosen = select_packager(distro.family, packager)
     comp = compression_for(distro.compression, compression, compression_level,
-                               distro.compression_level)
+                           distro.compression_level)
     inputs = {
         "recipe": PACKAGING_KEY_RECIPE, "giftbox": __version__, "venv": venv_key,
         "project": spec.name, "package": _plain(asdict(spec.package), spec),
@@ -233,7 +233,7 @@ def build_package(venv_dir: Path, manifest: Manifest, spec: Spec, distro: Distro
     family = distro.family_obj
     chosen = select_packager(family.name, packager)
     comp: Compression = compression_for(distro.compression, compression, compression_level,
-                               distro.compression_level)
+                                        distro.compression_level)
     runner = runner or HostRunner()
     venv_dir = Path(venv_dir)
     out_dir = Path(out_dir)

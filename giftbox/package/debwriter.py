@@ -232,7 +232,7 @@ def _ar_header(name: str, size: int, epoch: int) -> bytes:
 
 
 def write_deb(out: Path, control: bytes, blocks: list[xz.Block], epoch: int) -> None:
-    """The .deb at ``out`` (written beside it, renamed into place): debian-binary,
+    """The .deb at ``out`` (``write_atomic``, piece by piece): debian-binary,
     ``control`` (the control tar) as control.tar.gz, the blocks as data.tar.xz. The
     control tar is gzip'd: it is new on every build (md5sums, 2.7 MB for nova), and zlib
     packs it as small as xz -1 in a third of the time."""
@@ -249,12 +249,4 @@ def write_deb(out: Path, control: bytes, blocks: list[xz.Block], epoch: int) -> 
             yield block.data
         yield tail + b"\n" * (data_size % 2)
 
-    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "wb") as fh:
-            for piece in pieces():
-                fh.write(piece)
-        tmp.replace(out)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    write_atomic(out, pieces())
