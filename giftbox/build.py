@@ -49,6 +49,7 @@ from giftbox.container import CommandFailed, Container
 from giftbox.distros import Arch, Distro
 from giftbox.engine import Engine, engine_for
 from giftbox.errors import BuildError, GiftboxError
+from giftbox.files import write_atomic
 from giftbox.gitutil import locked
 from giftbox.layer import (
     BUILD_DIR,
@@ -742,9 +743,7 @@ class Builder(BuilderSteps):
 
 
 def _write_result(path: Path, result: BuildResult) -> None:
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(result.as_dict(), indent=2, default=str) + "\n")
-    tmp.replace(path)
+    write_atomic(path, json.dumps(result.as_dict(), indent=2, default=str) + "\n")
 
 
 def place_rootwrap_filters(venv: Path, spec: Spec, source_tree: Path) -> None:

@@ -25,7 +25,6 @@ import fcntl
 import hashlib
 import http.server
 import json
-import os
 import re
 import secrets
 import tarfile
@@ -54,6 +53,7 @@ from giftbox.engine import (
     url_secrets,
 )
 from giftbox.errors import BuilderError
+from giftbox.files import temp_beside
 from giftbox.settings import Settings
 from giftbox.ui import NULL_REPORTER, Reporter
 
@@ -386,7 +386,7 @@ def served(distro: Distro, arch: Arch, settings: Settings, *, timeout: float = 1
     if fetched is None or arches is None:
         return Served(distro.name, arch, url, boot.suite, None)
     cache.parent.mkdir(parents=True, exist_ok=True)
-    tmp = cache.with_suffix(f".{os.getpid()}.tmp")
+    tmp = temp_beside(cache)
     tmp.write_text(json.dumps({"url": fetched[0], "arches": list(arches),
                                "fetched": time.time()}))
     tmp.replace(cache)

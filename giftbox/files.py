@@ -3,14 +3,16 @@ remembered per inode (``InodeRecords``).
 
 ``write_atomic`` writes beside the target and renames over it, so a reader (another giftbox
 run, the next build) sees the old file or the new one, never half of one, and a hard link to
-the old file (the deps layer's) keeps its bytes. A kill leaves at most a ``.<name>.<pid>.tmp``
-beside it. The repo's own state files add an fsync (``giftbox.repo.state.write_json``): the
+the old file (the deps layer's) keeps its bytes. A kill leaves at most a
+``.<name>.<pid>-<n>.tmp`` beside it (``temp_beside``: unique per process and per call, since
+the builds of one nightly run are threads of one process writing the same cache files). The repo's own state files add an fsync (``giftbox.repo.state.write_json``): the
 caches do not need one, since a lost cache file is a miss.
 """
 
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import os
 from collections.abc import Iterable
@@ -24,12 +26,22 @@ def sha256_file(path: Path) -> str:
         return hashlib.file_digest(handle, "sha256").hexdigest()
 
 
+_serials = itertools.count()
+
+
+def temp_beside(path: Path) -> Path:
+    """A temp name beside ``path`` no other writer uses: not another process (the pid), not
+    another thread of this one (a serial; ``next`` on a count is atomic under the GIL). The
+    ``.<name>.*.tmp`` shape is what the stray-file sweeps look for."""
+    return path.with_name(f".{path.name}.{os.getpid()}-{next(_serials)}.tmp")
+
+
 def write_atomic(path: Path, data: str | bytes | Iterable[bytes]) -> None:
     """``path`` holding ``data`` (text as UTF-8, bytes, or pieces of bytes written in turn:
     a large file need not be held whole), written beside it and renamed into place; its
     directory is made if missing. A failure removes what it had written."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp = temp_beside(path)
     pieces = (data.encode(),) if isinstance(data, str) else \
         (data,) if isinstance(data, (bytes, bytearray, memoryview)) else data
     try:

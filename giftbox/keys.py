@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 
 from giftbox import host
 from giftbox.errors import RepoError
+from giftbox.files import temp_beside
 from giftbox.settings import Settings
 
 if TYPE_CHECKING:
@@ -200,7 +201,7 @@ def _import_key_file(settings: Settings, channel: Channel) -> None:
 
 def export_public_key(settings: Settings, key: Key, dest: Path) -> None:
     """The armored public key (never the secret one), written atomically to ``dest``."""
-    tmp = dest.with_name(f".{dest.name}.{os.getpid()}.tmp")
+    tmp = temp_beside(dest)
     _run(settings, _gpg(settings), "--armor", "--export-options", "export-minimal", "--yes",
          "--output", str(tmp), "--export", key.fingerprint, what="export the public key")
     os.replace(tmp, dest)

@@ -24,6 +24,7 @@ from packaging.utils import canonicalize_name
 from giftbox.container import CommandFailed, Container
 from giftbox.distros import Arch, Distro
 from giftbox.errors import BuildError
+from giftbox.files import write_atomic
 from giftbox.gitutil import run_git
 from giftbox.settings import Settings
 from giftbox.spec import Spec
@@ -318,10 +319,7 @@ def _explain_resolution(output: str) -> str:
 
 
 def write_lock(path: Path, header: str, body: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(header + body.rstrip("\n") + "\n")
-    tmp.replace(path)
+    write_atomic(path, header + body.rstrip("\n") + "\n")
 
 
 def pins_text(pinned: list[Pin]) -> str:

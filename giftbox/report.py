@@ -23,6 +23,7 @@ from typing import Any
 from giftbox import __version__
 from giftbox.distros import Arch
 from giftbox.errors import GiftboxError
+from giftbox.files import temp_beside
 from giftbox.gitutil import redact_url
 from giftbox.settings import Settings
 from giftbox.spec import Spec
@@ -539,7 +540,7 @@ def render(overview: Overview, settings: Settings, out: Path) -> Path:
         parts.append(_reproducible_section(reproducible, out))
         parts.append("</body></html>\n")
         page = out / "index.html"
-        tmp = out / f".index.html.{os.getpid()}.tmp"
+        tmp = temp_beside(page)
         tmp.write_text("\n".join(parts))
         os.replace(tmp, page)  # a reader (a web server) sees the old page or the new one
     except OSError as exc:

@@ -34,7 +34,7 @@ from typing import Any
 
 from giftbox import host
 from giftbox.errors import PackageError
-from giftbox.files import sha256_file
+from giftbox.files import sha256_file, temp_beside
 from giftbox.settings import Settings
 
 SBOM_DIR = "sbom"
@@ -200,7 +200,7 @@ def publish_sbom(settings: Settings, channel: str, artifact: Path, filename: str
     validate(text)
     dest = sbom_path(settings, channel, filename)
     dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dest.with_name(f".{dest.name}.{os.getpid()}.tmp")
+    tmp = temp_beside(dest)
     tmp.write_text(text)
     os.replace(tmp, dest)
     return dest

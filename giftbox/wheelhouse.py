@@ -48,7 +48,7 @@ from packaging.version import Version
 
 from giftbox.distros import Arch, Distro
 from giftbox.errors import BuildError
-from giftbox.files import sha256_file
+from giftbox.files import sha256_file, temp_beside
 from giftbox.gitutil import locked
 from giftbox.settings import Settings
 
@@ -403,7 +403,7 @@ def import_(settings: Settings, target: Target, source: str) -> ImportResult:
             if path.is_file():
                 result.present.append(name)
                 continue
-            tmp = path.with_name(f".{name}.{os.getpid()}.tmp")
+            tmp = temp_beside(path)
             tmp.write_bytes(data)
             tmp.replace(path)
             result.added.append(name)

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from giftbox.errors import RepoError, StateError
+from giftbox.files import temp_beside
 from giftbox.repo.channels import AptTarget, Channel, YumTarget
 from giftbox.repo.pool import Pool
 from giftbox.repo.state import GEN_RE, PACKAGE_PATH_RE, ChannelState, channel_dir, write_json
@@ -248,7 +249,7 @@ def export_key(settings: Settings, key, dest: Path) -> None:  # type: ignore[no-
 
 def swap(link: Path, target: str) -> None:
     link.parent.mkdir(parents=True, exist_ok=True)
-    tmp = link.with_name(f".{link.name}.{os.getpid()}.tmp")
+    tmp = temp_beside(link)
     with contextlib.suppress(FileNotFoundError):
         tmp.unlink()
     os.symlink(target, tmp)

@@ -29,7 +29,7 @@ from pathlib import Path
 
 from giftbox.errors import RepoError
 from giftbox.family import DEB, RPM, Family, get_family
-from giftbox.files import sha256_file
+from giftbox.files import sha256_file, temp_beside
 from giftbox.repo.archive import MEMBER_COMPRESSIONS, BlockVerdicts, ar_members, list_tar
 
 # What may appear in a published filename: it becomes a path and a URL.
@@ -164,7 +164,7 @@ class Pool:
             if held.is_file() and sha256_file(held) == obj.digest:
                 # An older reader's object, read whole again just now: say so in its meta,
                 # replaced by rename (a reader sees the old meta or the new one).
-                tmp_meta = final / f".meta.{os.getpid()}.tmp"
+                tmp_meta = temp_beside(final / "meta.json")
                 tmp_meta.write_text(self._meta(obj))
                 os.replace(tmp_meta, final / "meta.json")
                 return held

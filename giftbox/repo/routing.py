@@ -19,6 +19,7 @@ from pathlib import Path
 
 from giftbox.distros import Distro
 from giftbox.errors import RepoError
+from giftbox.files import temp_beside
 from giftbox.repo.channels import Channel
 from giftbox.repo.pool import Pool, PoolObject, check_filename, read_before, read_whole
 from giftbox.repo.state import Entry, utc_now
@@ -165,7 +166,7 @@ def _link(src: Path, dest: Path) -> None:
     except FileExistsError:
         if not os.path.samefile(src, dest):
             # A stray file (not a pool link) where a package should go: replace it atomically.
-            tmp = dest.with_name(f".{dest.name}.{os.getpid()}.tmp")
+            tmp = temp_beside(dest)
             with contextlib.suppress(FileNotFoundError):
                 tmp.unlink()
             os.link(src, tmp)

@@ -23,6 +23,7 @@ from typing import Any
 
 from giftbox.errors import StateError
 from giftbox.family import DEB, NAMES, Family, get_family
+from giftbox.files import temp_beside
 from giftbox.repo.channels import get_channel
 from giftbox.settings import Settings
 from giftbox.ui import Reporter
@@ -348,7 +349,7 @@ def _FILENAME_OK(name: str) -> bool:  # noqa: N802
 def write_json(path: Path, payload: object, *, sync: bool = True) -> None:
     """Write-then-rename, so readers see the old file or the new one, never half of one.
     A temp file left by a kill is removed by the next change (``recovery.clean_strays``)."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp = temp_beside(path)
     text = payload if isinstance(payload, str) else json.dumps(payload, sort_keys=True) + "\n"
     try:
         with open(tmp, "w") as f:
