@@ -6,6 +6,7 @@ dpkg-gencontrol on this Debian 12 host; no Docker."""
 from __future__ import annotations
 
 import io
+import json
 import os
 import shutil
 import subprocess
@@ -26,7 +27,7 @@ from giftbox.package.deb import (
     shlib_depends,
     target_state,
 )
-from giftbox.package.layout import Staged, scan_tree, stage
+from giftbox.package.layout import ElfCache, Staged, scan_tree, stage
 from giftbox.package.lint import DigestCache
 from giftbox.ui import Reporter
 
@@ -227,3 +228,32 @@ def test_an_images_state_is_probed_once_and_its_apt_lists_read_on_the_host(
     assert image.dpkg() is None
     target_state(runner, image)
     assert len(runner.tools) == 3 and image.dpkg() == probed.dpkg
+
+
+
+@pytest.mark.slow
+def test_inode_records_of_one_project_survive_another_projects_package(tmp_path: Path) -> None:
+    # Each save keeps only the inodes its package read. When nova and keystone shared one
+    # file, every build of one dropped the other's deps layer (nightly, --all) and the next
+    # build of the other read its 20,000 files again; now each project and target has its own.
+    root, cache = tmp_path / "tree", tmp_path / "cache"
+    kept: dict[str, dict[str, int]] = {}
+    for name in ("demo", "other", "demo"):
+        spec = write_spec(root, name)
+        distro = get_distro(root / "builders", "debian12")
+        venv = tmp_path / f"venv-{name}"
+        if not venv.exists():
+            fake_venv(venv, project=name)
+            (venv / "lib").mkdir()
+            (venv / "lib" / "data.txt").write_text(f"{name} data\n" * 1000)
+        build_package(venv, make_manifest(spec, distro), spec, distro, tmp_path / f"out-{name}",
+                      runner=HostRunner(), lint=False, check_deps=False, cache_dir=cache)
+        records = cache / "inodes" / f"{name}-debian12-x86_64" / "elf-machines.json"
+        machines = json.loads(records.read_text())
+        # the staged tree links the venv's files: the record is the venv file's inode
+        assert machines[ElfCache.ident(os.stat(venv / "lib" / "data.txt"))] == 0
+        kept[name] = machines
+        if name == "other":  # other's package left demo's records alone
+            demo_file = cache / "inodes" / "demo-debian12-x86_64" / "elf-machines.json"
+            assert json.loads(demo_file.read_text()) == kept["demo"]
+    assert not set(kept["other"]) & set(kept["demo"])

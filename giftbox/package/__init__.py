@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from giftbox import __version__, host, trash
-from giftbox.distros import Distro
+from giftbox.distros import Arch, Distro
 from giftbox.errors import PackageError
 from giftbox.family import NAMES, get_family
 from giftbox.files import sha256_file
@@ -240,11 +240,15 @@ def build_package(venv_dir: Path, manifest: Manifest, spec: Spec, distro: Distro
     out_dir.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=".giftbox-package-", dir=out_dir))
     try:
+        # What is remembered per inode is kept per project and target: each save keeps only
+        # the inodes its package read, so one file shared by nova and keystone would lose
+        # the other's deps layer on every build of the one (nightly, --all), read again.
+        records = (cache_dir / "inodes" / f"{spec.name}-{distro.name}-"
+                   f"{Arch.parse(manifest.arch).value}" if cache_dir is not None else None)
         with reporter.stage(f"stage {spec.package.name} for {distro.name}"):
             staged: Staged = stage(venv_dir, manifest, spec, distro, work / "root",
                                    version=built_version, prestaged=prestaged,
-                                   elf=ElfCache(cache_dir / "elf-machines.json"
-                                                if cache_dir is not None else None))
+                                   elf=ElfCache(records / "elf-machines.json" if records else None))
             reporter.detail(f"venv at {staged.prefix}; {len(staged.elf_files)} ELF objects, "
                             f"{len(staged.bundled_libs)} bundled wheel libraries"
                             + ("; the deps layer's part staged ahead" if staged.prestaged
@@ -252,7 +256,7 @@ def build_package(venv_dir: Path, manifest: Manifest, spec: Spec, distro: Distro
         build = PACKAGERS[(family.name, chosen)]
         label = f"{chosen} {family.name} ({comp.kind} level {comp.level})"
         native_deb = build is build_deb
-        digests = DigestCache(cache_dir / "digests.json" if cache_dir else None)
+        digests = DigestCache(records / "digests.json" if records else None)
         extra: dict[str, Any] = {"digests": digests, "cache_dir": cache_dir,
                                  "reporter": reporter, "image": image} if native_deb else {}
         linting: list[Future[tuple[str, ...]]] = []
