@@ -54,6 +54,27 @@ def write_atomic(path: Path, data: str | bytes | Iterable[bytes]) -> None:
         raise
 
 
+def prune_unused(folder: Path | None, horizon: float, *, dry_run: bool = False) -> int:
+    """Remove the files of ``folder``'s two-character shards (``<folder>/ab/<key>...``: the
+    layout of giftbox's per-digest stores) last used before ``horizon`` (their mtime: a store
+    touches a file it uses); returns how many were (or, ``dry_run``, would be) removed."""
+    if folder is None or not folder.is_dir():
+        return 0
+    removed = 0
+    for shard in folder.iterdir():
+        if len(shard.name) != 2 or not shard.is_dir():
+            continue
+        for path in shard.iterdir():
+            try:
+                if path.lstat().st_mtime < horizon:
+                    if not dry_run:
+                        path.unlink()
+                    removed += 1
+            except OSError:
+                pass  # gone already, or not ours to remove: left
+    return removed
+
+
 class InodeRecords:
     """Facts about files (a digest, an ELF machine) remembered per inode (device, inode,
     size, mtime) in one JSON file at ``path`` (None: nothing kept).

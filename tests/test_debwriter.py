@@ -13,6 +13,7 @@ import io
 import os
 import subprocess
 import tarfile
+import time
 from pathlib import Path
 
 import pytest
@@ -165,6 +166,34 @@ def test_the_pool_reads_a_block_once(tmp_path: Path) -> None:
         read_deb(rewritten, rewritten.read_bytes(), verdicts)
     verdicts.keep(verdicts.key(forged), "run")
     read_deb(rewritten, rewritten.read_bytes(), verdicts)
+
+
+def test_verdicts_are_kept_while_used_and_forgotten_when_not(tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    make_tree(root)
+    deb, made = write(root, tmp_path / "w.deb", tmp_path / "store")
+    folder = tmp_path / "verdicts"
+    verdicts = BlockVerdicts(folder)
+    read_deb(deb, deb.read_bytes(), verdicts)
+    files = sorted(folder.rglob("*.*"))
+    assert len(files) == made + 1
+    long_ago = time.time() - (BlockVerdicts.KEEP_DAYS + 1) * 86400
+    for f in files:
+        os.utime(f, (long_ago, long_ago))
+    read_deb(deb, deb.read_bytes(), verdicts)  # every verdict used: touched
+    assert verdicts.prune(time.time()) == 0
+    assert sorted(folder.rglob("*.*")) == files
+
+    for f in files:
+        os.utime(f, (long_ago, long_ago))
+    stray = folder / "not-a-shard"  # what is not a store's shard is left alone
+    stray.write_text("x")
+    assert verdicts.prune(time.time(), dry_run=True) == made + 1
+    assert sorted(folder.rglob("*.*")) == files
+    assert verdicts.prune(time.time()) == made + 1
+    assert not list(folder.rglob("*.*")) and stray.is_file()
+    read_deb(deb, deb.read_bytes(), verdicts)  # forgotten: decoded again, and kept again
+    assert len(list(folder.rglob("*.*"))) == made + 1
 
 
 def _deb_of_blocks(tmp_path: Path, name: str, blocks: list[xz.Block]) -> Path:

@@ -20,6 +20,7 @@ import os
 import sqlite3
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
@@ -28,6 +29,7 @@ from plumbum import local
 from giftbox.errors import RepoError, StateError
 from giftbox.records import MIGRATIONS, SCHEMA_VERSION, Records, open_records
 from giftbox.repo import Pool, channel_state, publish, republish
+from giftbox.repo.archive import BlockVerdicts
 from giftbox.repo.promote import gc, history, pin, promote, prune, rollback, unpin
 from giftbox.repo.vercmp import dpkg_compare, rpm_compare
 from giftbox.settings import Settings
@@ -326,7 +328,17 @@ def test_prune_keeps_n_pinned_and_what_another_channel_holds(tree: Tree,
     assert sorted(r["filename"] for r in dry_gc.removed) == \
         ["giftbox-hello_1.2-1~deb12_all.deb", "giftbox-hello_1.3-1~deb12_all.deb"]
     assert gc(tree.settings).removed == ()  # too young for the default grace period
+    # the pool's xz block verdicts: one no publish used for KEEP_DAYS goes with gc
+    shard = tree.repos / ".pool" / "xz-blocks" / "ab"
+    shard.mkdir(parents=True, exist_ok=True)
+    old, recent = shard / ("ab" + "0" * 62 + ".run"), shard / ("ab" + "1" * 62 + ".end")
+    old.touch()
+    recent.touch()
+    long_ago = time.time() - (BlockVerdicts.KEEP_DAYS + 1) * 86400
+    os.utime(old, (long_ago, long_ago))
+    assert gc(tree.settings, min_age=0, dry_run=True).verdicts == 1 and old.exists()
     done = gc(tree.settings, min_age=0)
+    assert done.verdicts == 1 and not old.exists() and recent.exists()
     assert done.as_dict()["removed"] == dry_gc.as_dict()["removed"]
     for r in done.removed:
         with pytest.raises(RepoError):

@@ -152,7 +152,9 @@ def promote_cmd(app: App, project: str | None, from_channel: str | None, to_chan
               help="Versions to keep per package, distro and arch (default: the channel's "
                    "keep in channels.yaml). Pinned versions are kept on top.")
 @click.option("--gc", "collect", is_flag=True,
-              help="Also delete pool objects that no channel references any more.")
+              help="Also delete pool objects that no channel references any more, and "
+                   "forget the pool's xz block verdicts (blocks of .debs it has read) that "
+                   "no publish used for 30 days.")
 @click.option("--min-age", type=click.IntRange(min=0), default=3600, show_default=True,
               help="With --gc: leave pool objects younger than this many seconds (a publish "
                    "may be about to link them).")
@@ -173,6 +175,7 @@ def prune_cmd(app: App, channel_name: str | None, keep: int | None, collect: boo
       giftbox prune --gc
     """
     from giftbox.errors import RepoError
+    from giftbox.repo.archive import BlockVerdicts
     from giftbox.repo.promote import gc, prune
 
     if channel_name is None and not collect:
@@ -200,7 +203,10 @@ def prune_cmd(app: App, channel_name: str | None, keep: int | None, collect: boo
             verb = "would delete" if dry_run else "deleted"
             freed = collected.as_dict()["freed_bytes"]
             click.echo(f"pool: {verb} {len(collected.removed)} object(s), {freed} bytes; "
-                       f"{collected.referenced} referenced, {collected.young} too young")
+                       f"{collected.referenced} referenced, {collected.young} too young; "
+                       f"{collected.verdicts} xz block verdict(s) unused for "
+                       f"{BlockVerdicts.KEEP_DAYS} days {'would be ' if dry_run else ''}"
+                       "forgotten")
             for r in collected.removed:
                 click.echo(f"  {r['filename']}  sha256:{str(r['digest'])[:16]}")
     if as_json:

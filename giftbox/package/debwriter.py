@@ -31,7 +31,7 @@ from pathlib import Path
 
 from giftbox import xz
 from giftbox.errors import PackageError
-from giftbox.files import write_atomic
+from giftbox.files import prune_unused, write_atomic
 from giftbox.package.layout import Entry
 from giftbox.package.lint import DigestCache
 
@@ -129,18 +129,7 @@ class BlockStore:
 
     def prune(self, now: float) -> None:
         """Remove the blocks no package used for _KEEP_DAYS."""
-        if self.folder is None or not self.folder.is_dir():
-            return
-        horizon = now - _KEEP_DAYS * 86400
-        for sub in self.folder.iterdir():
-            if not sub.is_dir():
-                continue
-            for path in sub.iterdir():
-                try:
-                    if path.lstat().st_mtime < horizon:
-                        path.unlink()
-                except OSError:
-                    pass
+        prune_unused(self.folder, now - _KEEP_DAYS * 86400)
 
 
 class _Chunk:

@@ -17,6 +17,7 @@ Nothing here is executed, extracted or written to disk.
 from __future__ import annotations
 
 import hashlib
+import os
 import re
 import stat
 from collections.abc import Callable, Generator, Iterator
@@ -25,7 +26,7 @@ from typing import IO, TYPE_CHECKING, NamedTuple
 
 from giftbox import xz
 from giftbox.errors import GiftboxError, PackageError, RepoError
-from giftbox.files import write_atomic
+from giftbox.files import prune_unused, write_atomic
 
 if TYPE_CHECKING:
     import tarfile
@@ -235,6 +236,8 @@ class BlockVerdicts:
     content, so the package of a build with a new patch holds a few blocks the pool has not
     read yet, and the pool reads only those."""
 
+    KEEP_DAYS = 30
+
     def __init__(self, folder: Path | None) -> None:
         self.folder = folder
 
@@ -248,9 +251,18 @@ class BlockVerdicts:
         if self.folder is None:
             return None
         for verdict in ("run", "end"):
-            if (self.folder / key[:2] / f"{key}.{verdict}").is_file():
-                return verdict
+            try:
+                os.utime(self.folder / key[:2] / f"{key}.{verdict}")  # used: kept by gc
+            except OSError:
+                continue
+            return verdict
         return None
+
+    def prune(self, now: float, *, dry_run: bool = False) -> int:
+        """Forget the verdicts no publish used for ``KEEP_DAYS`` (``giftbox repo prune
+        --gc``): a block of a package that left the pool is not read again, and a verdict
+        forgotten too early is a block decoded once more. Returns how many."""
+        return prune_unused(self.folder, now - self.KEEP_DAYS * 86400, dry_run=dry_run)
 
     def keep(self, key: str, verdict: str) -> None:
         if self.folder is not None:

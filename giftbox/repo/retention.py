@@ -169,10 +169,11 @@ class Collected:
     referenced: int
     young: int  # unreferenced but younger than min_age: left for now
     dry_run: bool
+    verdicts: int = 0  # xz block verdicts no publish used for BlockVerdicts.KEEP_DAYS
 
     def as_dict(self) -> dict[str, Any]:
         return {"removed": list(self.removed), "referenced": self.referenced,
-                "young": self.young, "dry_run": self.dry_run,
+                "young": self.young, "dry_run": self.dry_run, "verdicts": self.verdicts,
                 "freed_bytes": sum(int(r["size"]) for r in self.removed)}
 
 
@@ -196,7 +197,8 @@ def _channel_dirs(settings: Settings) -> list[str]:
 
 def gc(settings: Settings, *, dry_run: bool = False, min_age: float = GC_MIN_AGE,
        reason: str = "") -> Collected:
-    """Remove pool objects no channel references.
+    """Remove pool objects no channel references, and the pool's xz block verdicts no
+    publish used for a while (``BlockVerdicts.prune``).
 
     Under every channel's lock, so no publish links an object while it is judged unreferenced;
     objects younger than ``min_age`` are left because a publish stores into the pool before
@@ -237,8 +239,9 @@ def gc(settings: Settings, *, dry_run: bool = False, min_age: float = GC_MIN_AGE
                         tmp = tmp_root / f"{os.getpid()}-gc-{obj.digest[:16]}"
                         os.rename(obj_dir, tmp)
                         shutil.rmtree(tmp, ignore_errors=True)
+        verdicts = pool.verdicts.prune(now, dry_run=dry_run)
         if removed and not dry_run:
             db.record_event(".pool", "gc", {"filenames": [r["filename"] for r in removed],
                                             "digests": [r["digest"] for r in removed]},
                             reason)
-    return Collected(tuple(removed), len(referenced), young, dry_run)
+    return Collected(tuple(removed), len(referenced), young, dry_run, verdicts)
