@@ -49,6 +49,7 @@ from giftbox.container import CommandFailed, Container
 from giftbox.distros import Arch, Distro
 from giftbox.engine import Engine, engine_for
 from giftbox.errors import BuildError, GiftboxError
+from giftbox.family import DEB
 from giftbox.files import write_atomic
 from giftbox.gitutil import locked
 from giftbox.layer import (
@@ -67,6 +68,7 @@ from giftbox.layer import (
 )
 from giftbox.manifest import BuildRecord, Manifest, PatchInfo
 from giftbox.package.layout import PRESTAGED, install_prefix, prestage, rootwrap_share
+from giftbox.package.lint import LintianAhead
 from giftbox.patches import spec_series_digest
 from giftbox.relocate import (
     fix_records,
@@ -462,6 +464,8 @@ class Builder(BuilderSteps):
             # (giftbox.package.layout.prestage); packaging alongside the audit takes it
             staging = pool.submit(prestage, layer / "venv", plan.directory, plan.prefix) \
                 if self.alongside is not None else None
+            if self.alongside is not None and self.distro.family == DEB.name:
+                LintianAhead.start()  # compiles itself on that core too: the lint takes it
             self._project_wheel(c, plan, src_record)
             site = self._install_project(c, plan)
             self._compile_project(c, plan, site)

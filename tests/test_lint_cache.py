@@ -26,7 +26,7 @@ from giftbox.package.deb import (
     mark_apt_lists,
 )
 from giftbox.package.layout import _link_tree, set_mtimes
-from giftbox.package.lint import DigestCache, lintian, lintian_cached
+from giftbox.package.lint import DigestCache, LintianAhead, lintian, lintian_cached
 from giftbox.ui import Reporter
 
 EPOCH = 1_700_000_000
@@ -246,3 +246,75 @@ def test_lintians_version_is_asked_again_when_the_program_is_not_the_one_recorde
             assert lintian_version(tmp_path) == real
     finally:
         lintian_version.cache_clear()
+
+
+# --- lintian started ahead ------------------------------------------------------------------
+
+
+def _plain_and_ahead(deb: Path) -> tuple[tuple[int, str, str], tuple[int, str, str]]:
+    args = ["--allow-root", "--tag-display-limit", "0", "--fail-on", "error", str(deb)]
+    plain = subprocess.run(["lintian", *args], capture_output=True, text=True, check=False)
+    LintianAhead.start()
+    ahead = LintianAhead.take()
+    assert ahead is not None
+    return (plain.returncode, plain.stdout, plain.stderr), ahead.run(args)
+
+
+@pytest.mark.slow
+def test_lintian_started_ahead_is_lintians_verdict_for_a_warning_and_for_an_error(
+        tmp_path: Path) -> None:
+    # a package with W: tags (exit 0) and one with E: tags (exit 2): the same exit code,
+    # the same lines in the same order, the same stderr, as lintian run afresh
+    warned = make_tree(tmp_path / "warned")
+    refused = make_tree(tmp_path / "refused",
+                        overrides=OVERRIDES.replace("dir-or-file-in-opt *", ""))
+    for tree, code in ((warned, 0), (refused, 2)):
+        deb = tmp_path / f"{tree.name}.deb"
+        dpkg_deb_build(tree, deb, COMP, EPOCH)
+        plain, ahead = _plain_and_ahead(deb)
+        assert plain[0] == code, plain
+        assert ahead == plain
+        assert ("E: " in plain[1]) == (code == 2) and "W: " in plain[1]
+    assert LintianAhead.waiting() == 0
+
+
+@pytest.mark.slow
+def test_the_lint_takes_the_lintian_started_ahead(tmp_path: Path) -> None:
+    tree = make_tree(tmp_path / "tree")
+    cache, work = tmp_path / "cache", tmp_path / "work"
+    work.mkdir()
+    LintianAhead.start()
+    assert LintianAhead.waiting() == 1
+    first, _linted, _cached = lint(tree, cache, work)
+    assert LintianAhead.waiting() == 0  # taken, and it gave lintian's verdict
+    shutil.rmtree(cache)
+    again, _linted, _cached = lint(tree, cache, work)  # no lintian waiting: started now
+    assert sorted(first) == sorted(again)
+    assert any("logo.png" in line for line in first)
+
+
+def test_a_lintian_whose_loading_fails_is_run_afresh_and_one_not_taken_runs_nothing(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # a "lintian" beside no Lintian modules: the loading fails, the program is exec'ed with
+    # the arguments as given (a space, an empty one, a non-ASCII one kept whole)
+    bin_dir = tmp_path / "share" / "bin"
+    bin_dir.mkdir(parents=True)
+    fake = bin_dir / "lintian"
+    fake.write_text("#!/usr/bin/perl\nprint join('|', @ARGV), \"\\n\"; exit 3;\n")
+    fake.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
+    LintianAhead.start()
+    ahead = LintianAhead.take()
+    assert ahead is not None and ahead.program == str(fake)
+    assert ahead.run(["a b", "", "é", "--x"]) == (3, "a b||é|--x\n", "")
+
+    LintianAhead.start()
+    proc = LintianAhead._waiting[-1].proc
+    LintianAhead.close_all()  # what the process does at exit for those left
+    assert proc.returncode == 0 and LintianAhead.waiting() == 0
+
+    # one started for another lintian than the PATH's now is not used
+    LintianAhead.start()
+    monkeypatch.setenv("PATH", os.environ["PATH"].split(":", 1)[1])
+    assert LintianAhead.take() is None
+    assert LintianAhead.waiting() == 0

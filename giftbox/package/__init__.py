@@ -56,7 +56,7 @@ from giftbox.package.layout import (
     stage,
     version_dir,
 )
-from giftbox.package.lint import DigestCache, lintian, lintian_cached, rpmlint
+from giftbox.package.lint import DigestCache, LintianAhead, lintian, lintian_cached, rpmlint
 from giftbox.package.rpm import build_rpm
 from giftbox.package.runner import ContainerRunner, HostRunner, Runner, RunResult
 from giftbox.spec import Spec
@@ -263,6 +263,8 @@ def build_package(venv_dir: Path, manifest: Manifest, spec: Spec, distro: Distro
         notes = io.StringIO()  # the lint thread's report, shown in its own stage
         if lint and native_deb and cache_dir is not None:
             epoch = manifest.source_date_epoch
+            if not LintianAhead.waiting():  # a packaging-only change: none started by a build
+                LintianAhead.start()
 
             def lint_alongside(deb: Path) -> None:
                 # lintian's unit comes from the staged tree, complete by now: it is linted

@@ -8,19 +8,24 @@ with the reason beside each: ``giftbox/data/lintian-overrides`` (shipped in the 
 
 from __future__ import annotations
 
+import atexit
 import functools
 import hashlib
 import json
+import locale
 import os
 import re
 import shutil
 import stat
+import subprocess
 import tempfile
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Sequence
+from importlib import resources
 from pathlib import Path
 
 from giftbox import host
-from giftbox.errors import PackageError
+from giftbox.errors import GiftboxError, PackageError
 from giftbox.files import InodeRecords, write_atomic
 from giftbox.package.common import data_text
 from giftbox.package.layout import Entry, scan_tree
@@ -72,6 +77,98 @@ def rpmlint(rpm: Path, reporter: Reporter) -> tuple[str, ...]:
     errors = [line for line in lines if ": E: " in line]
     return _verdict("rpmlint", rpm, lines, errors, code == 0, err, out,
                     "giftbox/data/rpmlintrc", reporter)
+
+
+# --- lintian started ahead ----------------------------------------------------------------
+#
+# Every run of lintian compiles perl for about a second (its modules, the code of every check
+# its profile knows) before it reads the package; on a warm build that is most of the lint's
+# time, and the lint is the end of the build's critical path. A build starts one lintian
+# ahead while the builder makes the wheel, on the core that leaves idle; the lint of its
+# package takes it (data/lintian-ahead.pl: the same lintian program, run in the interpreter
+# that compiled it, with the same arguments and environment; exec'ed afresh if the loading
+# failed in any way).
+
+
+class LintianAhead:
+    """A lintian process that has compiled itself and waits for its command line."""
+
+    _waiting: list[LintianAhead] = []  # started in this process, not taken yet
+    _lock = threading.Lock()
+    WAITING_AT_MOST = 4  # nightly's builds are threads: one each, at most this many idle
+
+    def __init__(self, proc: subprocess.Popen[bytes], program: str) -> None:
+        self.proc, self.program = proc, program
+
+    @classmethod
+    def start(cls) -> None:
+        """Start one for the next lint of this process (no lintian or perl: none)."""
+        where = host.which("lintian")
+        if where is None or host.which("perl") is None:
+            return  # the lint itself says what is missing
+        program = os.path.realpath(where)
+        script = (resources.files("giftbox") / "data" / "lintian-ahead.pl").read_text()
+        with cls._lock:
+            if len(cls._waiting) >= cls.WAITING_AT_MOST:
+                return
+            try:
+                proc = host.popen(["perl", "-e", script, "--", program], error=PackageError,
+                                  needed_for="to start lintian ahead",
+                                  stdin=subprocess.PIPE)
+            except (OSError, GiftboxError):
+                return  # the lint runs lintian itself
+            cls._waiting.append(cls(proc, program))
+
+    @classmethod
+    def waiting(cls) -> int:
+        with cls._lock:
+            return len(cls._waiting)
+
+    @classmethod
+    def take(cls) -> LintianAhead | None:
+        """One started ahead, still waiting, of the lintian on PATH now; or None."""
+        where = host.which("lintian")
+        program = os.path.realpath(where) if where is not None else None
+        with cls._lock:
+            while cls._waiting:
+                ahead = cls._waiting.pop()
+                if ahead.proc.poll() is None and ahead.program == program:
+                    return ahead
+                ahead.close()
+        return None
+
+    def run(self, args: Sequence[str]) -> tuple[int, str, str]:
+        """lintian's exit code, stdout and stderr for ``args`` (as _linter gives them)."""
+        if any("\0" in a for a in args):
+            raise ValueError("a lintian argument holds a NUL byte")
+        out, err = self.proc.communicate("\0".join(args).encode())
+        encoding = locale.getpreferredencoding(False)
+        return (self.proc.returncode, out.decode(encoding, errors="replace"),
+                err.decode(encoding, errors="replace"))
+
+    def close(self) -> None:
+        """End it unused: end of input, which it answers by exiting having run nothing."""
+        try:
+            self.proc.communicate(b"", timeout=5)
+        except (OSError, ValueError, subprocess.TimeoutExpired):
+            self.proc.kill()
+            self.proc.wait()
+
+    @classmethod
+    def close_all(cls) -> None:
+        with cls._lock:
+            left, cls._waiting = cls._waiting, []
+        for ahead in left:
+            ahead.close()
+
+
+atexit.register(LintianAhead.close_all)
+
+
+def _lintian_run(args: Sequence[str]) -> tuple[int, str, str]:
+    """lintian over ``args``: in one started ahead when there is one, else started now."""
+    ahead = LintianAhead.take()
+    return ahead.run(args) if ahead is not None else _linter("lintian", *args)
 
 
 # --- lintian with per-file verdicts cached by content digest ------------------------------
@@ -292,7 +389,7 @@ def lintian_cached(deb: Path, root: Path, prefix: str, cache_dir: Path, work: Pa
     build_unit(unit_root, unit)
     reporter.detail(f"linting {len(linted)} of {files} files with lintian "
                     f"({len(cached)} have verdicts cached by content digest)")
-    code, out, err = _linter("lintian", *_LINTIAN_ARGS, str(unit))
+    code, out, err = _lintian_run([*_LINTIAN_ARGS, str(unit)])
     fresh = [line for line in out.splitlines() if line[:2] in ("E:", "W:")]
     old = [line for rel in sorted(cached) for line in cached[rel]]
     lines = fresh + old
