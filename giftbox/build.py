@@ -497,7 +497,7 @@ class Builder(BuilderSteps):
             return src_record
         with self._timed("source: checkout and patch"):
             tree = source.checkout(self.spec, plan.upstream, plan.tree_dir, self.settings,
-                                   self.reporter)
+                                   self.reporter, linked=True)
         return {"head": tree.head, "patch_digest": tree.patch_digest,
                 "patches": [p.as_dict() for p in tree.patches]}
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
 from pathlib import Path
@@ -13,6 +14,7 @@ from giftbox import source
 from giftbox.errors import PatchError, SourceError
 from giftbox.settings import Settings
 from giftbox.spec import PyPIUpstream, load_spec
+from giftbox.ui import Reporter
 
 # oslo.i18n 6.7.2, as pinned by 2026.1's upper-constraints: small and real.
 OSLO = PyPIUpstream(name="oslo.i18n", version="6.7.2",
@@ -261,3 +263,51 @@ def test_pypi_unknown_version(settings: Settings) -> None:
     missing = PyPIUpstream(name="oslo.i18n", version="0.0.1", sha256="1" * 64)
     with pytest.raises(SourceError, match="no source tarball oslo.i18n-0.0.1.tar.gz"):
         source.resolve_pypi(missing, settings)
+
+
+def _tree_facts(tree: Path) -> tuple[str, str, str, dict[str, bytes]]:
+    files = {str(p.relative_to(tree)): p.read_bytes() for p in sorted(tree.rglob("*"))
+             if p.is_file() and ".git" not in p.relative_to(tree).parts}
+    return (git(tree, "rev-parse", "HEAD"), git(tree, "ls-files", "-s"),
+            git(tree, "status", "--porcelain", "--untracked-files=all"), files)
+
+
+def test_a_builds_linked_checkout_is_the_checkout_and_a_changed_kept_tree_is_not_used(
+        root: Path, upstream: Upstream, settings: Settings, tmp_path: Path) -> None:
+    upstream.tag("1.0.0")
+    (upstream.path / "tool.sh").write_text("#!/bin/sh\necho tool\n")
+    (upstream.path / "tool.sh").chmod(0o755)
+    upstream.commit("Add a tool", file="NOTES", text="notes\n")
+    upstream.tag("1.0.1")
+    p1 = mbox_patch(upstream.path, tmp_path, greeting("hi"), "Say hi", "Ops <ops@example.org>")
+    add_patch(root, "demo", p1, "0001-say-hi.patch")
+    write_spec(root, "demo", git_spec("demo", upstream.url, "1.0.1",
+                                      patches=["0001-say-hi.patch"]))
+    spec = load_spec(root / "specs" / "demo.yaml", root)
+    resolved = source.resolve(spec, settings)
+    plain = source.checkout(spec, resolved, tmp_path / "plain", settings)
+    linked = source.checkout(spec, resolved, tmp_path / "linked", settings, linked=True)
+    assert _tree_facts(linked.path) == _tree_facts(plain.path)
+    assert linked.head == plain.head
+    kept = settings.cache_dir / "checkouts" / resolved.commit
+    assert os.stat(linked.path / "NOTES").st_ino == os.stat(kept / "NOTES").st_ino
+    assert os.stat(plain.path / "NOTES").st_nlink == 1  # the operator's own, not linked
+    # the patched file is a new file: the kept tree still holds the commit's
+    assert 'GREETING = "hello"' in (kept / "demo.py").read_text()
+    assert 'GREETING = "hi"' in (linked.path / "demo.py").read_text()
+
+    # the kept tree changed in place (through any of its links) or given an extra file: not
+    # used; the build checks out afresh, and the next build keeps a new tree
+    damages = (lambda: (kept / "NOTES").open("a").write("planted\n"),
+               lambda: (kept / "extra.py").write_text("import os\n"),
+               lambda: (kept / "tool.sh").chmod(0o644))
+    for n, damage in enumerate(damages):
+        damage()
+        out = io.StringIO()
+        again = source.checkout(spec, resolved, tmp_path / f"again-{n}", settings,
+                                Reporter(out), linked=True)
+        assert "is not the commit's files any more" in out.getvalue()
+        assert _tree_facts(again.path) == _tree_facts(plain.path)
+        assert not kept.exists()
+        source.checkout(spec, resolved, tmp_path / f"refill-{n}", settings, linked=True)
+        assert (kept / "NOTES").read_text() == "notes\n" and not (kept / "extra.py").exists()
