@@ -20,7 +20,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from giftbox.container import CommandFailed, Container
+from giftbox.container import Container
 from giftbox.distros import Arch
 from giftbox.distros import elf_machine as parse_elf_machine
 from giftbox.errors import BuildError
@@ -103,6 +103,8 @@ def scripts_summary(report: dict[str, Any]) -> str:
 
 def failures(report: dict[str, Any]) -> list[str]:
     problems = []
+    if report.get("pip_check"):
+        problems.append("pip check found broken requirements:\n" + str(report["pip_check"]))
     for kind in ("imports", "extensions", "scripts"):
         checked = report.get(kind, {})
         failed = {k: v for k, v in checked.items() if v}
@@ -110,14 +112,6 @@ def failures(report: dict[str, Any]) -> list[str]:
             listing = "\n".join(f"  {name}: {error}" for name, error in sorted(failed.items()))
             problems.append(f"{len(failed)} of {len(checked)} {kind} failed:\n{listing}")
     return problems
-
-
-def pip_check(c: Container, prefix: str, log_path: Path) -> list[str]:
-    try:
-        c.call([f"{prefix}/bin/python", "-m", "pip", "check"], log_path=log_path, stream=False)
-    except CommandFailed as exc:
-        return ["pip check found broken requirements:\n" + exc.output.strip()]
-    return []
 
 
 def _scan_file(path: Path, rel: str, arch: Arch, encoded: list[bytes], wrong: list[str],

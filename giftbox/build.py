@@ -562,10 +562,9 @@ class Builder(BuilderSteps):
             plan.venv_dir, plan.prefix, layer, plan.image.image_id)
 
         def in_builder() -> tuple[list[str], dict[str, Any]]:
-            problems = audit.pip_check(c, plan.prefix, log_path)
             report = audit.run_scope(c, "project", plan.prefix, spec, plan.meta.name,
-                                     plan.work, log_path, verdicts)
-            return problems + audit.failures(report), report
+                                     plan.work, log_path, verdicts)  # pip check beside
+            return audit.failures(report), report
 
         later: BaseException | None = None  # alongside's failure: the gate's verdict first
         with ThreadPoolExecutor(1) as pool:

@@ -3,7 +3,8 @@
 Usage: python audit_venv.py SCOPE PROJECT_DIST OUT.json [skip_imports] [skip_scripts] [CONTROL]
 
 SCOPE is "deps" (every distribution but the project: what a cached deps layer holds),
-"project" (the project's own distribution, with its console scripts) or "all".
+"project" (the project's own distribution, with its console scripts, and ``pip check`` of the
+whole venv, run beside them: ``pip_check`` is None or what it said) or "all".
 
 CONTROL (a JSON file, from giftbox.scriptcache) names a directory for the record of what each
 console script's run read, and the scripts whose PASS verdict the host found still valid for
@@ -357,6 +358,11 @@ def main():
         wanted = lambda name: True  # noqa: E731
     report = {"imports": {}, "extensions": {}, "scripts": {}, "skipped": {
         "imports": sorted(skip_imports), "scripts": sorted(skip_scripts)}}
+    # pip check (the venv's requirements all met) runs beside the imports and the scripts
+    checking = None
+    if scope != "deps":
+        checking = subprocess.Popen([sys.executable, "-m", "pip", "check"],
+                                    stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     names = top_level_names(site, wanted)
     # setuptools replaces distutils on import and asserts nobody loaded the stdlib's first;
     # in one process importing everything, it must come first, as it does in real programs.
@@ -374,6 +380,10 @@ def main():
     if scope != "deps":
         check_scripts(site, project, skip_scripts, sys.argv[6] if len(sys.argv) > 6 else "",
                       report)
+    if checking is not None:
+        said = checking.communicate()[0].decode("utf-8", "replace").strip()
+        report["pip_check"] = None if checking.returncode == 0 else (
+            said or "pip check exited {}".format(checking.returncode))
     with open(out, "w") as handle:
         json.dump(report, handle, indent=2, sort_keys=True)
 
