@@ -11,6 +11,7 @@ import re
 import shutil
 import stat
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -251,6 +252,15 @@ def test_lintians_version_is_asked_again_when_the_program_is_not_the_one_recorde
 # --- lintian started ahead ------------------------------------------------------------------
 
 
+@pytest.fixture(autouse=True)
+def no_lintian_waiting() -> Iterator[None]:
+    """Each test starts and ends with no lintian started ahead in this process (a build of
+    an earlier test may have left one, unused)."""
+    LintianAhead.close_all()
+    yield
+    LintianAhead.close_all()
+
+
 def _plain_and_ahead(deb: Path) -> tuple[tuple[int, str, str], tuple[int, str, str]]:
     args = ["--allow-root", "--tag-display-limit", "0", "--fail-on", "error", str(deb)]
     plain = subprocess.run(["lintian", *args], capture_output=True, text=True, check=False)
@@ -313,8 +323,12 @@ def test_a_lintian_whose_loading_fails_is_run_afresh_and_one_not_taken_runs_noth
     LintianAhead.close_all()  # what the process does at exit for those left
     assert proc.returncode == 0 and LintianAhead.waiting() == 0
 
-    # one started for another lintian than the PATH's now is not used
+    # one started for another lintian than the PATH's now is not used, nor one started in
+    # another environment than this process has now
     LintianAhead.start()
     monkeypatch.setenv("PATH", os.environ["PATH"].split(":", 1)[1])
+    assert LintianAhead.take() is None
+    LintianAhead.start()
+    monkeypatch.setenv("LINTIAN_PROFILE", "debian")
     assert LintianAhead.take() is None
     assert LintianAhead.waiting() == 0

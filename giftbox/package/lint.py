@@ -97,8 +97,9 @@ class LintianAhead:
     _lock = threading.Lock()
     WAITING_AT_MOST = 4  # nightly's builds are threads: one each, at most this many idle
 
-    def __init__(self, proc: subprocess.Popen[bytes], program: str) -> None:
-        self.proc, self.program = proc, program
+    def __init__(self, proc: subprocess.Popen[bytes], program: str,
+                 environment: dict[str, str]) -> None:
+        self.proc, self.program, self.environment = proc, program, environment
 
     @classmethod
     def start(cls) -> None:
@@ -117,7 +118,7 @@ class LintianAhead:
                                   stdin=subprocess.PIPE)
             except (OSError, GiftboxError):
                 return  # the lint runs lintian itself
-            cls._waiting.append(cls(proc, program))
+            cls._waiting.append(cls(proc, program, dict(os.environ)))
 
     @classmethod
     def waiting(cls) -> int:
@@ -126,13 +127,15 @@ class LintianAhead:
 
     @classmethod
     def take(cls) -> LintianAhead | None:
-        """One started ahead, still waiting, of the lintian on PATH now; or None."""
+        """One started ahead, still waiting, of the lintian on PATH now and in the
+        environment this process has now (the one lintian started now would get); or None."""
         where = host.which("lintian")
         program = os.path.realpath(where) if where is not None else None
         with cls._lock:
             while cls._waiting:
                 ahead = cls._waiting.pop()
-                if ahead.proc.poll() is None and ahead.program == program:
+                if ahead.proc.poll() is None and ahead.program == program \
+                        and ahead.environment == dict(os.environ):
                     return ahead
                 ahead.close()
         return None
