@@ -5,8 +5,9 @@ remembered per inode (``InodeRecords``).
 run, the next build) sees the old file or the new one, never half of one, and a hard link to
 the old file (the deps layer's) keeps its bytes. A kill leaves at most a
 ``.<name>.<pid>-<n>.tmp`` beside it (``temp_beside``: unique per process and per call, since
-the builds of one nightly run are threads of one process writing the same cache files). The repo's own state files add an fsync (``giftbox.repo.state.write_json``): the
-caches do not need one, since a lost cache file is a miss.
+the builds of one nightly run are threads of one process writing the same cache files). The
+repo's own state files add an fsync (``giftbox.repo.state.write_json``): the caches do not
+need one, since a lost cache file is a miss.
 """
 
 from __future__ import annotations

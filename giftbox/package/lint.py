@@ -131,14 +131,19 @@ class LintianAhead:
         environment this process has now (the one lintian started now would get); or None."""
         where = host.which("lintian")
         program = os.path.realpath(where) if where is not None else None
+        environment = dict(os.environ)
+        found, stale = None, []
         with cls._lock:
-            while cls._waiting:
+            while cls._waiting and found is None:
                 ahead = cls._waiting.pop()
                 if ahead.proc.poll() is None and ahead.program == program \
-                        and ahead.environment == dict(os.environ):
-                    return ahead
-                ahead.close()
-        return None
+                        and ahead.environment == environment:
+                    found = ahead
+                else:
+                    stale.append(ahead)
+        for ahead in stale:  # ended outside the lock: another build's take does not wait
+            ahead.close()
+        return found
 
     def run(self, args: Sequence[str]) -> tuple[int, str, str]:
         """lintian's exit code, stdout and stderr for ``args`` (as _linter gives them)."""

@@ -16,6 +16,7 @@ Nothing here is executed, extracted or written to disk.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import re
@@ -251,15 +252,15 @@ class BlockVerdicts:
         if self.folder is None:
             return None
         for verdict in ("run", "end"):
-            try:
-                os.utime(self.folder / key[:2] / f"{key}.{verdict}")  # used: kept by gc
-            except OSError:
-                continue
-            return verdict
+            path = self.folder / key[:2] / f"{key}.{verdict}"
+            if path.is_file():
+                with contextlib.suppress(OSError):
+                    os.utime(path)  # used: kept by gc
+                return verdict
         return None
 
     def prune(self, now: float, *, dry_run: bool = False) -> int:
-        """Forget the verdicts no publish used for ``KEEP_DAYS`` (``giftbox repo prune
+        """Forget the verdicts no publish used for ``KEEP_DAYS`` (``giftbox prune
         --gc``): a block of a package that left the pool is not read again, and a verdict
         forgotten too early is a block decoded once more. Returns how many."""
         return prune_unused(self.folder, now - self.KEEP_DAYS * 86400, dry_run=dry_run)
