@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import os
 import stat
+import threading
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -66,13 +67,27 @@ def script_verdicts(store: Path, venv_dir: Path, prefix: str, layer: Path,
 
 
 def run_scope(c: Container, scope: str, prefix: str, spec: Spec, dist_name: str,
-              work: Path, log_path: Path,
-              verdicts: ScriptVerdicts | None = None) -> dict[str, Any]:
+              work: Path, log_path: Path, verdicts: ScriptVerdicts | None = None,
+              started: threading.Event | None = None) -> dict[str, Any]:
     """The in-builder checks for ``scope`` (deps, project or all): imports, extensions,
     and for the project its console scripts. Returns name -> error (None when fine) per
     kind; with ``verdicts``, a script whose cached pass still holds is not run again
     (``scripts_cached`` names them, ``scripts_run`` the others) and every new pass that can
-    be is cached."""
+    be is cached. ``started`` is set as the checks are started in the builder (or once they
+    cannot be): a caller on another thread waits for it before its own Python work, so
+    the verdicts' reading of the venv, which the console scripts wait for, does not share
+    the interpreter with that work."""
+    try:
+        return _run_scope(c, scope, prefix, spec, dist_name, work, log_path, verdicts,
+                          started)
+    finally:
+        if started is not None:
+            started.set()
+
+
+def _run_scope(c: Container, scope: str, prefix: str, spec: Spec, dist_name: str,
+               work: Path, log_path: Path, verdicts: ScriptVerdicts | None,
+               started: threading.Event | None) -> dict[str, Any]:
     (work / "audit_venv.py").write_bytes(audit_venv_source())
     out = f"audit-{scope}.json"
     argv = [f"{prefix}/bin/python", f"{BUILD_DIR}/audit_venv.py", scope, dist_name,
@@ -83,6 +98,8 @@ def run_scope(c: Container, scope: str, prefix: str, spec: Spec, dist_name: str,
         (work / "audit-control.json").write_text(json.dumps(
             {"records": f"{BUILD_DIR}/script-records", "cached": verdicts.still_valid()}))
         argv.append(f"{BUILD_DIR}/audit-control.json")
+    if started is not None:
+        started.set()  # what is left of this thread's work here waits on the builder
     c.call(argv, log_path=log_path, stream=False)
     report: dict[str, Any] = json.loads((work / out).read_text())
     runs = report.pop("script_runs", None)

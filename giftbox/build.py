@@ -29,6 +29,7 @@ import hashlib
 import json
 import shutil
 import socket
+import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -52,6 +53,7 @@ from giftbox.errors import BuildError, GiftboxError
 from giftbox.family import DEB
 from giftbox.files import write_atomic
 from giftbox.gitutil import locked
+from giftbox.installer import Installer
 from giftbox.layer import (
     BUILD_DIR,
     CACHE_DIR,
@@ -460,6 +462,8 @@ class Builder(BuilderSteps):
             (plan.work / "pins.txt").write_text(plan.pins_text)
             src_record = self._project_source(plan)
             c = starting.result()
+            # which installer the builder has, asked while the wheel is built, not after it
+            detecting = pool.submit(Installer.detect, c) if self._installer is None else None
             # the package's deps part staged while the builder makes the wheel on one core
             # (giftbox.package.layout.prestage); packaging alongside the audit takes it
             staging = pool.submit(prestage, layer / "venv", plan.directory, plan.prefix) \
@@ -467,6 +471,8 @@ class Builder(BuilderSteps):
             if self.alongside is not None and self.distro.family == DEB.name:
                 LintianAhead.start()  # compiles itself on that core too: the lint takes it
             self._project_wheel(c, plan, src_record)
+            if detecting is not None:
+                self._installer = detecting.result()
             site = self._install_project(c, plan)
             self._compile_project(c, plan, site)
             manifest = self._manifest(plan, src_record)
@@ -561,14 +567,19 @@ class Builder(BuilderSteps):
             self.settings.cache_dir / "audit-scripts" / spec.name / f"{self.target.slug}.json",
             plan.venv_dir, plan.prefix, layer, plan.image.image_id)
 
+        started = threading.Event()
+
         def in_builder() -> tuple[list[str], dict[str, Any]]:
             report = audit.run_scope(c, "project", plan.prefix, spec, plan.meta.name,
-                                     plan.work, log_path, verdicts)  # pip check beside
+                                     plan.work, log_path, verdicts, started)  # pip check beside
             return audit.failures(report), report
 
         later: BaseException | None = None  # alongside's failure: the gate's verdict first
         with ThreadPoolExecutor(1) as pool:
             running = pool.submit(in_builder)
+            # the console scripts (the longest of the builder's checks) start only once the
+            # verdicts are read from the venv: that reading goes first, not beside the tree's
+            started.wait()
             with self._timed("audit: the venv's tree"):
                 own = own_files(plan.venv_dir, layer / "venv")  # what the layer does not hold
                 tree_problems, tree_report = audit.tree_checks(
@@ -704,9 +715,11 @@ class Builder(BuilderSteps):
         # goes to the container's tmpfs at BUILD_DIR/src (WHEEL_TMPFS): setuptools copies
         # every module twice (build/lib, then the bdist dir) before zipping them, which on
         # the host's disk cost more than the build itself.
-        c.call(["rm", "-rf", f"{BUILD_DIR}/dist"], stream=False)
-        # SRC_DIR is the build directory (read-only): the checkout is its src/ (Plan.tree_dir)
-        c.call(["cp", "-a", f"{SRC_DIR}/src/.", f"{BUILD_DIR}/src/"], stream=False)
+        # SRC_DIR is the build directory (read-only): the checkout is its src/ (Plan.tree_dir).
+        # One exec for the step (an exec costs the engine a round trip and a runc start): the
+        # last attempt's dist/ removed, the copy made, then the build exec'ed in its place.
+        prepare = ["sh", "-c", 'rm -rf -- "$1" && cp -a -- "$2" "$3" && shift 3 && exec "$@"',
+                   "sh", f"{BUILD_DIR}/dist", f"{SRC_DIR}/src/.", f"{BUILD_DIR}/src/"]
         env = {"PIP_NO_INDEX": "1", "PIP_FIND_LINKS": WHEELHOUSE_DIR,
                "PIP_CONSTRAINT": f"{BUILD_DIR}/pins.txt",
                # Patches add commits on top of the release: keep the upstream version.
@@ -731,13 +744,14 @@ class Builder(BuilderSteps):
             argv = [f"{TOOLS}/python", "-m", "build", "--wheel", "--outdir", f"{BUILD_DIR}/dist",
                     f"{BUILD_DIR}/src"]
         try:
-            c.call(argv, env=env, log_path=log_path, stream=self.settings.verbose)
+            c.call(prepare + argv, env=env, log_path=log_path, stream=self.settings.verbose)
         except CommandFailed as exc:
             raise BuildError(f"building {self.spec.name}'s wheel failed:\n"
                              + "\n".join(exc.output.splitlines()[-20:]),
                              hint=f"full log: {log_path}") from None
-        wheels = c.call(["ls", f"{BUILD_DIR}/dist"], stream=False).output.split()
-        built = [w for w in wheels if w.endswith(".whl")]
+        dist = work / "dist"  # BUILD_DIR is ``work``, bind-mounted
+        built = sorted(w.name for w in dist.iterdir() if w.name.endswith(".whl")) \
+            if dist.is_dir() else []
         if len(built) != 1:
             raise BuildError(f"expected one wheel from {self.spec.name}, got {built}")
 

@@ -114,7 +114,7 @@ def package_build(result: BuildResult, spec: Spec, distro: Distro, arch: Arch,
     from giftbox.container import Container, LazyContainer
     from giftbox.package import build_package, package_key, package_manifest
     from giftbox.package.deb import ImageState
-    from giftbox.package.layout import PRESTAGED
+    from giftbox.package.layout import PRESTAGED, kept_staged
     from giftbox.package.runner import ContainerRunner
 
     check_against_tree(spec, settings, distro.family, catalog)
@@ -140,7 +140,8 @@ def package_build(result: BuildResult, spec: Spec, distro: Distro, arch: Arch,
                              cache_dir=settings.cache_dir / "package",
                              built_version=result.version, image=image,
                              after_archive=after_archive,
-                             prestaged=prestaged if prestaged.is_dir() else None)
+                             prestaged=prestaged if prestaged.is_dir() else None,
+                             keep=kept_staged(result.directory))
 
     if runner is not None:
         artifact = make(runner)

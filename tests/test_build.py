@@ -17,7 +17,7 @@ from giftbox import records
 from giftbox.audit import elf_machine
 from giftbox.distros import Arch, get_distro
 from giftbox.errors import BuildError, PackageError
-from giftbox.package.layout import PRESTAGED
+from giftbox.package.layout import KEPT, PRESTAGED
 from giftbox.pipeline import package_build, run_target
 from giftbox.settings import Settings
 from giftbox.spec import load_spec
@@ -274,7 +274,10 @@ def test_a_refused_audit_leaves_no_package(root: Path, bsettings: Settings, demo
     assert "==> package giftbox-demo-ext" in shown  # it was packaged alongside
     assert shown.index("==> package giftbox-demo-ext") < \
         shown.index("==> audit: pip check, imports and console scripts")
-    (directory,) = (root / "build" / "demo-ext" / "debian12-x86_64").iterdir()
+    builds = root / "build" / "demo-ext" / "debian12-x86_64"
+    # beside the build: the staged venv kept for the next build's prestage, not a package
+    (directory,) = (p for p in builds.iterdir() if p.name != KEPT)
+    assert not any(p.suffix in (".deb", ".rpm") for p in (builds / KEPT).rglob("*"))
     assert not (directory / "package").exists()
     assert not (directory / PRESTAGED).exists()  # the deps part staged ahead: gone too
     assert not (directory / "result.json").exists()

@@ -9,6 +9,7 @@ import hashlib
 import os
 import subprocess
 import sys
+import zipfile
 from importlib import resources
 from pathlib import Path
 
@@ -75,6 +76,32 @@ def test_the_wheel_is_pips_byte_for_byte(venv: Path, tmp_path: Path) -> None:
     assert ours.name == pips.name
     assert hashlib.sha256(ours.read_bytes()).digest() == \
         hashlib.sha256(pips.read_bytes()).digest()
+
+
+def test_setuptools_builds_quietly_and_other_backends_get_no_settings(
+        venv: Path, tmp_path: Path) -> None:
+    """setuptools is asked for --quiet (nova's build listed 13,000 copied files, each
+    streamed out of the builder into the log; its wheel is still pip's, above); a backend
+    that may refuse settings it does not know gets none, as pip gives it."""
+    src = project(tmp_path / "tiny")
+    done = direct(venv, src, tmp_path / "out")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "copying" not in done.stdout + done.stderr
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "pyproject.toml").write_text(
+        "[build-system]\nrequires = []\nbuild-backend = \"recording\"\nbackend-path = [\".\"]\n")
+    (other / "recording.py").write_text(
+        "import os, zipfile\n"
+        "def build_wheel(out, config_settings=None, metadata_directory=None):\n"
+        "    name = 'rec-1.0-py3-none-any.whl'\n"
+        "    with zipfile.ZipFile(os.path.join(out, name), 'w') as z:\n"
+        "        z.writestr('settings.txt', repr(config_settings))\n"
+        "    return name\n")
+    done = direct(venv, other, tmp_path / "out-other")
+    assert done.returncode == 0, done.stdout + done.stderr
+    with zipfile.ZipFile(only_wheel(tmp_path / "out-other")) as z:
+        assert z.read("settings.txt") == b"None"
 
 
 def test_an_unmet_static_requirement_fails_naming_it(venv: Path, tmp_path: Path) -> None:

@@ -14,7 +14,15 @@ from pathlib import Path
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from giftbox.package.layout import PRESTAGED, ElfCache, _link_tree, _Linker, prestage
+from giftbox.package.layout import (
+    PRESTAGED,
+    ElfCache,
+    _link_tree,
+    _Linker,
+    keep_staged,
+    kept_staged,
+    prestage,
+)
 
 ELF_X86 = b"\x7fELF\x02\x01\x01" + b"\0" * 11 + b"\x3e\x00"  # e_machine 62
 
@@ -135,6 +143,78 @@ def test_staging_ahead_then_syncing_is_staging_from_nothing(
 
         assert describe(ahead, venv) == describe(plain, venv)
         assert not (folder / f"{PRESTAGED}.partial").exists()
+
+
+def tamper(tree: Path, edits: list[tuple[str, str, bytes]], layer: Path) -> None:
+    """What a kept tree may hold besides a package's staged venv: anything at all (a
+    directory's mode, a stray file, a file hard-linked to another of the layer's paths)."""
+    apply(tree, edits)
+    for kind, name, _data in edits:
+        path = tree / name
+        if kind == "chmod-new" and path.is_dir() and not path.is_symlink():
+            os.chmod(path, 0o700)
+        elif kind == "twin" and path.parent.is_dir() and not path.parent.is_symlink() \
+                and name != "g.txt":
+            _clear(path)
+            os.link(layer / "g.txt", path)  # the layer's inode, at a path not its own
+
+
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(edits, edits, edits)
+def test_staging_ahead_from_a_kept_tree_is_staging_ahead_from_nothing(
+        before: list[tuple[str, str, bytes]], now: list[tuple[str, str, bytes]],
+        tampered: list[tuple[str, str, bytes]]) -> None:
+    """A package's staged venv kept for the next build of its target (an earlier build's
+    venv, staged, the package's manifest added, then whatever else happened to the tree)
+    gives the same prestaged tree, and the same staged tree, as linking the layer anew."""
+    with tempfile.TemporaryDirectory() as scratch:
+        work = Path(scratch)
+        layer = work / "layer"
+        layer.mkdir()
+        layer_tree(layer)
+        old_venv = work / "old-venv"
+        shutil.copytree(layer, old_venv, symlinks=True, copy_function=os.link)
+        apply(old_venv, before)
+        builds = work / "build" / "nova" / "debian12-x86_64"
+        staged = work / "old-package" / "root" / "opt" / "x"
+        staged.parent.mkdir(parents=True)
+        _link_tree(old_venv, staged)
+        (staged / "giftbox-manifest.json").write_text("{}\n")
+        tamper(staged, tampered, layer)
+        folder = builds / "new-build"
+        folder.mkdir(parents=True)
+        assert keep_staged(staged, kept_staged(folder)) and not staged.exists()
+
+        venv = work / "venv"
+        shutil.copytree(layer, venv, symlinks=True, copy_function=os.link)
+        apply(venv, now)
+        prestage(layer, folder, "/opt/x")
+        assert not kept_staged(folder).exists()  # taken: no other build shares it
+        ahead = folder / PRESTAGED / "opt" / "x"
+        fresh = work / "fresh"
+        fresh.mkdir()
+        prestage(layer, fresh, "/opt/x")
+        assert describe(ahead, layer) == describe(fresh / PRESTAGED / "opt" / "x", layer)
+        _Linker().sync(str(venv), str(ahead))
+        plain = work / "plain"
+        _link_tree(venv, plain)
+        assert describe(ahead, venv) == describe(plain, venv)
+
+
+def test_a_kept_tree_is_never_merged_into_another(tmp_path: Path) -> None:
+    layer = tmp_path / "layer"
+    layer.mkdir()
+    layer_tree(layer)
+    folder = tmp_path / "builds" / "b1"
+    folder.mkdir(parents=True)
+    first, second = tmp_path / "p1", tmp_path / "p2"
+    _link_tree(layer, first)
+    _link_tree(layer, second)
+    (second / "only-in-second").write_text("x\n")
+    assert keep_staged(first, kept_staged(folder))
+    assert not keep_staged(second, kept_staged(folder))  # one is kept already: left as it is
+    assert second.is_dir() and not (kept_staged(folder) / "only-in-second").exists()
+    assert kept_staged(folder).name.startswith(".")  # not seen as a build directory
 
 
 def test_prestage_replaces_an_interrupted_attempt(tmp_path: Path) -> None:

@@ -111,6 +111,16 @@ def vendored_packaging():
     return module
 
 
+# Backends known to take setuptools' config settings: they list every file they copy
+# (nova: 13,000 lines, each streamed out of the builder and into the log); quiet, they still
+# say every warning and error. Other backends may refuse a setting they do not know.
+QUIET_BACKENDS = ("setuptools.build_meta", "pbr.build")
+
+
+def quiet_settings(backend):
+    return {"--quiet": None} if backend.partition(":")[0] in QUIET_BACKENDS else None
+
+
 def fail(message):
     sys.stderr.write("ERROR: " + message + "\n")
     sys.exit(1)
@@ -142,7 +152,7 @@ def main():
         fail("build requirements {} names for the wheel are not met by the venv: {}".format(
             backend_name, "; ".join(missing)))
     os.makedirs(out, exist_ok=True)
-    name = backend.build_wheel(out, None)
+    name = backend.build_wheel(out, quiet_settings(backend_name))
     sys.stdout.write("built {}\n".format(name))
 
 

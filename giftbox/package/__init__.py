@@ -50,6 +50,7 @@ from giftbox.package.layout import (
     Staged,
     check_conflicts,
     install_prefix,
+    keep_staged,
     planned_paths,
     rootwrap_share,
     stable_prefix,
@@ -212,7 +213,7 @@ def build_package(venv_dir: Path, manifest: Manifest, spec: Spec, distro: Distro
                   built_version: PackageVersion | None = None,
                   image: ImageState | None = None,
                   after_archive: Callable[[Path], None] | None = None,
-                  prestaged: Path | None = None) -> Artifact:
+                  prestaged: Path | None = None, keep: Path | None = None) -> Artifact:
     """Turn ``venv_dir`` (the venv as installed at ``manifest.prefix``) into a package for
     ``distro`` in ``out_dir``. ``compression`` defaults to the distro's (builder.yaml),
     ``compression_level`` to the tool's default for it; ``lint=False`` is for benchmarks only.
@@ -226,7 +227,9 @@ def build_package(venv_dir: Path, manifest: Manifest, spec: Spec, distro: Distro
     is a fresh container of (giftbox.package.deb.target_state). ``after_archive(path)`` is
     called once the package file is written, before its lint verdict is known: the file may
     still be refused (and removed). ``prestaged``: the deps layer's part of the staged tree,
-    made ahead for this build (giftbox.package.layout.prestage), taken by the staging."""
+    made ahead for this build (giftbox.package.layout.prestage), taken by the staging.
+    ``keep``: where the staged venv is kept once the package is made, for the next build's
+    prestage (giftbox.package.layout.kept_staged); the rest of the staged tree goes."""
     if distro.family not in NAMES:
         raise PackageError(f"distro {distro.name} has package family '{distro.family}', "
                            "which giftbox cannot package", hint="supported: deb, rpm")
@@ -301,6 +304,8 @@ def build_package(venv_dir: Path, manifest: Manifest, spec: Spec, distro: Distro
     except BaseException:
         shutil.rmtree(work, ignore_errors=True)  # a failure leaves nothing behind, at once
         raise
+    if keep is not None:
+        keep_staged(staged.path(staged.prefix), keep)
     # the staged tree, removed while the package is published
     trash.discard(work, cache_dir / "trash" if cache_dir is not None else None)
     return Artifact(path=final, name=spec.package.name, version=family.version(staged.version),

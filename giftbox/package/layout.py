@@ -289,7 +289,8 @@ class _Linker:
 
     def sync(self, source: str, target: str) -> None:
         """``target``, a tree this class made of another (``prestage``: the deps layer's
-        venv), made what ``walk(source, target)`` makes: a regular file whose inode
+        venv, or a package's staged venv kept for the next build; any tree at all gives the
+        same result), made what ``walk(source, target)`` makes: a regular file whose inode
         ``source`` holds at the same path, and would be linked, is kept; whatever else
         differs is placed again; what ``source`` does not hold goes. Both trees are read
         in one walk, by the inode numbers readdir gives, in ``walk``'s order."""
@@ -303,6 +304,7 @@ class _Linker:
             if old is not None:
                 old_dir = old.is_dir(follow_symlinks=False)
                 if entry.is_dir(follow_symlinks=False) and not entry.is_symlink() and old_dir:
+                    os.chmod(to, 0o755)  # as walk makes it, whatever the tree had
                     self.sync(entry.path, to)
                     continue
                 if entry.is_symlink() and old.is_symlink() and \
@@ -348,11 +350,35 @@ def _link_tree(src: Path, dst: Path) -> None:
 # tree is the same either way: tests/test_prestage.py compares the two.
 
 PRESTAGED = "staged-deps"
+# A package's staged venv, kept beside its target's build directories for the next build of
+# the target (a dot name: nothing that lists build directories sees it). That build takes it
+# by rename (one build of two at once wins it) and brings it in line with the deps layer
+# (``_Linker.sync``: what the layer holds as the same inode is kept, whatever else goes or is
+# placed again), instead of linking the layer's 20,000 files again; the previous package's
+# tree is not removed file by file either. The prestaged tree is the same either way
+# (tests/test_prestage.py).
+KEPT = ".staged-venv"
+
+
+def kept_staged(build_dir: Path) -> Path:
+    """Where a package of the build in ``build_dir`` keeps its staged venv."""
+    return build_dir.parent / KEPT
+
+
+def keep_staged(venv_root: Path, kept: Path) -> bool:
+    """After a package is made: its staged venv (``venv_root``) moved to ``kept``, unless
+    another is kept there already (then it stays, to be removed with the rest)."""
+    try:
+        os.rename(venv_root, kept)  # refused onto a kept tree (not empty), never merged
+    except OSError:
+        return False
+    return True
 
 
 def prestage(layer_venv: Path, folder: Path, prefix: str) -> None:
     """The deps layer's venv linked as staging links it, at ``prefix`` under
-    ``folder/PRESTAGED``: made aside, renamed into place complete."""
+    ``folder/PRESTAGED``: made aside, renamed into place complete. From the target's kept
+    staged tree (``kept_staged``) when there is one on the layer's file system."""
     final = folder / PRESTAGED
     partial = folder / f"{PRESTAGED}.partial"
     for old in (final, partial):
@@ -360,7 +386,18 @@ def prestage(layer_venv: Path, folder: Path, prefix: str) -> None:
             shutil.rmtree(old)
     target = partial / prefix.lstrip("/")
     target.parent.mkdir(parents=True)
-    _link_tree(layer_venv, target)
+    kept = kept_staged(folder)
+    try:
+        os.rename(kept, target)  # taken: no other build can take it now
+    except OSError:
+        _link_tree(layer_venv, target)
+    else:
+        if os.lstat(target).st_dev == os.stat(layer_venv).st_dev:  # inode numbers compare
+            os.chmod(target, 0o755)
+            _Linker().sync(str(layer_venv), str(target))
+        else:
+            shutil.rmtree(target)
+            _link_tree(layer_venv, target)
     partial.rename(final)
 
 
