@@ -217,6 +217,32 @@ def test_a_kept_tree_is_never_merged_into_another(tmp_path: Path) -> None:
     assert kept_staged(folder).name.startswith(".")  # not seen as a build directory
 
 
+def test_a_kept_tree_that_is_not_a_directory_is_never_followed(tmp_path: Path) -> None:
+    """A symlink (or a file) where the kept tree goes is removed, not synced through: the
+    directory it names is left as it was, and the layer is linked from nothing."""
+    layer = tmp_path / "layer"
+    layer.mkdir()
+    layer_tree(layer)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir(mode=0o700)
+    (elsewhere / "precious").write_text("not giftbox's\n")
+    for planted in ("symlink", "file"):
+        folder = tmp_path / planted / "build"
+        folder.mkdir(parents=True)
+        kept = kept_staged(folder)
+        if planted == "symlink":
+            kept.symlink_to(elsewhere)
+        else:
+            kept.write_text("x\n")
+        prestage(layer, folder, "/opt/x")
+        made = folder / PRESTAGED / "opt" / "x"
+        assert made.is_dir() and not made.is_symlink()
+        assert (made / "a.py").samefile(layer / "a.py")
+        assert not os.path.lexists(kept)
+    assert sorted(p.name for p in elsewhere.iterdir()) == ["precious"]
+    assert stat.S_IMODE(elsewhere.stat().st_mode) == 0o700
+
+
 def test_prestage_replaces_an_interrupted_attempt(tmp_path: Path) -> None:
     layer = tmp_path / "layer"
     layer.mkdir()

@@ -392,11 +392,13 @@ def prestage(layer_venv: Path, folder: Path, prefix: str) -> None:
     except OSError:
         _link_tree(layer_venv, target)
     else:
-        if os.lstat(target).st_dev == os.stat(layer_venv).st_dev:  # inode numbers compare
+        taken = os.lstat(target)
+        if stat.S_ISDIR(taken.st_mode) and \
+                taken.st_dev == os.stat(layer_venv).st_dev:  # inode numbers compare
             os.chmod(target, 0o755)
             _Linker().sync(str(layer_venv), str(target))
-        else:
-            shutil.rmtree(target)
+        else:  # not a directory (a symlink is never followed), or on another file system
+            _remove(str(target), stat.S_ISDIR(taken.st_mode))
             _link_tree(layer_venv, target)
     partial.rename(final)
 
