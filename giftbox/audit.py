@@ -73,21 +73,10 @@ def run_scope(c: Container, scope: str, prefix: str, spec: Spec, dist_name: str,
     and for the project its console scripts. Returns name -> error (None when fine) per
     kind; with ``verdicts``, a script whose cached pass still holds is not run again
     (``scripts_cached`` names them, ``scripts_run`` the others) and every new pass that can
-    be is cached. ``started`` is set as the checks are started in the builder (or once they
-    cannot be): a caller on another thread waits for it before its own Python work, so
-    the verdicts' reading of the venv, which the console scripts wait for, does not share
-    the interpreter with that work."""
-    try:
-        return _run_scope(c, scope, prefix, spec, dist_name, work, log_path, verdicts,
-                          started)
-    finally:
-        if started is not None:
-            started.set()
-
-
-def _run_scope(c: Container, scope: str, prefix: str, spec: Spec, dist_name: str,
-               work: Path, log_path: Path, verdicts: ScriptVerdicts | None,
-               started: threading.Event | None) -> dict[str, Any]:
+    be is cached. ``started`` is set as the checks are started in the builder: a caller on
+    another thread waits for it before its own Python work, so the verdicts' reading of the
+    venv, which the console scripts wait for, does not share the interpreter with that work
+    (the caller sets it too when this fails before)."""
     (work / "audit_venv.py").write_bytes(audit_venv_source())
     out = f"audit-{scope}.json"
     argv = [f"{prefix}/bin/python", f"{BUILD_DIR}/audit_venv.py", scope, dist_name,

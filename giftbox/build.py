@@ -570,8 +570,11 @@ class Builder(BuilderSteps):
         started = threading.Event()
 
         def in_builder() -> tuple[list[str], dict[str, Any]]:
-            report = audit.run_scope(c, "project", plan.prefix, spec, plan.meta.name,
-                                     plan.work, log_path, verdicts, started)  # pip check beside
+            try:
+                report = audit.run_scope(c, "project", plan.prefix, spec, plan.meta.name,
+                                         plan.work, log_path, verdicts, started)  # pip check
+            finally:
+                started.set()  # also when it failed before the builder's checks started
             return audit.failures(report), report
 
         later: BaseException | None = None  # alongside's failure: the gate's verdict first

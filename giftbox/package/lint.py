@@ -231,11 +231,7 @@ def lintian_version(cache_dir: Path | None = None) -> str:
 class DigestCache(InodeRecords):
     """sha256 and md5 of files, remembered per inode (see InodeRecords). A package asks for
     each of its 20,000 files three times (md5sums, the data blocks' keys, lintian's unit):
-    what this run has answered for an inode is answered again as it was."""
-
-    def __init__(self, path: Path | None) -> None:
-        super().__init__(path)
-        self._answered: dict[str, tuple[str, str]] = {}
+    what this run has answered for an inode (``use``, once checked) is answered again."""
 
     def digests(self, path: Path) -> tuple[str, str]:
         """(sha256, md5) of the regular file at ``path``."""
@@ -244,9 +240,9 @@ class DigestCache(InodeRecords):
     def digests_at(self, path: str, st: os.stat_result) -> tuple[str, str]:
         """(sha256, md5) of the regular file at ``path``, whose lstat the caller has."""
         ident = self.ident(st)
-        answered = self._answered.get(ident)
-        if answered is not None:
-            return answered
+        answered = self._used.get(ident)
+        if answered is not None:  # checked or computed when this run first asked
+            return answered[0], answered[1]
         found = self.known(ident)
         if not (isinstance(found, list) and len(found) == 2
                 and all(isinstance(d, str) for d in found)):
@@ -257,8 +253,7 @@ class DigestCache(InodeRecords):
                     md5.update(block)
             found = [sha.hexdigest(), md5.hexdigest()]
         self.use(ident, found)
-        answered = self._answered[ident] = (found[0], found[1])
-        return answered
+        return found[0], found[1]
 
 
 def _control_fields(text: str) -> dict[str, str]:
