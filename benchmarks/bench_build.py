@@ -68,8 +68,16 @@ def fmt(seconds: float | None) -> str:
 # --- giftbox ------------------------------------------------------------------------------
 
 
+def settle() -> None:
+    """Write back what the last run left dirty before the next is timed: a dh-virtualenv
+    round writes and removes gigabytes, and their writeback would otherwise land in the
+    giftbox round after it (and the other way round). Both sides settle, untimed."""
+    os.sync()
+
+
 def giftbox(root: Path, cache: Path, *args: str) -> tuple[float, dict[str, float]]:
     env = dict(os.environ, GIFTBOX_ROOT=str(root), GIFTBOX_CACHE=str(cache))
+    settle()
     start = time.monotonic()
     proc = subprocess.run([sys.executable, "-m", "giftbox", *args], env=env, cwd=root,
                           capture_output=True, text=True, check=False)
@@ -232,6 +240,7 @@ def dh_virtualenv(work: Path, pip_cache: Path,
                                       ("PIP_CERT", "SSL_CERT_FILE", "REQUESTS_CA_BUNDLE",
                                        "PIP_FIND_LINKS")),
             "-b", "-us", "-uc", "--lintian-opts", "--allow-root"]
+    settle()
     start = time.monotonic()
     marks: list[tuple[float, str]] = [(start, "prepare")]
     tail: list[str] = []

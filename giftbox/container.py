@@ -26,6 +26,7 @@ import shutil
 import signal
 import tarfile
 import tempfile
+import threading
 import time
 import uuid
 from collections.abc import Mapping, Sequence
@@ -42,6 +43,7 @@ from giftbox.engine import (
     Engine,
     EngineError,
     check_platform,
+    first_line,
     mask,
     mask_url,
     url_secrets,
@@ -122,7 +124,7 @@ class Container:
                  reporter: Reporter = NULL_REPORTER, *, mounts: Sequence[Mount] = (),
                  env: Mapping[str, str] | None = None, workdir: str = "/work",
                  engine_timeout: float | None = None, engine: Engine | None = None,
-                 tmpfs: Sequence[str] = ()) -> None:
+                 tmpfs: Sequence[str] = (), remove_in_background: bool = False) -> None:
         if not isinstance(image, str) and image.arch is not arch:
             raise BuilderError(f"builder {image.tag} is {image.arch.value}, not {arch.value}")
         self.image = image if isinstance(image, str) else image.tag
@@ -142,6 +144,8 @@ class Container:
         self._started = False
         self._previous_sigterm: Any = None
         self._installed_sigterm = False
+        # a block that ended normally does not wait for the removal (Container.removing)
+        self._background = remove_in_background
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -174,7 +178,51 @@ class Container:
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:
-        self._cleanup()
+        if exc_type is None and self._background and self._started:
+            self._remove_later()
+        else:
+            self._cleanup()
+
+    # Containers being removed on threads of their own. The threads are not daemons: the
+    # interpreter joins them before it exits, so a command ends only once its containers
+    # are gone (a process killed before that leaves them to `giftbox builder prune`, as
+    # any kill does); ``wait_removed`` joins them sooner.
+    _removing: list[threading.Thread] = []
+    _removing_lock = threading.Lock()
+
+    def _remove_later(self) -> None:
+        """Remove the container on a thread, through a connection of its own (the
+        command's may be closed before the removal ends), while the caller goes on."""
+        name, settings, reporter = self.name, self.settings, self.reporter
+        self._started = False
+        if self._installed_sigterm:
+            signal.signal(signal.SIGTERM, self._previous_sigterm)
+            self._installed_sigterm = False
+        self._release_engine()
+
+        def remove() -> None:
+            try:
+                with Engine(settings) as engine:
+                    engine.remove_container(name)
+            except Exception as exc:  # EngineError, BuilderError, the SDK's own: one line
+                reason = exc.reason if isinstance(exc, EngineError) else \
+                    exc.message if isinstance(exc, BuilderError) else \
+                    mask(first_line(exc), url_secrets([settings.docker_host]))
+                reporter.info(f"warning: could not remove container {name}: {reason}")
+
+        thread = threading.Thread(target=remove, name=f"remove {name}")
+        with Container._removing_lock:
+            Container._removing[:] = [t for t in Container._removing if t.is_alive()]
+            Container._removing.append(thread)
+        thread.start()
+
+    @classmethod
+    def wait_removed(cls) -> None:
+        """Wait for every removal started by a block that ended normally."""
+        with cls._removing_lock:
+            threads = list(cls._removing)
+        for thread in threads:
+            thread.join()
 
     def _install_sigterm(self) -> None:
         # A SIGTERM (CI cancelling a job) must unwind through __exit__ like Ctrl-C does,

@@ -1,11 +1,10 @@
 """giftbox/data/build_wheel.py, the project's wheel built by calling its PEP 517 backend
 directly, run here with a real venv (virtualenv, its bundled pip and setuptools) on real
-projects: the wheel is pip's, byte for byte; an unmet build requirement, static or named by
+projects: the wheel's members are pip's, byte for byte (stored, not deflated); an unmet build requirement, static or named by
 the backend, fails the build naming it, before anything is built."""
 
 from __future__ import annotations
 
-import hashlib
 import os
 import subprocess
 import sys
@@ -60,7 +59,12 @@ def only_wheel(out: Path) -> Path:
     return wheels[0]
 
 
-def test_the_wheel_is_pips_byte_for_byte(venv: Path, tmp_path: Path) -> None:
+def members(wheel: Path) -> list[tuple[str, tuple[int, ...], int, bytes]]:
+    with zipfile.ZipFile(wheel) as z:
+        return [(i.filename, i.date_time, i.external_attr, z.read(i)) for i in z.infolist()]
+
+
+def test_the_wheels_members_are_pips_byte_for_byte_stored(venv: Path, tmp_path: Path) -> None:
     a = project(tmp_path / "a" / "tiny")
     b = project(tmp_path / "b" / "tiny")
     done = direct(venv, a, tmp_path / "out-a")
@@ -74,14 +78,37 @@ def test_the_wheel_is_pips_byte_for_byte(venv: Path, tmp_path: Path) -> None:
     assert pip.returncode == 0, pip.stdout + pip.stderr
     ours, pips = only_wheel(tmp_path / "out-a"), only_wheel(tmp_path / "out-b")
     assert ours.name == pips.name
-    assert hashlib.sha256(ours.read_bytes()).digest() == \
-        hashlib.sha256(pips.read_bytes()).digest()
+    # the same members (names, order, dates, modes, bytes: RECORD's hashes among them) ...
+    assert members(ours) == members(pips)
+    # ... stored (the wheel is installed, never shipped), where pip's are deflated
+    with zipfile.ZipFile(ours) as z, zipfile.ZipFile(pips) as p:
+        assert {i.compress_type for i in z.infolist()} == {zipfile.ZIP_STORED}
+        assert zipfile.ZIP_DEFLATED in {i.compress_type for i in p.infolist()}
+
+
+def test_a_setuptools_before_70_1_deflates_as_before(tmp_path: Path) -> None:
+    """bdist_wheel came from the wheel project before setuptools 70.1: it gets no
+    --compression (an option it might not know), only --quiet."""
+    old = tmp_path / "old"
+    subprocess.run([sys.executable, "-m", "virtualenv", "--quiet", "--no-periodic-update",
+                    "--no-setuptools", "--no-wheel", str(old)], check=True)
+    installed = subprocess.run(
+        [str(old / "bin" / "python"), "-m", "pip", "install", "--quiet",
+         "setuptools==69.5.1", "wheel==0.43.0"], capture_output=True, text=True, check=False)
+    assert installed.returncode == 0, installed.stdout + installed.stderr
+    src = project(tmp_path / "tiny")
+    done = direct(old, src, tmp_path / "out")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "copying" not in done.stdout + done.stderr
+    with zipfile.ZipFile(only_wheel(tmp_path / "out")) as z:
+        assert zipfile.ZIP_DEFLATED in {i.compress_type for i in z.infolist()}
 
 
 def test_setuptools_builds_quietly_and_other_backends_get_no_settings(
         venv: Path, tmp_path: Path) -> None:
     """setuptools is asked for --quiet (nova's build listed 13,000 copied files, each
-    streamed out of the builder into the log; its wheel is still pip's, above); a backend
+    streamed out of the builder into the log; its wheel's members are still pip's, above); a
+    backend
     that may refuse settings it does not know gets none, as pip gives it."""
     src = project(tmp_path / "tiny")
     done = direct(venv, src, tmp_path / "out")

@@ -23,7 +23,7 @@ import pytest
 from giftbox.builders import BuilderImage
 from giftbox.container import CA_PATH, CommandFailed, Container, LazyContainer, Mount, mask_url
 from giftbox.distros import Arch
-from giftbox.engine import OWNER_LABEL, Engine
+from giftbox.engine import LABEL, OWNER_LABEL, Engine
 from giftbox.errors import BuilderError
 from giftbox.settings import Settings
 from giftbox.ui import Reporter
@@ -215,6 +215,29 @@ def test_containers_of_one_command_share_its_engine(debian12_x86_64: BuilderImag
         assert engine.containers(f"{OWNER_LABEL}={os.getpid()}") == []
         assert engine.exists(debian12_x86_64.tag)
     assert first != c.name
+
+
+def test_a_block_that_ends_normally_can_leave_the_removal_to_a_thread(
+        debian12_x86_64: BuilderImage, builder_settings: Settings) -> None:
+    """remove_in_background (a build's container, removed while it is packaged): the block
+    need not wait for the removal, and the container goes all the same, through a connection
+    of its own (the lent engine may be closed first); a block that raised removes it before
+    the error goes on, as every container does."""
+    with Engine(builder_settings) as engine:
+        with Container(debian12_x86_64, Arch.x86_64, builder_settings, engine=engine,
+                       remove_in_background=True) as c:
+            assert c.call(["echo", "one"], stream=False).output == "one"
+            name = c.name
+    # the command's engine is closed now; the removal does not need it
+    Container.wait_removed()
+    with Engine(builder_settings) as engine:
+        assert name not in {x.name for x in engine.containers(f"{OWNER_LABEL}={os.getpid()}")}
+        with pytest.raises(RuntimeError, match="inside"):
+            with Container(debian12_x86_64, Arch.x86_64, builder_settings, engine=engine,
+                           remove_in_background=True) as c:
+                failed = c.name
+                raise RuntimeError("inside")
+        assert failed not in {x.name for x in engine.containers(LABEL)}
 
 
 def test_builder_of_another_arch_is_refused(debian12_x86_64: BuilderImage,
