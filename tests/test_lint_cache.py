@@ -261,8 +261,10 @@ def no_lintian_waiting() -> Iterator[None]:
     LintianAhead.close_all()
 
 
-def _plain_and_ahead(deb: Path) -> tuple[tuple[int, str, str], tuple[int, str, str]]:
-    args = ["--allow-root", "--tag-display-limit", "0", "--fail-on", "error", str(deb)]
+def _plain_and_ahead(deb: Path, *extra: str) -> tuple[tuple[int, str, str],
+                                                     tuple[int, str, str]]:
+    args = ["--allow-root", "--tag-display-limit", "0", "--fail-on", "error", *extra,
+            str(deb)]
     plain = subprocess.run(["lintian", *args], capture_output=True, text=True, check=False)
     LintianAhead.start()
     ahead = LintianAhead.take()
@@ -286,6 +288,21 @@ def test_lintian_started_ahead_is_lintians_verdict_for_a_warning_and_for_an_erro
         assert ahead == plain
         assert ("E: " in plain[1]) == (code == 2) and "W: " in plain[1]
     assert LintianAhead.waiting() == 0
+
+
+@pytest.mark.slow
+def test_the_profile_loaded_ahead_is_the_one_lintian_would_load(tmp_path: Path) -> None:
+    """The run is handed the profile loaded ahead only when it asks for that one; the
+    options that change a profile after its load still do; another profile is loaded."""
+    deb = tmp_path / "warned.deb"
+    dpkg_deb_build(make_tree(tmp_path / "warned"), deb, COMP, EPOCH)
+    plain, _ = _plain_and_ahead(deb)
+    tag = next(line.split()[2] for line in plain[1].splitlines() if line.startswith("W: "))
+    for extra in (("--suppress-tags", tag), ("--profile", "debian"), ("--profile", "dpkg")):
+        plain, ahead = _plain_and_ahead(deb, *extra)
+        assert ahead == plain, extra
+        if extra[1] != "dpkg":
+            assert (tag in plain[1]) == (extra[0] != "--suppress-tags"), extra
 
 
 @pytest.mark.slow
