@@ -460,6 +460,10 @@ class Builder(BuilderSteps):
                 env=plan.env, workdir=BUILD_DIR, engine=self.engine, tmpfs=[WHEEL_TMPFS],
                 remove_in_background=True))
 
+        if self.alongside is not None and self.distro.family == DEB.name:
+            # lintian compiles itself (about a second of perl on one core) from the build's
+            # start, beside the link, the checkout and the wheel: the lint takes it
+            LintianAhead.start()
         with contextlib.ExitStack() as stack, ThreadPoolExecutor(1) as pool:
             starting = pool.submit(link_then_start, stack)
             (plan.work / "pins.txt").write_text(plan.pins_text)
@@ -471,8 +475,6 @@ class Builder(BuilderSteps):
             # (giftbox.package.layout.prestage); packaging alongside the audit takes it
             staging = pool.submit(prestage, layer / "venv", plan.directory, plan.prefix) \
                 if self.alongside is not None else None
-            if self.alongside is not None and self.distro.family == DEB.name:
-                LintianAhead.start()  # compiles itself on that core too: the lint takes it
             self._project_wheel(c, plan, src_record)
             if detecting is not None:
                 self._installer = detecting.result()
