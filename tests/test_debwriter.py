@@ -127,6 +127,28 @@ def test_blocks_from_the_store_give_the_same_package_and_a_change_compresses_its
     assert write(root, tmp_path / "fresh.deb", None)[0].read_bytes() == after.read_bytes()
 
 
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(sizes=st.lists(st.integers(0, 3 << 18), min_size=1, max_size=30))
+def test_a_large_file_is_a_chunk_of_its_own_and_chunks_stay_small(
+        tmp_path_factory: pytest.TempPathFactory, sizes: list[int]) -> None:
+    """A file of _ALONE bytes or more starts its chunk (a patch to it compresses it without
+    its neighbours); a chunk grows past _CHUNK_MAX only by its last member; every member is
+    in exactly one chunk, in order."""
+    root = tmp_path_factory.mktemp("chunks")
+    for n, size in enumerate(sizes):
+        with open(root / f"f{n:02d}", "wb") as fh:
+            fh.truncate(size)  # sparse: only the sizes count
+    tree = scan_tree(root)
+    cut = debwriter.chunks(tree)
+    assert [e.rel for c in cut for e in c] == [e.rel for e in tree]
+    for chunk in cut:
+        held = [e.st.st_size for e in chunk]
+        for i, size in enumerate(held):
+            if size >= debwriter._ALONE:
+                assert i == 0, held
+        assert sum(512 + h + (-h % 512) for h in held[:-1]) < debwriter._CHUNK_MAX, held
+
+
 def test_a_damaged_cached_block_is_compressed_again(tmp_path: Path) -> None:
     root = tmp_path / "root"
     make_tree(root)

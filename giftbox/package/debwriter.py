@@ -35,14 +35,19 @@ from giftbox.files import prune_unused, write_atomic
 from giftbox.package.layout import Entry
 from giftbox.package.lint import DigestCache
 
-WRITER = "giftbox-debwriter-1"  # in every chunk's key: how members become bytes
+WRITER = "giftbox-debwriter-2"  # in every chunk's key: how members become bytes
 _BLOCK = 512
 _RECORD = 10240  # GNU tar's record: the archive is padded to a whole one
 # A chunk starts at a directory whose path's CRC32 is 0 mod _CUT (about one directory in
 # eight: where the cuts fall depends on names only, so a changed file changes its own chunk
-# and no other), or once the chunk holds _CHUNK_MAX bytes.
+# and no other), once the chunk holds _CHUNK_MAX bytes, or at a file of _ALONE bytes or more.
+# A new patch compresses the chunks of what it changed (the module, its bytecode, the
+# dist-info, the docs): the smaller they are, the less is compressed again, and a large
+# module (nova's libvirt driver, 600 KB, and its .pyc) is compressed without its
+# neighbours. 512 KiB blocks make the package about 2.5% larger than 1 MiB blocks did.
 _CUT = 8
-_CHUNK_MAX = 1 << 20
+_CHUNK_MAX = 1 << 19
+_ALONE = 1 << 18
 _KEEP_DAYS = 14
 _STORE_MAGIC = b"GBXZBLK1"
 
@@ -81,7 +86,8 @@ def chunks(tree: list[Entry]) -> list[list[Entry]]:
     for entry in tree:
         st = entry.st
         if current and (size >= _CHUNK_MAX or (
-                stat.S_ISDIR(st.st_mode) and zlib.crc32(entry.rel.encode()) % _CUT == 0)):
+                stat.S_ISDIR(st.st_mode) and zlib.crc32(entry.rel.encode()) % _CUT == 0) or (
+                stat.S_ISREG(st.st_mode) and st.st_size >= _ALONE)):
             out.append(current)
             current, size = [], 0
         current.append(entry)
