@@ -245,8 +245,7 @@ class Container:
             logs = self._engine.logs(self.name, tail=20)
             raise BuilderError(f"builder container {self.name} from {self.image} did not start "
                                f"(status {status})", hint=logs.strip() or None)
-        if self.workdir:
-            self._exec_plain(["mkdir", "-p", self.workdir])
+        # the engine makes the working directory when the image has none (no exec for it)
 
     def _cleanup(self) -> None:
         # A second Ctrl-C while removing would leave the container behind: hold signals off.

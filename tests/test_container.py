@@ -240,6 +240,15 @@ def test_a_block_that_ends_normally_can_leave_the_removal_to_a_thread(
         assert failed not in {x.name for x in engine.containers(LABEL)}
 
 
+def test_a_working_directory_the_image_lacks_is_made_by_the_engine(
+        debian12_x86_64: BuilderImage, builder_settings: Settings) -> None:
+    with Container(debian12_x86_64, Arch.x86_64, builder_settings,
+                   workdir="/giftbox-no-such/dir") as c:
+        assert c.call(["pwd"], stream=False).output == "/giftbox-no-such/dir"
+        c.call(["touch", "made-here"], stream=False)
+        assert c.call(["ls", "/giftbox-no-such/dir"], stream=False).output == "made-here"
+
+
 def test_builder_of_another_arch_is_refused(debian12_x86_64: BuilderImage,
                                             builder_settings: Settings) -> None:
     with pytest.raises(BuilderError, match="is x86_64, not ppc64le"):
