@@ -144,7 +144,7 @@ class Container:
         self._started = False
         self._previous_sigterm: Any = None
         self._installed_sigterm = False
-        # a block that ended normally does not wait for the removal (Container.removing)
+        # a block that ended normally does not wait for the removal (see _remove_later)
         self._background = remove_in_background
 
     # -- lifecycle -------------------------------------------------------------------------

@@ -9,9 +9,9 @@
 # itself in this interpreter: the same program, the same arguments, the same environment,
 # the same exit code; only its compiling is done, and the program's own load of the profile,
 # when it asks for the one loaded here (the same name, directories and user directories), is
-# handed that profile's state instead of reading the same files again. If the loading fails in any way, the
-# program is exec'ed afresh instead, as if nothing had been loaded. End of input with no
-# command line (the build did not get that far): exit 0, having run nothing.
+# handed that profile's state instead of reading the same files again. If the loading fails
+# in any way, the program is exec'ed afresh instead, as if nothing had been loaded. End of
+# input with no command line (the build did not get that far): exit 0, having run nothing.
 use strict;
 use warnings;
 
