@@ -441,20 +441,20 @@ class Builder(BuilderSteps):
             with self._timed("venv: link the deps layer"):
                 link_tree(layer / "venv", plan.venv_dir)
 
-        # cp -al of the layer's 20,000 files, then the builder container's start, beside the
+        # cp -al of the layer's 20,000 files beside the builder container's start and the
         # checkout of the source: the link and the checkout are mostly the kernel's work, on
         # the two trees of the build directory, the start the engine's. The container mounts
-        # the venv once linked (the link renames it into place), and the build directory
-        # read-only at SRC_DIR, so the tree the checkout renames into place there is in it.
-        # The stack is closed after the pool has joined: a container still starting when the
-        # checkout fails is removed all the same. Once the build is through, the container
-        # is removed on a thread while the build is packaged and published (0.3 s of the
-        # engine's); a failed build waits for the removal.
+        # the venv directory (the link fills it: nothing runs in the builder before the link
+        # is through), and the build directory read-only at SRC_DIR, so the tree the checkout
+        # renames into place there is in it. The stack is closed after the pool has joined:
+        # a container still starting when the link or the checkout fails is removed all the
+        # same. Once the build is through, the container is removed on a thread while the
+        # build is packaged and published (0.3 s of the engine's); a failed build waits for
+        # the removal.
         mounts = self.mounts(plan.work, plan.tool_cache, plan.wheelhouse, plan.directory,
                              plan.venv_dir, plan.prefix)
 
-        def link_then_start(stack: contextlib.ExitStack) -> Container:
-            link()
+        def start(stack: contextlib.ExitStack) -> Container:
             return stack.enter_context(Container(
                 plan.image, self.arch, self.settings, self.reporter, mounts=mounts,
                 env=plan.env, workdir=BUILD_DIR, engine=self.engine, tmpfs=[WHEEL_TMPFS],
@@ -464,11 +464,13 @@ class Builder(BuilderSteps):
             # lintian compiles itself (about a second of perl on one core) from the build's
             # start, beside the link, the checkout and the wheel: the lint takes it
             LintianAhead.start()
-        with contextlib.ExitStack() as stack, ThreadPoolExecutor(1) as pool:
-            starting = pool.submit(link_then_start, stack)
+        with contextlib.ExitStack() as stack, ThreadPoolExecutor(2) as pool:
+            linking = pool.submit(link)
+            starting = pool.submit(start, stack)
             (plan.work / "pins.txt").write_text(plan.pins_text)
             src_record = self._project_source(plan)
             c = starting.result()
+            linking.result()  # before anything runs in the builder's venv
             # which installer the builder has, asked while the wheel is built, not after it
             detecting = pool.submit(Installer.detect, c) if self._installer is None else None
             # the package's deps part staged while the builder makes the wheel on one core

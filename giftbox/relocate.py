@@ -197,9 +197,10 @@ def fix_records(site: Path, changed: set[Path], removed: set[Path], *,
 def link_tree(src: Path, dst: Path) -> None:
     """``dst`` (an empty directory) as a copy of ``src`` made of hard links (directories are
     new, files shared). GNU cp makes the same tree as ``shutil.copytree`` with ``os.link``
-    (symlinks kept, directory modes and times copied) in half the time."""
-    dst.rmdir()
-    host.run(["cp", "-al", "--", str(src), str(dst)], error=BuildError,
+    (symlinks kept, directory modes and times copied) in half the time. ``dst`` itself is
+    kept (``src``'s contents are copied into it, its mode and times given it), so a
+    container that mounts it may start while the tree is linked."""
+    host.run(["cp", "-al", "--", f"{src}/.", str(dst)], error=BuildError,
              needed_for="to link the deps layer into a build's venv", check=True)
 
 

@@ -136,6 +136,32 @@ def test_a_linked_layer_relocated_again_is_left_as_it_is(tmp_path: Path) -> None
         assert os.stat(path).st_ino == os.stat(build / path.relative_to(layer)).st_ino, path
 
 
+def test_the_link_fills_the_directory_it_is_given(tmp_path: Path) -> None:
+    """link_tree keeps the directory (a builder container may have it mounted already) and
+    makes in it the tree cp -al of the layer makes: the same names, types, modes, link
+    targets, and every file the layer's inode."""
+    layer = tmp_path / "layer" / "venv"
+    _make_venv("venv", layer)
+    _install_demo(layer)
+    (layer / "lib" / "odd").mkdir(mode=0o700)
+    os.chmod(layer / "lib" / "odd", 0o700)
+    build = tmp_path / "build" / "venv"
+    build.mkdir(parents=True)
+    before = os.stat(build).st_ino
+    link_tree(layer, build)
+    assert os.stat(build).st_ino == before
+
+    def shape(root: Path) -> list[tuple[str, int, str]]:
+        return sorted((str(p.relative_to(root)), p.lstat().st_mode,
+                       os.readlink(p) if p.is_symlink() else "") for p in root.rglob("*"))
+
+    assert shape(build) == shape(layer)
+    assert os.stat(build).st_mode == os.stat(layer).st_mode
+    for path in layer.rglob("*"):
+        if path.is_file() and not path.is_symlink():
+            assert os.stat(build / path.relative_to(layer)).st_ino == os.stat(path).st_ino
+
+
 def test_relocation_writes_by_rename_never_through_a_hard_link(tmp_path: Path) -> None:
     layer = tmp_path / "layer" / "venv"
     _make_venv("venv", layer)
