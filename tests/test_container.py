@@ -156,8 +156,12 @@ def test_container_is_removed_when_the_block_raises(debian12_x86_64: BuilderImag
     assert containers_of(os.getpid()) == []
 
 
+# The child takes SIGINT as Python does by default even where it was started with SIGINT
+# ignored (a background job of a shell without job control, `nohup`): Python then installs
+# no handler of its own, and the test is of what a Ctrl-C does, not of how CI was started.
 CHILD = textwrap.dedent("""
-    import sys
+    import signal, sys
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     from giftbox.container import Container
     from giftbox.distros import Arch
     from giftbox.settings import Settings
