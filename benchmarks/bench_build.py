@@ -58,7 +58,7 @@ GROUPS = (("resolve", "resolve"), ("source", "source"), ("wheel", "wheel"),
 
 
 def row(name: str, *cells: str) -> None:
-    print(f"  {name:<34}" + "".join(f"{c:>14}" for c in cells), flush=True)
+    print(f"  {name:<40}" + "".join(f"{c:>14}" for c in cells), flush=True)
 
 
 def fmt(seconds: float | None) -> str:
