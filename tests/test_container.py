@@ -157,8 +157,8 @@ def test_container_is_removed_when_the_block_raises(debian12_x86_64: BuilderImag
 
 
 # The child takes SIGINT as Python does by default even where it was started with SIGINT
-# ignored (a background job of a shell without job control, `nohup`): Python then installs
-# no handler of its own, and the test is of what a Ctrl-C does, not of how CI was started.
+# ignored (`cmd &` in a shell without job control starts cmd so): Python then installs no
+# handler of its own, and the test is of what a Ctrl-C does, not of how CI was started.
 CHILD = textwrap.dedent("""
     import signal, sys
     signal.signal(signal.SIGINT, signal.default_int_handler)
